@@ -19,10 +19,20 @@
 //! Lifecycle: daemons ([`registry::Registry`], [`containerd::Containerd`]) are owned by the
 //! test that starts them. Dropping the handle stops the process and removes its files, so
 //! a test leaves no process or mount behind even when it fails by panicking.
+//!
+//! ```
+//! use lazypull_testkit::tarbuild::{Builder, Entry};
+//!
+//! let mut tar = Builder::new();
+//! tar.append(&Entry::file("etc/hostname", b"box\n"));
+//! let bytes = tar.finish();
+//! assert_eq!(bytes.len() % 512, 0);
+//! ```
 
 pub mod image;
 pub mod prereq;
 mod process;
 pub mod registry;
+pub mod tarbuild;
 
 pub use prereq::Prereq;
