@@ -12,6 +12,7 @@
 //!   [`tarbuild::recipes`] that build the edge-case layers the conversion and mount tests use.
 //! - [`tree`]: GNU tar extraction, directory snapshots (metadata, content digests, xattrs,
 //!   hardlink groups), diffs between snapshots, and an overlayfs-style merge of layers.
+//! - [`mounts`]: the mount table, and detaching every mount below a directory.
 //! - [`image`]: the cached Debian-based test image as an OCI layout.
 //! - [`gochecker`]: a Go program built against the upstream `estargz` package that reads
 //!   and verifies a blob independently of our reader.
@@ -29,7 +30,9 @@
 //! assert_eq!(bytes.len() % 512, 0);
 //! ```
 
+pub mod containerd;
 pub mod image;
+pub mod mounts;
 pub mod prereq;
 mod process;
 pub mod registry;

@@ -96,32 +96,32 @@ impl Registry {
         Ok(Registry { daemon, port, dir })
     }
 
-    /// The address, `127.0.0.1:PORT`, as used in image references.
+    /// Returns the address, `127.0.0.1:PORT`, as used in image references.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// Returns the base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.host())
     }
 
-    /// The TCP port.
+    /// Returns the TCP port.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The process id of the registry daemon.
+    /// Returns the process id of the registry daemon.
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
     }
 
-    /// The registry's storage directory (filesystem driver root).
+    /// Returns the registry's storage directory (filesystem driver root).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
 
-    /// The file that receives the registry's stdout and stderr.
+    /// Returns the file that receives the registry's stdout and stderr.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("registry.log")
     }
