@@ -1,0 +1,324 @@
+//! Output order of a layer's entries.
+//!
+//! Rules, applied to the scanned input:
+//!
+//! 1. Duplicate paths (compared after cleaning): the last entry wins and keeps its own position;
+//!    earlier ones are dropped. This matches what GNU tar leaves on disk.
+//! 2. Root-level `stargz.index.json`, `.prefetch.landmark` and `.no.prefetch.landmark` entries are
+//!    dropped: re-converting an eStargz layer must yield exactly one TOC and one landmark.
+//! 3. Prioritized paths come first, in the given order, followed by `.prefetch.landmark`. Without
+//!    prioritized paths, `.no.prefetch.landmark` is the very first entry.
+//! 4. Every entry is preceded by its parent directories: a directory entry that appears later in
+//!    the input is moved up, and a directory with no entry at all gets a synthesized one (mode
+//!    0755, uid and gid 0, the mtime of the child that needed it), so every reader finds a parent
+//!    for every entry.
+//! 5. A hard link is preceded by its target (moved up if needed), so GNU tar can extract it.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::tar::scan::{InputEntry, Kind};
+use crate::tar::{clean_path, split_parent};
+use crate::toc::{Timestamp, TOC_TAR_NAME};
+use crate::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+
+/// One entry of the output, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// An input entry, by index into the scanned entries.
+    Input(usize),
+    /// A directory that the input implies but does not contain.
+    ImpliedDir {
+        /// Cleaned path of the directory.
+        path: Vec<u8>,
+        /// Modification time to give it.
+        mtime: Timestamp,
+    },
+    /// A landmark file.
+    Landmark(LandmarkKind),
+}
+
+/// Which landmark a layer gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandmarkKind {
+    /// `.prefetch.landmark`: the entries before it are prioritized.
+    Prefetch,
+    /// `.no.prefetch.landmark`: nothing is prioritized.
+    NoPrefetch,
+}
+
+impl LandmarkKind {
+    /// File name of the landmark.
+    pub fn name(self) -> &'static str {
+        match self {
+            LandmarkKind::Prefetch => PREFETCH_LANDMARK,
+            LandmarkKind::NoPrefetch => NO_PREFETCH_LANDMARK,
+        }
+    }
+}
+
+/// The planned output.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Entries in output order.
+    pub items: Vec<Item>,
+    /// Input entries dropped because a later entry has the same path.
+    pub duplicates_dropped: usize,
+    /// Prioritized paths that the layer does not contain.
+    pub prioritized_missing: Vec<Vec<u8>>,
+    /// Prioritized paths that were found.
+    pub prioritized_found: usize,
+}
+
+struct Planner<'a> {
+    entries: &'a [InputEntry],
+    cleaned: Vec<Vec<u8>>,
+    survivor: HashMap<Vec<u8>, usize>,
+    emitted: HashSet<Vec<u8>>,
+    items: Vec<Item>,
+}
+
+impl Planner<'_> {
+    fn emit(&mut self, start: usize) {
+        // Hard-link chains are walked iteratively so hostile input cannot exhaust the stack.
+        let mut chain = vec![start];
+        let mut seen = HashSet::new();
+        while let Some(&last) = chain.last() {
+            let entry = &self.entries[last];
+            if entry.meta.kind != Kind::Hardlink || !seen.insert(last) {
+                break;
+            }
+            let target = clean_path(&entry.meta.link);
+            match self.survivor.get(&target) {
+                Some(&t) if !self.emitted.contains(&target) && t != last && !chain.contains(&t) => chain.push(t),
+                _ => break,
+            }
+        }
+        while let Some(index) = chain.pop() {
+            self.emit_one(index);
+        }
+    }
+
+    fn emit_one(&mut self, index: usize) {
+        let path = self.cleaned[index].clone();
+        if self.emitted.contains(&path) {
+            return;
+        }
+        self.ensure_parents(&path, self.entries[index].meta.mtime);
+        self.emitted.insert(path);
+        self.items.push(Item::Input(index));
+    }
+
+    fn ensure_parents(&mut self, path: &[u8], mtime: Timestamp) {
+        // The root has no name to synthesize, but a root entry ("./") is moved before everything.
+        if !path.is_empty() && !self.emitted.contains(&b""[..]) {
+            if let Some(&root) = self.survivor.get(&b""[..]) {
+                self.emitted.insert(Vec::new());
+                self.items.push(Item::Input(root));
+            }
+        }
+        let (parent, _) = split_parent(path);
+        if parent.is_empty() {
+            return;
+        }
+        let mut ancestors = Vec::new();
+        let mut current = parent;
+        while !current.is_empty() && !self.emitted.contains(current) {
+            ancestors.push(current.to_vec());
+            current = split_parent(current).0;
+        }
+        for dir in ancestors.into_iter().rev() {
+            match self.survivor.get(&dir) {
+                Some(&index) => {
+                    self.emitted.insert(dir);
+                    self.items.push(Item::Input(index));
+                }
+                None => {
+                    self.emitted.insert(dir.clone());
+                    self.items.push(Item::ImpliedDir { path: dir, mtime });
+                }
+            }
+        }
+    }
+}
+
+/// Plans the output order of `entries` with the given prioritized paths.
+pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
+    let cleaned: Vec<Vec<u8>> = entries.iter().map(|e| clean_path(&e.meta.name)).collect();
+    let reserved = [TOC_TAR_NAME.as_bytes(), PREFETCH_LANDMARK.as_bytes(), NO_PREFETCH_LANDMARK.as_bytes()];
+    let mut survivor = HashMap::with_capacity(entries.len());
+    for (index, path) in cleaned.iter().enumerate() {
+        if !reserved.contains(&path.as_slice()) {
+            survivor.insert(path.clone(), index);
+        }
+    }
+    let kept = survivor.len();
+    let reserved_count = cleaned.iter().filter(|p| reserved.contains(&p.as_slice())).count();
+
+    let mut planner = Planner {
+        entries,
+        cleaned,
+        survivor,
+        emitted: HashSet::with_capacity(entries.len()),
+        items: Vec::with_capacity(entries.len() + 2),
+    };
+    let mut plan = Plan {
+        duplicates_dropped: entries.len() - kept - reserved_count,
+        ..Plan::default()
+    };
+
+    for path in prioritized {
+        let path = clean_path(path);
+        match planner.survivor.get(&path) {
+            Some(&index) => {
+                plan.prioritized_found += 1;
+                planner.emit(index);
+            }
+            None => plan.prioritized_missing.push(path),
+        }
+    }
+    if plan.prioritized_found > 0 {
+        planner.items.push(Item::Landmark(LandmarkKind::Prefetch));
+    } else {
+        planner.items.insert(0, Item::Landmark(LandmarkKind::NoPrefetch));
+    }
+    for index in 0..entries.len() {
+        let path = &planner.cleaned[index];
+        if planner.survivor.get(path) == Some(&index) {
+            planner.emit(index);
+        }
+    }
+    plan.items = planner.items;
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar::scan::{EntryMeta, HeaderCopy};
+
+    fn entry(name: &str, kind: Kind, link: &str) -> InputEntry {
+        InputEntry {
+            header_start: 0,
+            main_header: 0,
+            header_end: 0,
+            data_offset: 0,
+            stored_len: 0,
+            meta: EntryMeta {
+                name: name.as_bytes().to_vec(),
+                link: link.as_bytes().to_vec(),
+                kind,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                uname: vec![],
+                gname: vec![],
+                mtime: Timestamp::new(7, 0),
+                size: 0,
+                devmajor: 0,
+                devminor: 0,
+                xattrs: vec![],
+                extra_records: vec![],
+            },
+            copy: HeaderCopy::Verbatim,
+            sparse: None,
+        }
+    }
+
+    fn names(plan: &Plan, entries: &[InputEntry]) -> Vec<String> {
+        plan.items
+            .iter()
+            .map(|item| match item {
+                Item::Input(i) => String::from_utf8_lossy(&entries[*i].meta.name).into_owned(),
+                Item::ImpliedDir { path, .. } => format!("+{}", String::from_utf8_lossy(path)),
+                Item::Landmark(kind) => kind.name().to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prioritized_hardlink_brings_its_target() {
+        let entries = vec![
+            entry("usr/", Kind::Directory, ""),
+            entry("usr/bin/", Kind::Directory, ""),
+            entry("usr/bin/python3.8", Kind::Regular, ""),
+            entry("usr/bin/python3", Kind::Hardlink, "usr/bin/python3.8"),
+            entry("usr/lib/", Kind::Directory, ""),
+        ];
+        let plan = plan(&entries, &[b"usr/bin/python3".to_vec()]);
+        assert_eq!(
+            names(&plan, &entries),
+            ["usr/", "usr/bin/", "usr/bin/python3.8", "usr/bin/python3", ".prefetch.landmark", "usr/lib/"]
+        );
+    }
+
+    #[test]
+    fn implied_parents_are_synthesized_once() {
+        let entries = vec![
+            entry("bin/app", Kind::Regular, ""),
+            entry("bin/app.runfiles/_main/main.go", Kind::Regular, ""),
+            entry("bin/app.runfiles/_main/app_/app", Kind::Hardlink, "bin/app"),
+        ];
+        let plan = plan(&entries, &[]);
+        assert_eq!(
+            names(&plan, &entries),
+            [
+                ".no.prefetch.landmark",
+                "+bin",
+                "bin/app",
+                "+bin/app.runfiles",
+                "+bin/app.runfiles/_main",
+                "bin/app.runfiles/_main/main.go",
+                "+bin/app.runfiles/_main/app_",
+                "bin/app.runfiles/_main/app_/app"
+            ]
+        );
+    }
+
+    #[test]
+    fn directory_listed_after_children_moves_up() {
+        let entries = vec![entry("d/f", Kind::Regular, ""), entry("d/", Kind::Directory, "")];
+        let plan = plan(&entries, &[]);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "d/", "d/f"]);
+    }
+
+    #[test]
+    fn duplicates_keep_the_last_entry_in_its_position() {
+        let entries = vec![
+            entry("etc/", Kind::Directory, ""),
+            entry("etc/conf", Kind::Regular, ""),
+            entry("etc/", Kind::Directory, ""),
+            entry("etc/conf", Kind::Regular, ""),
+        ];
+        let plan = plan(&entries, &[]);
+        assert_eq!(plan.items, vec![Item::Landmark(LandmarkKind::NoPrefetch), Item::Input(2), Item::Input(3)]);
+        assert_eq!(plan.duplicates_dropped, 2);
+    }
+
+    #[test]
+    fn old_toc_and_landmarks_are_dropped() {
+        let entries = vec![
+            entry(".prefetch.landmark", Kind::Regular, ""),
+            entry("a", Kind::Regular, ""),
+            entry("stargz.index.json", Kind::Regular, ""),
+            entry("sub/stargz.index.json", Kind::Regular, ""),
+        ];
+        let plan = plan(&entries, &[]);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a", "+sub", "sub/stargz.index.json"]);
+        assert_eq!(plan.duplicates_dropped, 0);
+    }
+
+    #[test]
+    fn hardlink_cycle_terminates() {
+        let entries = vec![entry("a", Kind::Hardlink, "b"), entry("b", Kind::Hardlink, "a")];
+        let plan = plan(&entries, &[]);
+        assert_eq!(plan.items.len(), 3);
+    }
+
+    #[test]
+    fn missing_prioritized_paths_are_reported() {
+        let entries = vec![entry("a", Kind::Regular, "")];
+        let plan = plan(&entries, &[b"./nope".to_vec(), b"a".to_vec()]);
+        assert_eq!(plan.prioritized_missing, vec![b"nope".to_vec()]);
+        assert_eq!(names(&plan, &entries), ["a", ".prefetch.landmark"]);
+    }
+}

@@ -1,0 +1,780 @@
+//! A compact, read-only inode table built from a TOC: what a filesystem needs to answer lookup,
+//! getattr, readdir, readlink, getxattr and read, and the map from a (file, offset) to the chunks
+//! that hold it.
+//!
+//! Normalisation follows what eStargz readers do:
+//!
+//! * names are cleaned (`./a/b/` is `a/b`); missing parent directories are created with mode
+//!   0755, uid and gid 0;
+//! * a later entry with the same path replaces the earlier one (two directories merge, keeping
+//!   their children and the later attributes);
+//! * chunk entries belong to the preceding regular file, whatever name they carry; a missing
+//!   `chunkSize` means "to the end of the file";
+//! * hard links, chained or not, share their target's node; links whose target is missing or a
+//!   directory are dropped and counted;
+//! * only the permission, setuid, setgid and sticky bits of `mode` are kept, the type comes from
+//!   `type`;
+//! * with [`IndexOptions::overlay_whiteouts`], `.wh.<name>` entries become overlayfs whiteouts
+//!   (character devices 0/0 named `<name>`) and `.wh..wh..opq` marks its directory opaque.
+//!
+//! Memory is a few dozen bytes per entry plus the names, far below the TOC JSON itself.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::digest::Digest;
+use crate::error::TocError;
+use crate::limits::Limits;
+use crate::tar::{clean_path, split_parent};
+use crate::toc::{parse_toc_entries, EntryKind, Timestamp, TocEntry};
+use crate::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+
+/// Index of a node in a [`LayerIndex`]; the root is [`NodeId::ROOT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The layer's root directory.
+    pub const ROOT: NodeId = NodeId(0);
+}
+
+/// File type of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Directory.
+    Dir,
+    /// Regular file.
+    Reg,
+    /// Symbolic link.
+    Symlink,
+    /// Character device (overlayfs whiteouts included).
+    Char,
+    /// Block device.
+    Block,
+    /// Named pipe.
+    Fifo,
+}
+
+/// A byte range in the index's string arena.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// One inode.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// File type.
+    pub kind: NodeKind,
+    /// Permission bits plus setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Size in bytes: content length for files, target length for symlinks, 0 otherwise.
+    pub size: u64,
+    /// Link count: names pointing at a file, or 2 plus subdirectories for a directory.
+    pub nlink: u32,
+    /// Device major number.
+    pub dev_major: u32,
+    /// Device minor number.
+    pub dev_minor: u32,
+    /// Whether the directory carried an opaque marker (overlay mode only).
+    pub opaque: bool,
+    parent: u32,
+    link: Span,
+    xattrs: Range<u32>,
+    chunks: Range<u32>,
+    children: Range<u32>,
+}
+
+/// One chunk of a regular file: where its bytes live in the blob and how to verify them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset of the chunk inside the file.
+    pub file_offset: u64,
+    /// Uncompressed length.
+    pub size: u64,
+    /// Blob offset of the member or frame to start decompressing at.
+    pub comp_offset: u64,
+    /// Blob offset where the next payload member starts (or the TOC): the chunk's compressed
+    /// bytes lie within `comp_offset..comp_end`.
+    pub comp_end: u64,
+    /// Uncompressed bytes to skip after `comp_offset`.
+    pub inner_offset: u64,
+    /// Expected digest of the uncompressed chunk.
+    pub digest: Option<Digest>,
+}
+
+impl Chunk {
+    /// The chunk's byte range inside its file.
+    pub fn file_range(&self) -> Range<u64> {
+        self.file_offset..self.file_offset + self.size
+    }
+
+    /// The compressed byte range of the blob that holds the chunk.
+    pub fn comp_range(&self) -> Range<u64> {
+        self.comp_offset..self.comp_end
+    }
+}
+
+/// Which landmark a layer has and where its payload starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landmark {
+    /// `.prefetch.landmark`: blob bytes before `offset` hold the prioritized files.
+    Prefetch {
+        /// Blob offset of the landmark's payload: the end of the prioritized range.
+        offset: u64,
+    },
+    /// `.no.prefetch.landmark`: nothing to prefetch.
+    NoPrefetch,
+}
+
+/// Options of [`LayerIndex::from_toc_json`].
+#[derive(Debug, Clone, Default)]
+pub struct IndexOptions {
+    /// Present whiteouts and opaque markers the way overlayfs expects them.
+    pub overlay_whiteouts: bool,
+    /// Hide `.prefetch.landmark` and `.no.prefetch.landmark` in the root.
+    pub hide_landmarks: bool,
+    /// Limits on names and entries.
+    pub limits: Limits,
+}
+
+/// Counters gathered while building the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// TOC entries read, chunk entries included.
+    pub toc_entries: usize,
+    /// Hard links dropped because their target is missing or a directory.
+    pub dangling_hardlinks: usize,
+    /// Directories created because an entry needed them.
+    pub implied_dirs: usize,
+    /// Entries replaced by a later entry with the same path.
+    pub replaced: usize,
+    /// Whiteouts turned into overlayfs whiteout devices.
+    pub whiteouts: usize,
+}
+
+/// The inode table of one layer.
+#[derive(Debug, Clone)]
+pub struct LayerIndex {
+    nodes: Vec<Node>,
+    dirents: Vec<(Span, u32)>,
+    chunks: Vec<Chunk>,
+    xattrs: Vec<(Span, Span)>,
+    strings: Vec<u8>,
+    landmark: Option<Landmark>,
+    stats: IndexStats,
+    blob_payload_end: u64,
+}
+
+/// A chunk whose compressed end is not known until every entry is read.
+struct PendingChunk {
+    node: u32,
+    chunk: Chunk,
+}
+
+struct Builder {
+    options: IndexOptions,
+    nodes: Vec<Node>,
+    strings: Vec<u8>,
+    xattrs: Vec<(Span, Span)>,
+    /// (parent, name) → index into `dirents`.
+    lookup: HashMap<(u32, Box<[u8]>), u32>,
+    dirents: Vec<(u32, Span, u32)>,
+    chunks: Vec<PendingChunk>,
+    /// (dirent, cleaned target path) of every hard link, resolved at the end.
+    hardlinks: Vec<(u32, Vec<u8>)>,
+    current_reg: Option<(u32, u64)>,
+    last_parent: Option<(Vec<u8>, u32)>,
+    landmark: Option<Landmark>,
+    stats: IndexStats,
+}
+
+const PLACEHOLDER: u32 = u32::MAX;
+
+fn perm_bits(mode: i64) -> u32 {
+    (mode & 0o7777) as u32
+}
+
+impl Builder {
+    fn new(options: IndexOptions) -> Self {
+        let root = Node {
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::EPOCH,
+            size: 0,
+            nlink: 2,
+            dev_major: 0,
+            dev_minor: 0,
+            opaque: false,
+            parent: 0,
+            link: Span::default(),
+            xattrs: 0..0,
+            chunks: 0..0,
+            children: 0..0,
+        };
+        Builder {
+            options,
+            nodes: vec![root],
+            strings: Vec::new(),
+            xattrs: Vec::new(),
+            lookup: HashMap::new(),
+            dirents: Vec::new(),
+            chunks: Vec::new(),
+            hardlinks: Vec::new(),
+            current_reg: None,
+            last_parent: None,
+            landmark: None,
+            stats: IndexStats::default(),
+        }
+    }
+
+    fn intern(&mut self, bytes: &[u8]) -> Span {
+        let start = self.strings.len() as u32;
+        self.strings.extend_from_slice(bytes);
+        Span { start, len: bytes.len() as u32 }
+    }
+
+    fn new_node(&mut self, kind: NodeKind, parent: u32) -> u32 {
+        self.nodes.push(Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::EPOCH,
+            size: 0,
+            nlink: 1,
+            dev_major: 0,
+            dev_minor: 0,
+            opaque: false,
+            parent,
+            link: Span::default(),
+            xattrs: 0..0,
+            chunks: 0..0,
+            children: 0..0,
+        });
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn add_dirent(&mut self, parent: u32, name: &[u8], node: u32) -> u32 {
+        let span = self.intern(name);
+        self.dirents.push((parent, span, node));
+        let index = (self.dirents.len() - 1) as u32;
+        self.lookup.insert((parent, name.into()), index);
+        index
+    }
+
+    fn child(&self, parent: u32, name: &[u8]) -> Option<u32> {
+        self.lookup.get(&(parent, Box::<[u8]>::from(name))).copied()
+    }
+
+    /// Returns the directory node for a cleaned path, creating missing directories.
+    fn ensure_dir(&mut self, path: &[u8], index: usize, entry_name: &str) -> Result<u32, TocError> {
+        if path.is_empty() {
+            return Ok(0);
+        }
+        if let Some((last, node)) = &self.last_parent {
+            if last == path {
+                return Ok(*node);
+            }
+        }
+        let mut node = 0u32;
+        for part in path.split(|&b| b == b'/') {
+            node = match self.child(node, part) {
+                Some(dirent) => {
+                    let target = self.dirents[dirent as usize].2;
+                    if target == PLACEHOLDER || self.nodes[target as usize].kind != NodeKind::Dir {
+                        return Err(TocError::InvalidEntry {
+                            index,
+                            name: entry_name.to_string(),
+                            reason: format!("parent {:?} is not a directory", String::from_utf8_lossy(path)),
+                        });
+                    }
+                    target
+                }
+                None => {
+                    let dir = self.new_node(NodeKind::Dir, node);
+                    self.add_dirent(node, part, dir);
+                    self.stats.implied_dirs += 1;
+                    dir
+                }
+            };
+        }
+        self.last_parent = Some((path.to_vec(), node));
+        Ok(node)
+    }
+
+    fn set_attrs(&mut self, node: u32, entry: &TocEntry) {
+        let xattrs_start = self.xattrs.len() as u32;
+        for (name, value) in &entry.xattrs {
+            let name = self.intern(name.as_bytes());
+            let value = self.intern(value);
+            self.xattrs.push((name, value));
+        }
+        let xattrs_end = self.xattrs.len() as u32;
+        let n = &mut self.nodes[node as usize];
+        n.mode = perm_bits(entry.mode);
+        n.uid = entry.uid;
+        n.gid = entry.gid;
+        n.mtime = entry.mod_time.unwrap_or(Timestamp::EPOCH);
+        n.xattrs = xattrs_start..xattrs_end;
+    }
+
+    fn invalid(index: usize, entry: &TocEntry, reason: impl Into<String>) -> TocError {
+        TocError::InvalidEntry { index, name: entry.name.clone(), reason: reason.into() }
+    }
+
+    fn add(&mut self, index: usize, entry: TocEntry) -> Result<(), TocError> {
+        self.stats.toc_entries += 1;
+        let limits = &self.options.limits;
+        if entry.name.len() > limits.max_name_bytes || entry.link_name.len() > limits.max_name_bytes {
+            return Err(Self::invalid(index, &entry, "name or link target is too long"));
+        }
+        if entry.xattrs.len() > limits.max_xattrs_per_entry
+            || entry.xattrs.values().any(|v| v.len() > limits.max_xattr_value_bytes)
+        {
+            return Err(Self::invalid(index, &entry, "too many or too large xattrs"));
+        }
+        if entry.kind == EntryKind::Chunk {
+            return self.add_chunk(index, &entry);
+        }
+        self.current_reg = None;
+        let raw_name = entry.raw_name();
+        if raw_name.contains(&0) {
+            return Err(Self::invalid(index, &entry, "name contains a NUL byte"));
+        }
+        let path = clean_path(&raw_name);
+        if path.is_empty() {
+            if entry.kind == EntryKind::Dir {
+                self.set_attrs(0, &entry);
+            }
+            return Ok(());
+        }
+        let (parent_path, base) = split_parent(&path);
+        let parent = self.ensure_dir(parent_path, index, &entry.name)?;
+
+        if parent == 0 && self.options.hide_landmarks {
+            if base == PREFETCH_LANDMARK.as_bytes() {
+                self.landmark = Some(Landmark::Prefetch { offset: entry.offset });
+                return Ok(());
+            }
+            if base == NO_PREFETCH_LANDMARK.as_bytes() {
+                self.landmark.get_or_insert(Landmark::NoPrefetch);
+                return Ok(());
+            }
+        }
+
+        let existing = self.child(parent, base);
+        if let Some(dirent) = existing {
+            let node = self.dirents[dirent as usize].2;
+            if entry.kind == EntryKind::Dir && node != PLACEHOLDER && self.nodes[node as usize].kind == NodeKind::Dir {
+                self.stats.replaced += 1;
+                self.set_attrs(node, &entry);
+                return Ok(());
+            }
+            self.stats.replaced += 1;
+        }
+
+        let node = match entry.kind {
+            // Resolved once every entry is known; until then the dirent points nowhere.
+            EntryKind::Hardlink => PLACEHOLDER,
+            kind => {
+                let node_kind = match kind {
+                    EntryKind::Dir => NodeKind::Dir,
+                    EntryKind::Reg => NodeKind::Reg,
+                    EntryKind::Symlink => NodeKind::Symlink,
+                    EntryKind::Char => NodeKind::Char,
+                    EntryKind::Block => NodeKind::Block,
+                    EntryKind::Fifo => NodeKind::Fifo,
+                    EntryKind::Hardlink | EntryKind::Chunk => unreachable!("handled above"),
+                };
+                let node = self.new_node(node_kind, parent);
+                self.set_attrs(node, &entry);
+                let raw_link = entry.raw_link_name();
+                let n = &mut self.nodes[node as usize];
+                match node_kind {
+                    NodeKind::Symlink => {
+                        let link = raw_link.into_owned();
+                        let span = self.intern(&link);
+                        let n = &mut self.nodes[node as usize];
+                        n.link = span;
+                        n.size = link.len() as u64;
+                    }
+                    NodeKind::Char | NodeKind::Block => {
+                        n.dev_major = entry.dev_major;
+                        n.dev_minor = entry.dev_minor;
+                    }
+                    NodeKind::Reg => {
+                        n.size = entry.size;
+                        if entry.size > 0 {
+                            let size = if entry.chunk_size == 0 { entry.size } else { entry.chunk_size };
+                            self.push_chunk(index, &entry, node, 0, size)?;
+                        }
+                        self.current_reg = Some((node, entry.size));
+                    }
+                    _ => {}
+                }
+                node
+            }
+        };
+        match existing {
+            Some(dirent) => self.dirents[dirent as usize].2 = node,
+            None => {
+                self.add_dirent(parent, base, node);
+            }
+        }
+        if entry.kind == EntryKind::Hardlink {
+            let dirent = self.child(parent, base).unwrap_or(PLACEHOLDER);
+            let target = clean_path(&entry.raw_link_name());
+            self.hardlinks.push((dirent, target));
+        }
+        Ok(())
+    }
+
+    fn push_chunk(&mut self, index: usize, entry: &TocEntry, node: u32, file_offset: u64, size: u64) -> Result<(), TocError> {
+        if size > self.options.limits.max_chunk_bytes {
+            return Err(Self::invalid(index, entry, format!("chunk of {size} bytes is above the limit")));
+        }
+        self.chunks.push(PendingChunk {
+            node,
+            chunk: Chunk {
+                file_offset,
+                size,
+                comp_offset: entry.offset,
+                comp_end: 0,
+                inner_offset: entry.inner_offset,
+                digest: entry.chunk_digest.or(entry.digest),
+            },
+        });
+        Ok(())
+    }
+
+    fn add_chunk(&mut self, index: usize, entry: &TocEntry) -> Result<(), TocError> {
+        let Some((node, file_size)) = self.current_reg else {
+            return Err(Self::invalid(index, entry, "chunk entry does not follow a regular file"));
+        };
+        if entry.chunk_offset >= file_size {
+            return Err(Self::invalid(index, entry, format!("chunk offset {} is past the file size {file_size}", entry.chunk_offset)));
+        }
+        let size = if entry.chunk_size == 0 { file_size - entry.chunk_offset } else { entry.chunk_size };
+        let digest_entry = TocEntry { digest: None, ..entry.clone() };
+        self.push_chunk(index, &digest_entry, node, entry.chunk_offset, size)
+    }
+
+    fn resolve_hardlinks(&mut self) {
+        let hardlinks = std::mem::take(&mut self.hardlinks);
+        let link_target: HashMap<u32, &[u8]> = hardlinks.iter().map(|h| (h.0, h.1.as_slice())).collect();
+        for (dirent, target) in &hardlinks {
+            if *dirent == PLACEHOLDER {
+                continue;
+            }
+            // Follow chains of links iteratively; a cycle or a missing target drops the link.
+            let mut current = target.clone();
+            let mut resolved = None;
+            for _ in 0..=hardlinks.len() {
+                let Some(found) = self.lookup_path_dirent(&current) else { break };
+                let node = self.dirents[found as usize].2;
+                if node != PLACEHOLDER {
+                    resolved = Some(node);
+                    break;
+                }
+                match link_target.get(&found) {
+                    Some(next) => current = next.to_vec(),
+                    None => break,
+                }
+            }
+            match resolved {
+                Some(node) if self.nodes[node as usize].kind != NodeKind::Dir => {
+                    self.dirents[*dirent as usize].2 = node;
+                }
+                _ => self.stats.dangling_hardlinks += 1,
+            }
+        }
+    }
+
+    fn lookup_path_dirent(&self, path: &[u8]) -> Option<u32> {
+        let mut node = 0u32;
+        let mut found = None;
+        for part in path.split(|&b| b == b'/') {
+            if node == PLACEHOLDER {
+                return None;
+            }
+            let dirent = self.child(node, part)?;
+            found = Some(dirent);
+            node = self.dirents[dirent as usize].2;
+        }
+        found
+    }
+
+    fn apply_whiteouts(&mut self) {
+        let count = self.dirents.len();
+        for i in 0..count {
+            let (parent, span, node) = self.dirents[i];
+            if node == PLACEHOLDER {
+                continue;
+            }
+            let name = self.strings[span.start as usize..(span.start + span.len) as usize].to_vec();
+            let Some(target) = name.strip_prefix(b".wh.") else { continue };
+            if target == b".wh..opq" {
+                self.nodes[parent as usize].opaque = true;
+                self.dirents[i].2 = PLACEHOLDER;
+                continue;
+            }
+            if target.starts_with(b".wh.") {
+                // Other `.wh..wh.` names are AUFS bookkeeping, never user files.
+                self.dirents[i].2 = PLACEHOLDER;
+                continue;
+            }
+            if target.is_empty() || target == b"." || target == b".." || target.contains(&b'/') {
+                // A whiteout must name something; this one stays an ordinary file.
+                continue;
+            }
+            self.dirents[i].2 = PLACEHOLDER;
+            if self.child(parent, target).is_some_and(|d| self.dirents[d as usize].2 != PLACEHOLDER) {
+                continue;
+            }
+            let whiteout = self.new_node(NodeKind::Char, parent);
+            let n = &mut self.nodes[whiteout as usize];
+            n.mode = 0;
+            let span = self.intern(target);
+            self.dirents.push((parent, span, whiteout));
+            self.stats.whiteouts += 1;
+        }
+    }
+
+    fn finish(mut self, toc_offset: u64) -> Result<LayerIndex, TocError> {
+        self.resolve_hardlinks();
+        if self.options.overlay_whiteouts {
+            self.apply_whiteouts();
+        }
+        self.lookup = HashMap::new();
+
+        // Directory entries sorted by (parent, name); drop removed ones.
+        let strings = &self.strings;
+        let name_of = |span: Span| &strings[span.start as usize..(span.start + span.len) as usize];
+        let mut dirents: Vec<(u32, Span, u32)> =
+            std::mem::take(&mut self.dirents).into_iter().filter(|d| d.2 != PLACEHOLDER).collect();
+        dirents.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| name_of(a.1).cmp(name_of(b.1))));
+        dirents.dedup_by(|b, a| a.0 == b.0 && name_of(a.1) == name_of(b.1));
+        let mut start = 0usize;
+        while start < dirents.len() {
+            let parent = dirents[start].0;
+            let mut end = start;
+            while end < dirents.len() && dirents[end].0 == parent {
+                end += 1;
+            }
+            self.nodes[parent as usize].children = start as u32..end as u32;
+            start = end;
+        }
+        for node in &mut self.nodes {
+            node.nlink = if node.kind == NodeKind::Dir { 2 } else { 0 };
+        }
+        for &(parent, _, node) in &dirents {
+            if self.nodes[node as usize].kind == NodeKind::Dir {
+                self.nodes[parent as usize].nlink += 1;
+            } else {
+                self.nodes[node as usize].nlink += 1;
+            }
+        }
+
+        // Chunks grouped by node, in file order, with their compressed spans.
+        let mut offsets: Vec<u64> = self.chunks.iter().map(|c| c.chunk.comp_offset).collect();
+        offsets.push(toc_offset);
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut pending = std::mem::take(&mut self.chunks);
+        pending.sort_by_key(|c| (c.node, c.chunk.file_offset));
+        let mut chunks = Vec::with_capacity(pending.len());
+        let mut i = 0;
+        while i < pending.len() {
+            let node = pending[i].node;
+            let begin = chunks.len();
+            let mut expected = 0u64;
+            while i < pending.len() && pending[i].node == node {
+                let mut chunk = pending[i].chunk;
+                if chunk.file_offset != expected {
+                    return Err(TocError::InvalidEntry {
+                        index: 0,
+                        name: format!("node {node}"),
+                        reason: format!("chunk at file offset {} does not continue at {expected}", chunk.file_offset),
+                    });
+                }
+                if chunk.comp_offset >= toc_offset {
+                    return Err(TocError::InvalidEntry {
+                        index: 0,
+                        name: format!("node {node}"),
+                        reason: format!("chunk offset {} is not before the TOC at {toc_offset}", chunk.comp_offset),
+                    });
+                }
+                let next = offsets.partition_point(|&o| o <= chunk.comp_offset);
+                chunk.comp_end = offsets.get(next).copied().unwrap_or(toc_offset);
+                expected = chunk.file_offset + chunk.size;
+                chunks.push(chunk);
+                i += 1;
+            }
+            let n = &mut self.nodes[node as usize];
+            if expected != n.size {
+                return Err(TocError::InvalidEntry {
+                    index: 0,
+                    name: format!("node {node}"),
+                    reason: format!("chunks cover {expected} bytes of a {}-byte file", n.size),
+                });
+            }
+            n.chunks = begin as u32..chunks.len() as u32;
+        }
+
+        Ok(LayerIndex {
+            nodes: self.nodes,
+            dirents: dirents.into_iter().map(|(_, span, node)| (span, node)).collect(),
+            chunks,
+            xattrs: self.xattrs,
+            strings: self.strings,
+            landmark: self.landmark,
+            stats: self.stats,
+            blob_payload_end: toc_offset,
+        })
+    }
+}
+
+impl LayerIndex {
+    /// Builds the index from TOC JSON. `toc_offset` bounds the payload of the last chunk.
+    pub fn from_toc_json(json: &[u8], toc_offset: u64, options: &IndexOptions) -> Result<Self, TocError> {
+        let mut builder = Builder::new(options.clone());
+        parse_toc_entries(json, &options.limits, |index, entry| builder.add(index, entry))?;
+        builder.finish(toc_offset)
+    }
+
+    /// Builds the index from entries already in memory.
+    pub fn from_entries(entries: impl IntoIterator<Item = TocEntry>, toc_offset: u64, options: &IndexOptions) -> Result<Self, TocError> {
+        let mut builder = Builder::new(options.clone());
+        for (index, entry) in entries.into_iter().enumerate() {
+            builder.add(index, entry)?;
+        }
+        builder.finish(toc_offset)
+    }
+
+    fn string(&self, span: Span) -> &[u8] {
+        &self.strings[span.start as usize..(span.start + span.len) as usize]
+    }
+
+    /// Number of nodes, the root included. Node ids are `0..node_count()`.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id.0 as usize)
+    }
+
+    /// The parent directory of a directory (the root is its own parent).
+    pub fn parent(&self, id: NodeId) -> NodeId {
+        self.node(id).map_or(NodeId::ROOT, |n| NodeId(n.parent))
+    }
+
+    /// Looks up `name` in directory `dir`.
+    pub fn lookup(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let node = self.node(dir)?;
+        let children = &self.dirents[node.children.start as usize..node.children.end as usize];
+        children
+            .binary_search_by(|(span, _)| self.string(*span).cmp(name))
+            .ok()
+            .map(|i| NodeId(children[i].1))
+    }
+
+    /// Resolves a path relative to the root, cleaning it first. Symlinks are not followed.
+    pub fn lookup_path(&self, path: &[u8]) -> Option<NodeId> {
+        let clean = clean_path(path);
+        if clean.is_empty() {
+            return Some(NodeId::ROOT);
+        }
+        clean.split(|&b| b == b'/').try_fold(NodeId::ROOT, |dir, part| self.lookup(dir, part))
+    }
+
+    /// Number of entries in a directory (without `.` and `..`).
+    pub fn child_count(&self, dir: NodeId) -> usize {
+        self.node(dir).map_or(0, |n| n.children.len())
+    }
+
+    /// The `index`-th entry of a directory in name order.
+    pub fn child_at(&self, dir: NodeId, index: usize) -> Option<(&[u8], NodeId)> {
+        let node = self.node(dir)?;
+        let i = node.children.start as usize + index;
+        if i >= node.children.end as usize {
+            return None;
+        }
+        let (span, id) = self.dirents[i];
+        Some((self.string(span), NodeId(id)))
+    }
+
+    /// Entries of a directory in name order.
+    pub fn children(&self, dir: NodeId) -> impl Iterator<Item = (&[u8], NodeId)> + '_ {
+        (0..self.child_count(dir)).filter_map(move |i| self.child_at(dir, i))
+    }
+
+    /// Target of a symlink (empty for other nodes).
+    pub fn symlink_target(&self, id: NodeId) -> &[u8] {
+        self.node(id).map_or(&[][..], |n| self.string(n.link))
+    }
+
+    /// Extended attributes of a node, sorted by name.
+    pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let range = self.node(id).map_or(0..0, |n| n.xattrs.clone());
+        self.xattrs[range.start as usize..range.end as usize]
+            .iter()
+            .map(|&(name, value)| (self.string(name), self.string(value)))
+    }
+
+    /// All chunks of a regular file, in file order.
+    pub fn chunks(&self, id: NodeId) -> &[Chunk] {
+        self.node(id).map_or(&[], |n| &self.chunks[n.chunks.start as usize..n.chunks.end as usize])
+    }
+
+    /// The chunks of a file that overlap `range` (a half-open byte range of the file).
+    pub fn chunks_in(&self, id: NodeId, range: Range<u64>) -> &[Chunk] {
+        let all = self.chunks(id);
+        if range.start >= range.end {
+            return &[];
+        }
+        let first = all.partition_point(|c| c.file_offset + c.size <= range.start);
+        let last = all.partition_point(|c| c.file_offset < range.end);
+        &all[first..last.max(first)]
+    }
+
+    /// Every chunk of the layer, grouped by file.
+    pub fn all_chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// The layer's landmark, when it has one and landmarks are hidden.
+    pub fn landmark(&self) -> Option<Landmark> {
+        self.landmark
+    }
+
+    /// Counters gathered while building.
+    pub fn stats(&self) -> &IndexStats {
+        &self.stats
+    }
+
+    /// End of the payload region of the blob (the TOC offset).
+    pub fn payload_end(&self) -> u64 {
+        self.blob_payload_end
+    }
+
+    /// Approximate heap memory held by the index, in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.dirents.capacity() * std::mem::size_of::<(Span, u32)>()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.xattrs.capacity() * std::mem::size_of::<(Span, Span)>()
+            + self.strings.capacity()
+    }
+}
