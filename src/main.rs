@@ -1,1 +1,45 @@
-fn main() {}
+//! `lazypull`: convert images to eStargz, mount them lazily, and serve containerd.
+//!
+//! The binary only parses arguments, sets up logging and calls into the library crates; each
+//! subcommand lives in its own module under `cmd/`.
+
+mod cmd;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Lazy pulling of container images with eStargz.
+#[derive(Debug, Parser)]
+#[command(name = "lazypull", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "LAZYPULL_LOG_FORMAT")]
+    log_format: logging::LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert an image into an eStargz image (registry or OCI layout, both ways).
+    Convert(cmd::convert::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Convert(args) => cmd::convert::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Print the whole cause chain once, most specific cause last.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand: clap arguments, their conversion into library options, and a call
+//! into the library.
+
+pub mod convert;
