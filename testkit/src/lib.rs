@@ -38,5 +38,6 @@ pub mod prereq;
 mod process;
 pub mod registry;
 pub mod tarbuild;
+pub mod tree;
 
 pub use prereq::Prereq;
