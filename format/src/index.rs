@@ -158,6 +158,8 @@ pub struct IndexStats {
     pub replaced: usize,
     /// Whiteouts turned into overlayfs whiteout devices.
     pub whiteouts: usize,
+    /// Entries skipped because a parent path is not a directory (for example below a symlink).
+    pub skipped_below_non_dir: usize,
 }
 
 /// The inode table of one layer.
@@ -276,14 +278,15 @@ impl Builder {
         self.lookup.get(&(parent, Box::<[u8]>::from(name))).copied()
     }
 
-    /// Returns the directory node for a cleaned path, creating missing directories.
-    fn ensure_dir(&mut self, path: &[u8], index: usize, entry_name: &str) -> Result<u32, TocError> {
+    /// Returns the directory node for a cleaned path, creating missing directories, or `None`
+    /// when a component exists but is not a directory.
+    fn ensure_dir(&mut self, path: &[u8]) -> Option<u32> {
         if path.is_empty() {
-            return Ok(0);
+            return Some(0);
         }
         if let Some((last, node)) = &self.last_parent {
             if last == path {
-                return Ok(*node);
+                return Some(*node);
             }
         }
         let mut node = 0u32;
@@ -292,11 +295,7 @@ impl Builder {
                 Some(dirent) => {
                     let target = self.dirents[dirent as usize].2;
                     if target == PLACEHOLDER || self.nodes[target as usize].kind != NodeKind::Dir {
-                        return Err(TocError::InvalidEntry {
-                            index,
-                            name: entry_name.to_string(),
-                            reason: format!("parent {:?} is not a directory", String::from_utf8_lossy(path)),
-                        });
+                        return None;
                     }
                     target
                 }
@@ -309,7 +308,7 @@ impl Builder {
             };
         }
         self.last_parent = Some((path.to_vec(), node));
-        Ok(node)
+        Some(node)
     }
 
     fn set_attrs(&mut self, node: u32, entry: &TocEntry) {
@@ -359,7 +358,11 @@ impl Builder {
             return Ok(());
         }
         let (parent_path, base) = split_parent(&path);
-        let parent = self.ensure_dir(parent_path, index, &entry.name)?;
+        let Some(parent) = self.ensure_dir(parent_path) else {
+            // Like `tar -x`, an entry below a symlink or a file cannot exist; skip it.
+            self.stats.skipped_below_non_dir += 1;
+            return Ok(());
+        };
 
         if parent == 0 && self.options.hide_landmarks {
             if base == PREFETCH_LANDMARK.as_bytes() {
@@ -501,6 +504,9 @@ impl Builder {
     }
 
     fn lookup_path_dirent(&self, path: &[u8]) -> Option<u32> {
+        if path.is_empty() {
+            return None;
+        }
         let mut node = 0u32;
         let mut found = None;
         for part in path.split(|&b| b == b'/') {

@@ -117,25 +117,26 @@ impl Planner<'_> {
             }
         }
         let (parent, _) = split_parent(path);
-        if parent.is_empty() {
-            return;
-        }
         let mut ancestors = Vec::new();
         let mut current = parent;
-        while !current.is_empty() && !self.emitted.contains(current) {
-            ancestors.push(current.to_vec());
+        while !current.is_empty() {
+            ancestors.push(current);
             current = split_parent(current).0;
         }
         for dir in ancestors.into_iter().rev() {
-            match self.survivor.get(&dir) {
-                Some(&index) => {
-                    self.emitted.insert(dir);
-                    self.items.push(Item::Input(index));
-                }
-                None => {
-                    self.emitted.insert(dir.clone());
-                    self.items.push(Item::ImpliedDir { path: dir, mtime });
-                }
+            let survivor = self.survivor.get(dir).copied();
+            let is_dir = survivor.is_none_or(|index| self.entries[index].meta.kind == Kind::Directory);
+            if !self.emitted.contains(dir) {
+                self.emitted.insert(dir.to_vec());
+                self.items.push(match survivor {
+                    Some(index) => Item::Input(index),
+                    None => Item::ImpliedDir { path: dir.to_vec(), mtime },
+                });
+            }
+            // Below a symlink or file nothing can be created: the entry stays as it is (GNU tar
+            // and eStargz readers skip it), and no directory is invented there.
+            if !is_dir {
+                return;
             }
         }
     }
@@ -305,6 +306,13 @@ mod tests {
         let plan = plan(&entries, &[]);
         assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a", "+sub", "sub/stargz.index.json"]);
         assert_eq!(plan.duplicates_dropped, 0);
+    }
+
+    #[test]
+    fn no_directory_is_invented_below_a_symlink() {
+        let entries = vec![entry("up", Kind::Symlink, ".."), entry("up/outside/dir/file", Kind::Regular, "")];
+        let plan = plan(&entries, &[]);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "up", "up/outside/dir/file"]);
     }
 
     #[test]

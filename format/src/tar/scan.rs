@@ -317,12 +317,14 @@ fn read_entry<R: Read + Seek>(
     let header_start = pend.start.unwrap_or(offset);
     let mut copy = if global.is_empty() { HeaderCopy::Verbatim } else { HeaderCopy::Reencode };
 
-    // Effective PAX records: global first, then local ones override.
-    let mut records: Vec<Record> = global.to_vec();
-    for (key, value) in pend.records {
-        records.retain(|(k, _)| *k != key);
-        records.push((key, value));
-    }
+    // Effective PAX records: global ones, minus those a local record overrides, then the local
+    // ones in order. Local keys may repeat (PAX sparse 0.0 repeats offset/numbytes pairs).
+    let mut records: Vec<Record> = global
+        .iter()
+        .filter(|(key, _)| !pend.records.iter().any(|(k, _)| k == key))
+        .cloned()
+        .collect();
+    records.extend(pend.records);
 
     let mut meta = EntryMeta {
         name: pend.long_name.unwrap_or(hdr.name.clone()),
@@ -374,16 +376,9 @@ fn read_entry<R: Read + Seek>(
                     meta.xattrs.push((name, value));
                 }
             }
-            k if k.starts_with(b"LIBARCHIVE.xattr.") => {
-                // libarchive percent-encodes the name and base64-encodes the value.
-                let name = percent_decode(&k[b"LIBARCHIVE.xattr.".len()..]);
-                let decoded = decode_base64_lenient(&value)
-                    .ok_or_else(|| bad("PAX header", format!("LIBARCHIVE.xattr value for {:?} is not base64", String::from_utf8_lossy(&name))))?;
-                if !name.is_empty() {
-                    meta.xattrs.retain(|(n, _)| *n != name);
-                    meta.xattrs.push((name, decoded));
-                }
-            }
+            // libarchive's own xattr records are not applied by GNU tar, Go's archive/tar
+            // (containerd, Docker) or the reference converter, so a container never sees them:
+            // they stay in the header as ordinary records and are not exposed as xattrs.
             k if k.starts_with(b"GNU.sparse.") => sparse_records.push((key, value)),
             _ => meta.extra_records.push((key, value)),
         }
@@ -565,30 +560,4 @@ fn pax_sparse<R: Read + Seek>(
         }
     }
     Ok((SparseMap { segments, real_size }, 0))
-}
-
-fn percent_decode(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'%' && i + 3 <= text.len() {
-            if let Ok(byte) = u8::from_str_radix(std::str::from_utf8(&text[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(text[i]);
-        i += 1;
-    }
-    out
-}
-
-fn decode_base64_lenient(value: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let engines = [
-        base64::engine::general_purpose::STANDARD,
-        base64::engine::general_purpose::STANDARD_NO_PAD,
-    ];
-    engines.iter().find_map(|e| e.decode(value).ok())
 }

@@ -1,0 +1,365 @@
+//! Conformance of written blobs: every input layer of the edge-case recipes converts into a blob
+//! that GNU tar extracts to the same tree, that our reader and the upstream Go reader read
+//! byte-exactly, whose TOC lists the tar entries in tar order, and that converts again into a blob
+//! with exactly one TOC.
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use estargz::blob::{open_blob, read_chunk, BlobOptions};
+use estargz::build::{build, BuildOptions, BuildOutput};
+use estargz::index::{IndexOptions, NodeId, NodeKind};
+use estargz::tar::scan::scan;
+use estargz::{Compression, Digest, Limits};
+use lazypull_testkit::prereq::Prereq;
+use lazypull_testkit::tarbuild::recipes;
+use lazypull_testkit::tree::{self, DiffOptions, Tree};
+use lazypull_testkit::gochecker;
+
+/// Names every converted layer gains.
+const ADDED: [&str; 3] = [".no.prefetch.landmark", ".prefetch.landmark", "stargz.index.json"];
+
+struct Converted {
+    dir: tempfile::TempDir,
+    blob: Vec<u8>,
+    out: BuildOutput,
+}
+
+impl Converted {
+    fn blob_path(&self) -> PathBuf {
+        self.dir.path().join("blob")
+    }
+    fn input_path(&self) -> PathBuf {
+        self.dir.path().join("input.tar")
+    }
+}
+
+fn convert(tar: &[u8], options: &BuildOptions) -> Converted {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.tar"), tar).unwrap();
+    let mut blob = Vec::new();
+    let out = build(Cursor::new(tar), &mut blob, options).unwrap();
+    std::fs::write(dir.path().join("blob"), &blob).unwrap();
+    Converted { dir, blob, out }
+}
+
+fn decompress(blob: &[u8], compression: Compression) -> Vec<u8> {
+    let mut out = Vec::new();
+    match compression {
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut out).unwrap(),
+        Compression::Zstd => zstd::stream::read::Decoder::new(blob).unwrap().read_to_end(&mut out).unwrap(),
+    };
+    out
+}
+
+fn extract(archive: &Path, compressed: bool) -> (tempfile::TempDir, Tree) {
+    let dir = tempfile::tempdir().unwrap();
+    tree::extract_with_gnu_tar(archive, dir.path(), compressed).unwrap();
+    let snapshot = tree::snapshot(dir.path()).unwrap();
+    (dir, snapshot)
+}
+
+fn diff_options(input: &Path) -> DiffOptions {
+    DiffOptions {
+        ignore_paths: ADDED.iter().map(PathBuf::from).collect(),
+        ignore_dir_metadata: tree::implied_parent_dirs(input).unwrap(),
+        // GNU tar restores a directory's mtime when the archive leaves it, and a later entry in
+        // it changes it again, so extracted directory mtimes depend on entry order.
+        ignore_dir_mtimes: true,
+        ..DiffOptions::default()
+    }
+}
+
+/// Reads every path of `expected` through our reader and compares content and attributes.
+fn check_our_reader(converted: &Converted, expected: &Tree, compression: Compression, implied: &std::collections::BTreeSet<PathBuf>) {
+    let options = BlobOptions { toc_digest: Some(converted.out.toc_digest), index: IndexOptions::default() };
+    let opened = open_blob(&converted.blob.as_slice(), &options).unwrap();
+    assert_eq!(opened.compression, compression);
+    let index = &opened.index;
+    for (path, node) in &expected.nodes {
+        let id = index
+            .lookup_path(path.as_os_str().as_encoded_bytes())
+            .unwrap_or_else(|| panic!("{} is missing from the index", path.display()));
+        let got = index.node(id).unwrap();
+        let what = path.display();
+        let kind = match node.kind {
+            tree::NodeKind::Regular => NodeKind::Reg,
+            tree::NodeKind::Directory => NodeKind::Dir,
+            tree::NodeKind::Symlink => NodeKind::Symlink,
+            tree::NodeKind::CharDevice => NodeKind::Char,
+            tree::NodeKind::BlockDevice => NodeKind::Block,
+            tree::NodeKind::Fifo => NodeKind::Fifo,
+            tree::NodeKind::Socket => panic!("sockets cannot come from tar"),
+        };
+        assert_eq!(got.kind, kind, "{what}: kind");
+        if implied.contains(path) {
+            continue;
+        }
+        assert_eq!(got.mode, node.mode, "{what}: mode");
+        assert_eq!((got.uid, got.gid), (node.uid, node.gid), "{what}: owner");
+        let mtime_ns = i128::from(got.mtime.secs) * 1_000_000_000 + i128::from(got.mtime.nanos);
+        if kind != NodeKind::Dir && kind != NodeKind::Symlink {
+            assert_eq!(mtime_ns, node.mtime_ns, "{what}: mtime");
+        }
+        let xattrs: BTreeMap<String, Vec<u8>> = index
+            .xattrs(id)
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+            .collect();
+        assert_eq!(xattrs, node.xattrs, "{what}: xattrs");
+        match kind {
+            NodeKind::Reg => {
+                assert_eq!(got.size, node.size, "{what}: size");
+                let mut content = Vec::new();
+                for chunk in index.chunks(id) {
+                    content.extend(read_chunk(&converted.blob.as_slice(), chunk, compression).unwrap());
+                }
+                assert_eq!(Some(Digest::of(&content).hex()), node.sha256, "{what}: content");
+            }
+            NodeKind::Symlink => {
+                assert_eq!(Some(index.symlink_target(id).to_vec()), node.link_target, "{what}: target");
+                assert_eq!(got.size, node.size, "{what}: symlink size");
+            }
+            NodeKind::Char | NodeKind::Block => {
+                assert_eq!(Some((got.dev_major, got.dev_minor)), node.device, "{what}: device");
+            }
+            _ => {}
+        }
+    }
+    // Hard links share one node.
+    for group in expected.hardlink_groups() {
+        let ids: Vec<NodeId> = group
+            .iter()
+            .map(|p| index.lookup_path(p.as_os_str().as_encoded_bytes()).unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "hard links {group:?} must share a node");
+        assert_eq!(index.node(ids[0]).unwrap().nlink as usize, group.len(), "nlink of {group:?}");
+    }
+}
+
+/// The TOC lists the tar entries of the decompressed blob in the same order (chunks aside).
+fn check_toc_matches_tar(converted: &Converted, compression: Compression) {
+    let stream = decompress(&converted.blob, compression);
+    let scanned = scan(Cursor::new(&stream), &Limits::default()).unwrap();
+    let tar_names: Vec<Vec<u8>> = scanned.entries.iter().map(|e| e.meta.name.clone()).collect();
+    let opened_json = {
+        let loc = estargz::blob::locate_toc(&converted.blob.as_slice()).unwrap();
+        let compressed = &converted.blob[loc.offset as usize..(loc.offset + loc.compressed_len) as usize];
+        estargz::blob::decode_toc(compressed, &loc, &Limits::default()).unwrap()
+    };
+    let toc = estargz::toc::parse_toc(&opened_json, &Limits::default()).unwrap();
+    let toc_names: Vec<Vec<u8>> = toc
+        .entries
+        .iter()
+        .filter(|e| e.kind != estargz::toc::EntryKind::Chunk)
+        .map(|e| e.raw_name().into_owned())
+        .collect();
+    let mut expected = toc_names.clone();
+    if compression == Compression::Gzip {
+        expected.push(b"stargz.index.json".to_vec());
+    }
+    assert_eq!(tar_names, expected, "tar order and TOC order differ");
+    assert_eq!(Digest::of(&opened_json), converted.out.toc_digest);
+    assert_eq!(Digest::of(&stream), converted.out.diff_id, "diffID is the digest of the decompressed blob");
+    assert_eq!(stream.len() as u64, converted.out.uncompressed_size);
+    assert_eq!(Digest::of(&converted.blob), converted.out.blob_digest);
+}
+
+/// Runs every check on one input layer.
+fn check_layer(name: &str, tar: &[u8], options: &BuildOptions) {
+    if !require_or_skip_root() {
+        return;
+    }
+    let converted = convert(tar, options);
+    let compressed = options.compression == Compression::Gzip;
+    let (_input_dir, expected) = extract(&converted.input_path(), false);
+    let implied = tree::implied_parent_dirs(&converted.input_path()).unwrap();
+
+    if compressed {
+        let (_output_dir, actual) = extract(&converted.blob_path(), true);
+        let differences = expected.diff_with(&actual, &diff_options(&converted.input_path()));
+        assert!(differences.is_empty(), "{name}: GNU tar sees a different tree:\n{differences:#?}");
+        assert_eq!(actual.get("stargz.index.json").map(|n| n.kind), Some(tree::NodeKind::Regular), "{name}");
+    } else {
+        let stream = decompress(&converted.blob, Compression::Zstd);
+        let stream_path = converted.dir.path().join("stream.tar");
+        std::fs::write(&stream_path, stream).unwrap();
+        let (_output_dir, actual) = extract(&stream_path, false);
+        let differences = expected.diff_with(&actual, &diff_options(&converted.input_path()));
+        assert!(differences.is_empty(), "{name}: GNU tar sees a different tree:\n{differences:#?}");
+    }
+    check_our_reader(&converted, &expected, options.compression, &implied);
+    check_toc_matches_tar(&converted, options.compression);
+
+    if compressed {
+        // The upstream reader opens the blob, verifies the TOC and every chunk.
+        let go = gochecker::go_check(&converted.blob_path(), &converted.out.toc_digest.to_string())
+            .unwrap_or_else(|e| panic!("{name}: upstream reader rejected the blob: {e:#}"));
+        for entry in go.iter().filter(|e| e.kind == "reg") {
+            let path = entry.clean_name();
+            if ADDED.contains(&path) {
+                continue;
+            }
+            let node = expected.get(path).unwrap_or_else(|| panic!("{name}: upstream lists unknown {path}"));
+            assert_eq!(entry.sha256, node.sha256, "{name}: upstream content of {path}");
+        }
+
+        // Converting the output again gives one TOC and the same tree.
+        let stream = decompress(&converted.blob, Compression::Gzip);
+        let again = convert(&stream, options);
+        let restream = decompress(&again.blob, Compression::Gzip);
+        let scanned = scan(Cursor::new(&restream), &Limits::default()).unwrap();
+        let tocs = scanned.entries.iter().filter(|e| e.meta.name == b"stargz.index.json").count();
+        assert_eq!(tocs, 1, "{name}: a reconverted blob must hold exactly one TOC");
+        let (_again_dir, again_tree) = extract(&again.blob_path(), true);
+        let differences = expected.diff_with(&again_tree, &diff_options(&converted.input_path()));
+        assert!(differences.is_empty(), "{name}: reconverted tree differs:\n{differences:#?}");
+    }
+}
+
+fn require_or_skip_root() -> bool {
+    lazypull_testkit::prereq::require(Prereq::Root) && lazypull_testkit::prereq::require(Prereq::Binary("tar"))
+}
+
+fn small_chunks() -> BuildOptions {
+    BuildOptions { chunk_size: 64 << 10, threads: 2, ..BuildOptions::default() }
+}
+
+#[test]
+fn hardlink_prioritized_keeps_target_before_link() {
+    let options = BuildOptions {
+        prioritized: recipes::HARDLINK_PRIORITIZED_LIST.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        ..small_chunks()
+    };
+    check_layer("hardlink_prioritized", &recipes::hardlink_prioritized(), &options);
+}
+
+#[test]
+fn hardlink_without_parent_dirs() {
+    check_layer("hardlink_no_parent_dirs", &recipes::hardlink_no_parent_dirs(), &small_chunks());
+}
+
+#[test]
+fn directory_after_its_children() {
+    check_layer("dir_after_children", &recipes::dir_after_children(), &small_chunks());
+}
+
+#[test]
+fn duplicate_paths_last_entry_wins() {
+    check_layer("duplicate_paths", &recipes::duplicate_paths(), &small_chunks());
+}
+
+#[test]
+fn zero_length_files_have_no_chunks() {
+    check_layer("zero_length_files", &recipes::zero_length_files(), &small_chunks());
+}
+
+#[test]
+fn symlink_targets_of_every_length() {
+    check_layer("symlinks", &recipes::symlinks(), &small_chunks());
+}
+
+#[test]
+fn long_names_in_every_encoding() {
+    check_layer("long_names", &recipes::long_names(), &small_chunks());
+}
+
+#[test]
+fn whiteouts_pass_through() {
+    check_layer("whiteouts_lower", &recipes::whiteouts_lower(), &small_chunks());
+    check_layer("whiteouts_upper", &recipes::whiteouts_upper(), &small_chunks());
+    check_layer("whiteouts_upper_marker_last", &recipes::whiteouts_upper_marker_last(), &small_chunks());
+    check_layer("whiteouts_upper_only", &recipes::whiteouts_upper_only(), &small_chunks());
+}
+
+#[test]
+fn xattrs_in_pax_records() {
+    check_layer("xattrs_pax", &recipes::xattrs_pax(), &small_chunks());
+}
+
+#[test]
+fn link_escapes_are_stored_literally() {
+    // GNU tar refuses parts of these layers, so the oracle is the entry list itself: later entries
+    // replace earlier ones, nothing is resolved through a link, and entries below a symlink are
+    // kept in the tar but never reachable through the index.
+    let converted = convert(&recipes::link_escape(), &small_chunks());
+    let opened = open_blob(&converted.blob.as_slice(), &BlobOptions::verify_with(converted.out.toc_digest)).unwrap();
+    let index = &opened.index;
+    let evil = index.lookup_path(b"evil").expect("evil");
+    assert_eq!(index.node(evil).unwrap().kind, NodeKind::Reg, "the later regular file replaces the symlink");
+    let h = index.lookup_path(b"h").expect("h");
+    assert_eq!(index.node(h).unwrap().kind, NodeKind::Reg, "the later regular file replaces the hard link");
+    assert_eq!(index.node(h).unwrap().nlink, 1);
+    let up = index.lookup_path(b"up").expect("up");
+    assert_eq!(index.node(up).unwrap().kind, NodeKind::Symlink);
+    assert_eq!(index.symlink_target(up), b"..");
+    assert_eq!(index.lookup_path(b"up/outside/dir/file"), None, "nothing is reachable below a symlink");
+    assert!(index.stats().skipped_below_non_dir >= 1);
+    check_toc_matches_tar(&converted, Compression::Gzip);
+    gochecker::go_check(&converted.blob_path(), &converted.out.toc_digest.to_string()).unwrap();
+}
+
+#[test]
+fn bare_whiteouts_are_ordinary_files() {
+    check_layer("bare_whiteout", &recipes::bare_whiteout(), &small_chunks());
+    check_layer("bare_whiteout_top_level", &recipes::bare_whiteout_top_level(), &small_chunks());
+}
+
+#[test]
+fn every_entry_kind_including_sparse() {
+    check_layer("every_entry_kind", &recipes::every_entry_kind(), &small_chunks());
+}
+
+#[test]
+fn every_entry_kind_as_zstd() {
+    let options = BuildOptions { compression: Compression::Zstd, level: 3, ..small_chunks() };
+    check_layer("every_entry_kind_zstd", &recipes::every_entry_kind(), &options);
+}
+
+#[test]
+fn multi_member_gzip_input_is_read_whole() {
+    let layer = recipes::multi_member_gzip(24 << 20, 4 << 20);
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(&layer.gzip[..]).read_to_end(&mut tar).unwrap();
+    check_layer("multi_member_gzip", &tar, &BuildOptions { chunk_size: 1 << 20, threads: 2, ..BuildOptions::default() });
+}
+
+#[test]
+fn empty_layer_gets_landmark_and_toc() {
+    check_layer("empty", &[0u8; 1024], &BuildOptions::default());
+    let converted = convert(&[], &BuildOptions::default());
+    let opened = open_blob(&converted.blob.as_slice(), &BlobOptions::verify_with(converted.out.toc_digest)).unwrap();
+    assert_eq!(opened.index.child_count(NodeId::ROOT), 1, "only the landmark");
+}
+
+#[test]
+fn chunk_boundaries_follow_the_reference_rules() {
+    // Files of size C-1, C, C+1, 2C and 2.5C with C = 64 KiB.
+    let c = 64usize << 10;
+    let sizes = [c - 1, c, c + 1, 2 * c, 5 * c / 2];
+    let mut builder = lazypull_testkit::tarbuild::Builder::new();
+    for (i, size) in sizes.iter().enumerate() {
+        builder.append(&lazypull_testkit::tarbuild::Entry::file(format!("f{i}"), lazypull_testkit::tarbuild::pattern(*size, i as u64)));
+    }
+    let tar = builder.finish();
+    let converted = convert(&tar, &small_chunks());
+    let loc = estargz::blob::locate_toc(&converted.blob.as_slice()).unwrap();
+    let json = estargz::blob::decode_toc(&converted.blob[loc.offset as usize..(loc.offset + loc.compressed_len) as usize], &loc, &Limits::default()).unwrap();
+    let toc = estargz::toc::parse_toc(&json, &Limits::default()).unwrap();
+    let sizes_of = |name: &str| -> Vec<(u64, u64)> {
+        toc.entries.iter().filter(|e| e.name == name).map(|e| (e.chunk_offset, e.chunk_size)).collect()
+    };
+    let c = c as u64;
+    assert_eq!(sizes_of("f0"), vec![(0, 0)], "smaller than a chunk: no chunkSize");
+    assert_eq!(sizes_of("f1"), vec![(0, c)], "exactly one chunk: chunkSize set");
+    assert_eq!(sizes_of("f2"), vec![(0, c), (c, 0)]);
+    assert_eq!(sizes_of("f3"), vec![(0, c), (c, c)], "a whole last chunk keeps its size");
+    assert_eq!(sizes_of("f4"), vec![(0, c), (c, c), (2 * c, 0)]);
+    // Every payload starts a gzip member that decodes on its own.
+    for entry in toc.entries.iter().filter(|e| e.offset > 0) {
+        let mut one = flate2::read::GzDecoder::new(&converted.blob[entry.offset as usize..]);
+        let mut byte = [0u8; 1];
+        one.read_exact(&mut byte).unwrap();
+    }
+    check_layer("chunk_boundaries", &tar, &small_chunks());
+}
