@@ -30,7 +30,7 @@ const SOURCE: &str = concat!(
     "/../tests/interop/estargz-check/main.go"
 );
 
-/// Where Debian installs Go library sources for GOPATH builds.
+/// The directory where Debian installs Go library sources for GOPATH builds.
 const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 /// One TOC entry as the upstream reader reports it (chunk entries are folded into their
@@ -229,7 +229,7 @@ fn build_checker() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// The Cargo target directory this crate was built into.
+/// Returns the Cargo target directory this crate was built into.
 fn target_dir() -> PathBuf {
     match option_env!("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use lazypull_testkit::containerd::{Containerd, ContainerdOptions};
-use lazypull_testkit::image::{PYTHON_IMAGE_TAG, python_image};
+use lazypull_testkit::gochecker::go_check;
+use lazypull_testkit::image::{PYTHON_IMAGE_TAG, python_image, write_oci_layout};
+use lazypull_testkit::tarbuild::recipes;
 use lazypull_testkit::mounts::mounts_under;
 use lazypull_testkit::registry::Registry;
 use lazypull_testkit::{Prereq, require_or_skip};
@@ -131,4 +133,68 @@ fn python_image_runs_in_private_containerd() {
     assert!(shims_for(&socket).is_empty(), "shims remain: {:?}", shims_for(&socket));
     assert!(mounts_under(&root).is_empty());
     assert!(mounts_under(&state).is_empty());
+}
+
+#[test]
+fn ctr_remote_converts_image_that_go_checker_verifies() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr"),
+        Prereq::Binary("ctr-remote"),
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo"),
+        Prereq::Binary("go")
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_oci_layout(layout.path(), "v1", &[recipes::symlinks(), recipes::xattrs_pax()], &["/bin/sh"])
+        .expect("write layout");
+    let registry = Registry::start().expect("start registry");
+    let source = registry
+        .push_oci_layout(layout.path(), "v1", "tiny:v1")
+        .expect("push");
+    let containerd = Containerd::start(ContainerdOptions::default()).expect("start containerd");
+    containerd
+        .ctr_ok(["images", "pull", "--plain-http", &source])
+        .expect("pull");
+
+    let converted = format!("{}/tiny:esgz", registry.host());
+    let output = containerd
+        .ctr_remote(["image", "convert", "--estargz", "--oci", &source, &converted])
+        .expect("run ctr-remote");
+    assert!(
+        output.status.success(),
+        "ctr-remote convert failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let images = containerd.ctr_ok(["images", "ls"]).expect("list images");
+    let manifest_digest = images
+        .lines()
+        .find(|line| line.starts_with(&converted))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("{converted} missing in:\n{images}"))
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &containerd.ctr_ok(["content", "get", &manifest_digest]).expect("get manifest"),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+
+    let blobs = tempfile::tempdir().unwrap();
+    for (index, layer) in layers.iter().enumerate() {
+        let digest = layer["digest"].as_str().unwrap();
+        let toc_digest = layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("layer {index} has no TOC digest: {layer}"));
+        let blob = containerd.ctr(["content", "get", digest]).expect("get blob");
+        assert!(blob.status.success());
+        let path = blobs.path().join(format!("layer-{index}"));
+        std::fs::write(&path, &blob.stdout).unwrap();
+        let entries = go_check(&path, toc_digest).expect("upstream reader accepts the blob");
+        let names: Vec<&str> = entries.iter().map(|entry| entry.clean_name()).collect();
+        let expected = if index == 0 { "usr/lib/deep" } else { "usr/bin/ping" };
+        assert!(names.contains(&expected), "layer {index}: {names:?}");
+    }
 }

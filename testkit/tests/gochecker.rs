@@ -9,7 +9,8 @@ use lazypull_testkit::tarbuild::{Builder, pattern, recipes};
 use lazypull_testkit::{Prereq, require_or_skip};
 use sha2::{Digest, Sha256};
 
-/// A layer combining several recipes' members under distinct top directories.
+/// Builds a layer with a large file, a hard link, a symlink, binary xattrs, an empty
+/// file and a device.
 fn mixed_layer() -> Vec<u8> {
     use lazypull_testkit::tarbuild::Entry;
     let mut builder = Builder::new();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::node::{Node, NodeKind, Tree};
 
-/// What [`Tree::diff_with`] leaves out of the comparison.
+/// The parts of two trees that [`Tree::diff_with`] leaves out of the comparison.
 ///
 /// Directory sizes are never compared, because they depend on the filesystem.
 #[derive(Debug, Clone, Default)]

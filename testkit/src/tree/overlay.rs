@@ -16,7 +16,7 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// The OCI name of an opaque-directory marker.
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
-/// What a layer path means when stacked.
+/// The meaning of a layer path when layers are stacked.
 enum Marker {
     /// Hides the lower layers' `PathBuf` and everything below it.
     Whiteout(PathBuf),
@@ -86,7 +86,7 @@ fn remove_subtree(merged: &mut Tree, root: &Path) {
 ///
 /// For each layer, in this order:
 /// 1. `.wh.<name>` (or a 0/0 character device) hides `<name>` and everything below it
-///    in the layers beneath; `.wh..wh..opq` (or `trusted.overlay.opaque=y` on a
+///    in the layers beneath. `.wh..wh..opq` (or `trusted.overlay.opaque=y` on a
 ///    directory) hides everything beneath that directory. Where the marker sits in the
 ///    tar does not matter.
 /// 2. Every other path is added. A directory over a directory takes the upper one's

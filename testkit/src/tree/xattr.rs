@@ -33,7 +33,7 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
 
 fn list(path: &CString) -> io::Result<Vec<u8>> {
     loop {
-        // SAFETY: a null buffer with size 0 asks only for the required size.
+        // SAFETY: a null buffer with size 0 makes the call return only the required size.
         let size = unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) };
         let size = usize::try_from(size).map_err(|_| io::Error::last_os_error())?;
         if size == 0 {
@@ -58,7 +58,7 @@ fn list(path: &CString) -> io::Result<Vec<u8>> {
 
 fn get(path: &CString, name: &CString) -> io::Result<Vec<u8>> {
     loop {
-        // SAFETY: a null buffer with size 0 asks only for the required size.
+        // SAFETY: a null buffer with size 0 makes the call return only the required size.
         let size = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
         let size = usize::try_from(size).map_err(|_| io::Error::last_os_error())?;
         let mut buffer = vec![0u8; size];
