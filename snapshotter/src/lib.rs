@@ -1,2 +1,3 @@
 //! placeholder
+pub mod fs;
 pub mod remote;
