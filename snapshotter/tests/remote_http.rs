@@ -57,14 +57,10 @@ fn sample_ranges() -> [Range<u64>; 3] {
     [0..512, 40_000..45_000, (BLOB_LEN as u64 - 700)..BLOB_LEN as u64]
 }
 
-/// A registry without auth serving one blob in `mode`.
+/// Starts a registry without auth that serves one blob in `mode`.
 async fn plain_registry(data: Arc<Vec<u8>>, mode: RangeMode) -> MockServer {
     MockServer::start(move |request| {
-        if request.path().contains("/blobs/") {
-            range_reply(&data, request, mode)
-        } else {
-            Response::new(404).into()
-        }
+        if request.path().contains("/blobs/") { range_reply(&data, request, mode) } else { Response::new(404).into() }
     })
     .await
 }
@@ -101,7 +97,10 @@ async fn range_modes_give_exact_bytes_or_errors() {
                 RangeMode::OkWithOnlyRequestedBytes => {
                     let err = result.expect_err("a 200 that is not the whole blob must not pass as data");
                     assert!(
-                        matches!(err.root(), RemoteError::RangeResponse { issue: RangeIssue::PartialBodyWith200 { .. }, .. }),
+                        matches!(
+                            err.root(),
+                            RemoteError::RangeResponse { issue: RangeIssue::PartialBodyWith200 { .. }, .. }
+                        ),
                         "{mode:?}: {err:?}"
                     );
                 }
@@ -121,7 +120,7 @@ async fn range_modes_give_exact_bytes_or_errors() {
 }
 
 #[tokio::test]
-async fn full_blob_answer_is_not_read_past_the_range() {
+async fn full_blob_reply_read_stops_at_range_end() {
     let data = Arc::new(blob_bytes(BLOB_LEN));
     let server = plain_registry(Arc::clone(&data), RangeMode::Ignore).await;
     let client = client(Arc::new(Anonymous));
@@ -175,7 +174,10 @@ async fn descriptor_size_disagreeing_with_server_is_an_error() {
     let source = open(&client, &server.host(), &data, Some(2000)).await;
     let err = source.read_range(0..10).await.unwrap_err();
     assert!(
-        matches!(err.root(), RemoteError::RangeResponse { issue: RangeIssue::TotalMismatch { expected: 2000, reported: 1000 }, .. }),
+        matches!(
+            err.root(),
+            RemoteError::RangeResponse { issue: RangeIssue::TotalMismatch { expected: 2000, reported: 1000 }, .. }
+        ),
         "{err:?}"
     );
 }
@@ -223,16 +225,17 @@ async fn redirecting_registry(data: Arc<Vec<u8>>, url_lifetime: Duration) -> Red
 }
 
 #[tokio::test]
-async fn redirect_to_storage_survives_url_expiry_without_leaking_credentials() {
+async fn storage_redirect_survives_expiry_without_leak() {
     let data = Arc::new(blob_bytes(BLOB_LEN));
     let lifetime = Duration::from_millis(400);
     let setup = redirecting_registry(Arc::clone(&data), lifetime).await;
     let client = client(Arc::new(Anonymous));
 
     // Size unknown: the probe must work although the storage host refuses HEAD.
-    let source = bounded(RegistryBlobSource::open(&client, &setup.registry.host(), REPO, &parse(&digest_of(&data)), None))
-        .await
-        .unwrap();
+    let source =
+        bounded(RegistryBlobSource::open(&client, &setup.registry.host(), REPO, &parse(&digest_of(&data)), None))
+            .await
+            .unwrap();
     assert_eq!(source.size(), BLOB_LEN as u64);
 
     let first = source.read_range(0..1000).await.unwrap();
@@ -251,7 +254,10 @@ async fn redirect_to_storage_survives_url_expiry_without_leaking_credentials() {
 
     let storage_requests = setup.storage.requests();
     assert!(storage_requests.iter().all(|request| request.method == "GET"), "HEAD sent to storage");
-    assert!(storage_requests.iter().all(|request| request.header("authorization").is_none()), "credentials leaked to storage");
+    assert!(
+        storage_requests.iter().all(|request| request.header("authorization").is_none()),
+        "credentials leaked to storage"
+    );
     assert!(storage_requests.iter().any(|request| request.header("range") == Some("bytes=50000-59999")));
     assert!(
         setup.registry.requests_to("/blobs/").iter().any(|request| request.header("authorization").is_some()),
@@ -277,7 +283,7 @@ async fn storage_url_expiry_with_expired_token_refreshes_both() {
     assert_eq!(setup.tokens.issued(), 2);
 }
 
-/// A bearer-token registry serving one blob; an expired token gets `expired_status`.
+/// Starts a bearer-token registry that serves one blob. An expired token gets `expired_status`.
 async fn token_registry(data: Arc<Vec<u8>>, tokens: Arc<Tokens>, expired_status: u16) -> MockServer {
     let digest = digest_of(&data);
     MockServer::start(move |request| {
@@ -421,14 +427,14 @@ async fn withdrawn_credentials_fail_promptly_with_auth_error() {
     // check() reports the same failure before mounts are handed out.
     let err = bounded(source.check()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth);
-    // A later read asks the credential source again rather than caching the failure.
+    // A later read queries the credential source again instead of caching the failure.
     let lookups = credentials.lookups.load(Ordering::SeqCst);
     credentials.set(Some(basic("ci", "secret")));
     assert_eq!(&source.read_range(100..200).await.unwrap()[..], &data[100..200]);
     assert!(credentials.lookups.load(Ordering::SeqCst) > lookups);
 }
 
-/// A credential helper that never answers.
+/// A credential helper that never returns.
 struct StuckCredentials;
 
 impl Credentials for StuckCredentials {
@@ -438,7 +444,7 @@ impl Credentials for StuckCredentials {
 }
 
 #[tokio::test]
-async fn stuck_credential_helper_gives_an_error_not_a_hang() {
+async fn stuck_credential_helper_times_out() {
     let data = Arc::new(blob_bytes(1000));
     let tokens = Tokens::new();
     let server = token_registry(Arc::clone(&data), Arc::clone(&tokens), 403).await;
@@ -475,14 +481,15 @@ async fn basic_auth_registry_gets_credentials() {
 
 #[tokio::test]
 async fn basic_challenge_without_credentials_is_an_auth_error() {
-    let server = MockServer::start(|_| Response::new(401).header("WWW-Authenticate", r#"Basic realm="r""#).into()).await;
+    let server =
+        MockServer::start(|_| Response::new(401).header("WWW-Authenticate", r#"Basic realm="r""#).into()).await;
     let client = client(Arc::new(Anonymous));
     let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
     let err = source.read_range(0..10).await.unwrap_err();
     assert!(matches!(err.root(), RemoteError::Credentials { source: CredentialError::Missing, .. }), "{err:?}");
 }
 
-/// A blob server that first answers with the given replies, then serves normally.
+/// Starts a blob server that first sends the given replies, then serves normally.
 async fn flaky_registry(data: Arc<Vec<u8>>, faults: Vec<Reply>) -> MockServer {
     let faults = Mutex::new(std::collections::VecDeque::from(faults));
     MockServer::start(move |request| match faults.lock().unwrap().pop_front() {
@@ -531,7 +538,10 @@ async fn not_implemented_is_not_retried() {
 
 #[tokio::test]
 async fn persistent_server_errors_end_in_a_typed_error() {
-    let server = MockServer::start(|_| Response::new(502).json(r#"{"errors":[{"code":"UNAVAILABLE","message":"backend down"}]}"#).into()).await;
+    let server = MockServer::start(|_| {
+        Response::new(502).json(r#"{"errors":[{"code":"UNAVAILABLE","message":"backend down"}]}"#).into()
+    })
+    .await;
     let client = client(Arc::new(Anonymous));
     let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
     let err = source.read_range(0..10).await.unwrap_err();
@@ -619,7 +629,7 @@ async fn mirror_is_tried_before_the_registry() {
 }
 
 #[tokio::test]
-async fn registry_is_used_when_the_mirror_lacks_the_blob() {
+async fn registry_used_when_mirror_lacks_blob() {
     let data = Arc::new(blob_bytes(1000));
     let origin = plain_registry(Arc::clone(&data), RangeMode::Honour).await;
     let mirror = MockServer::start(|_| Response::new(404).into()).await;

@@ -58,7 +58,10 @@ impl Content {
 fn add_image(content: &mut Content, tag: Option<&str>, layer_len: usize) -> ((String, usize), Vec<u8>) {
     let layer = blob_bytes(layer_len);
     let (layer_digest, layer_size) = content.add_blob(layer.clone());
-    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})).unwrap();
+    let config = serde_json::to_vec(
+        &json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}),
+    )
+    .unwrap();
     let (config_digest, config_size) = content.add_blob(config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -81,7 +84,9 @@ async fn serve(content: Arc<Mutex<Content>>) -> MockServer {
         let path = request.path();
         if let Some(name) = path.strip_prefix(&format!("/v2/{REPO}/manifests/")) {
             return match content.manifests.get(name) {
-                Some((media_type, bytes)) => Response::new(200).header("Content-Type", media_type.clone()).body(bytes.clone()).into(),
+                Some((media_type, bytes)) => {
+                    Response::new(200).header("Content-Type", media_type.clone()).body(bytes.clone()).into()
+                }
                 None => Response::new(404).into(),
             };
         }
@@ -124,10 +129,14 @@ async fn tag_resolves_to_manifest_config_and_layers() {
 
     let manifest_request = &server.requests_to("/manifests/")[0];
     let accept = manifest_request.header("accept").unwrap();
-    assert!(accept.contains(OCI_INDEX) && accept.contains(OCI_MANIFEST), "{accept}");
+    assert!(accept.contains(OCI_INDEX), "{accept}");
+    assert!(accept.contains(OCI_MANIFEST), "{accept}");
 }
 
-fn index_of(entries: &[(&str, &str, Option<&str>, &(String, usize))]) -> Vec<u8> {
+/// An index entry: os, architecture, variant and the manifest's (digest, size).
+type IndexEntry<'a> = (&'a str, &'a str, Option<&'a str>, &'a (String, usize));
+
+fn index_of(entries: &[IndexEntry<'_>]) -> Vec<u8> {
     let manifests: Vec<_> = entries
         .iter()
         .map(|(os, arch, variant, (digest, size))| {
@@ -189,7 +198,7 @@ async fn pinned_digest_must_match_the_served_manifest() {
     let mut content = Content::default();
     let ((digest, _), _) = add_image(&mut content, None, 20_000);
     let good_bytes = content.manifests[&digest].1.clone();
-    // The server answers the pinned digest with different bytes.
+    // The server returns different bytes for the pinned digest.
     let mut tampered = good_bytes.clone();
     tampered.extend_from_slice(b" ");
     content.manifests.insert(digest.clone(), (OCI_MANIFEST.to_owned(), tampered));
@@ -211,7 +220,8 @@ async fn pinned_digest_must_match_the_served_manifest() {
 async fn tampered_config_is_rejected() {
     let mut content = Content::default();
     add_image(&mut content, Some("v1"), 20_000);
-    let config_digest = content.blobs.iter().find(|(_, bytes)| bytes.starts_with(b"{")).map(|(digest, _)| digest.clone()).unwrap();
+    let config_digest =
+        content.blobs.iter().find(|(_, bytes)| bytes.starts_with(b"{")).map(|(digest, _)| digest.clone()).unwrap();
     let mut config = content.blobs[&config_digest].clone();
     config[1] = b' ';
     content.blobs.insert(config_digest.clone(), config);
@@ -219,7 +229,10 @@ async fn tampered_config_is_rejected() {
     let image: ImageRef = format!("{}/{REPO}:v1", server.host()).parse().unwrap();
 
     let err = resolve(&image, &test_config(), Arc::new(Anonymous)).await.unwrap_err();
-    assert!(matches!(&err, RemoteError::DigestMismatch { what: "config", expected, .. } if *expected == config_digest), "{err:?}");
+    assert!(
+        matches!(&err, RemoteError::DigestMismatch { what: "config", expected, .. } if *expected == config_digest),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -235,14 +248,15 @@ fn two_layer_tars() -> Vec<Vec<u8>> {
     let mut first = Builder::new();
     first.append(&Entry::file("etc/hostname", b"box\n"));
     let mut second = Builder::new();
-    second.append(&Entry::file("usr/share/data.bin", &blob_bytes(50_000)));
+    second.append(&Entry::file("usr/share/data.bin", blob_bytes(50_000)));
     vec![first.finish(), second.finish()]
 }
 
 #[tokio::test]
 async fn oci_layout_tag_resolves_to_local_blobs() {
     let dir = tempfile::tempdir().unwrap();
-    let written = lazypull_testkit::image::write_oci_layout(dir.path(), "v1", &two_layer_tars(), &["/bin/true"]).unwrap();
+    let written =
+        lazypull_testkit::image::write_oci_layout(dir.path(), "v1", &two_layer_tars(), &["/bin/true"]).unwrap();
     let image = ImageRef::parse(&format!("oci:{}:v1", dir.path().display())).unwrap();
 
     let resolved = resolve(&image, &test_config(), Arc::new(Anonymous)).await.unwrap();
@@ -279,7 +293,8 @@ async fn oci_layout_unknown_tag_lists_tags() {
 #[tokio::test]
 async fn oci_layout_with_corrupted_manifest_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let written = lazypull_testkit::image::write_oci_layout(dir.path(), "v1", &two_layer_tars(), &["/bin/true"]).unwrap();
+    let written =
+        lazypull_testkit::image::write_oci_layout(dir.path(), "v1", &two_layer_tars(), &["/bin/true"]).unwrap();
     let path = dir.path().join("blobs/sha256").join(written.manifest_digest.trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;

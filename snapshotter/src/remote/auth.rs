@@ -1,6 +1,6 @@
 //! Authorization state for one (registry host, repository) pair.
 //!
-//! A session holds the `Authorization` header that requests currently use: nothing
+//! A session stores the `Authorization` header that requests currently use: nothing
 //! (anonymous), basic credentials, or a bearer token from the registry's token realm. Requests
 //! read it without waiting. When a request is rejected, or the token's lifetime is over, the
 //! session gets new credentials from the provider and, for bearer auth, a new token. Only one
@@ -25,7 +25,7 @@ use super::stats::RemoteStats;
 
 /// Token lifetime assumed when the token server does not say (distribution token spec).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-/// Largest token answer accepted.
+/// Largest token response accepted.
 const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 /// `client_id` sent with OAuth2 refresh-token grants.
 const OAUTH_CLIENT_ID: &str = "lazypull";
@@ -43,7 +43,7 @@ pub(crate) struct Authorization {
     pub(crate) bearer: bool,
 }
 
-/// What a refresh needs from the client.
+/// Client resources a refresh uses.
 pub(crate) struct AuthContext<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) credentials: &'a dyn Credentials,
@@ -84,13 +84,13 @@ impl AuthSession {
         }
     }
 
-    /// The header to send now.
+    /// Returns the header to send now.
     pub(crate) fn current(&self) -> Authorization {
         let state = self.lock_state();
         Authorization { generation: state.generation, header: state.header.clone(), bearer: state.bearer }
     }
 
-    /// Whether the bearer token is at the end of its announced lifetime.
+    /// Returns whether the bearer token is at the end of its announced lifetime.
     pub(crate) fn token_expired(&self) -> bool {
         self.lock_state().renew_at.is_some_and(|at| Instant::now() >= at)
     }
@@ -195,6 +195,7 @@ impl AuthSession {
             _ => return Err(self.protocol("token realm must use https")),
         }
         let realm_host = body::host_of(&realm_url);
+
         let credential = self.lookup(ctx).await?;
         let request = match &credential {
             Some(Credential::IdentityToken(refresh_token)) => {
@@ -228,12 +229,14 @@ impl AuthSession {
                 request
             }
         };
+
         ctx.stats.add_request();
         let response = request.send().await.map_err(|err| transport(&realm_host, err))?;
         let description = format!("token request to {}", realm_url.path());
         if !response.status().is_success() {
             return Err(body::error_from_response(response, &description).await);
         }
+
         let raw = body::read_limited(response, MAX_TOKEN_RESPONSE, "token response", &realm_host).await?;
         let answer: TokenAnswer =
             serde_json::from_slice(&raw).map_err(|_| self.protocol("token response is not the expected JSON"))?;
@@ -261,7 +264,7 @@ struct Token {
     renew_after: Duration,
 }
 
-/// Token endpoint answer; docker's servers send `token`, OAuth2 servers `access_token`.
+/// Token endpoint response. Docker's token servers send `token`, OAuth2 servers `access_token`.
 #[derive(Deserialize)]
 struct TokenAnswer {
     token: Option<String>,

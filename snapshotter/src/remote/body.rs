@@ -60,7 +60,7 @@ pub(crate) async fn error_from_response(response: Response, request: &str) -> Re
     }
 }
 
-/// The first `code: message` of a registry error body
+/// Extracts the first `code: message` of a registry error body
 /// (`{"errors":[{"code":..,"message":..}]}`), if the body has that form.
 async fn registry_error_detail(mut response: Response) -> Option<String> {
     #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-/// The authentication scheme a registry asks for.
+/// The authentication scheme a registry requires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Challenge {
     /// `Basic realm=...`: send the user name and password with every request.
@@ -16,10 +16,11 @@ pub(crate) enum Challenge {
     },
 }
 
-/// Picks the challenge to answer from all `WWW-Authenticate` header values.
+/// Picks the challenge to respond to from all `WWW-Authenticate` header values.
 ///
-/// Bearer wins over Basic when a registry offers both, as docker's client does. Unknown
-/// schemes and Bearer challenges without a realm are ignored.
+/// Bearer wins over Basic when a registry offers both, because a token is scoped to one
+/// repository and the password then goes only to the token realm. Unknown schemes and
+/// Bearer challenges without a realm are ignored.
 pub(crate) fn select_challenge<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
     let mut basic = false;
     for value in values {
@@ -89,7 +90,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// An RFC 7230 token.
+    /// Reads an RFC 7230 token.
     fn token(&mut self) -> &'a str {
         let end = self
             .rest
@@ -100,7 +101,7 @@ impl<'a> Cursor<'a> {
         token
     }
 
-    /// A token or a quoted string with backslash escapes.
+    /// Reads a token or a quoted string with backslash escapes.
     fn value(&mut self) -> String {
         if !self.eat('"') {
             return self.token().to_owned();

@@ -89,7 +89,7 @@ impl RegistryClient {
         })
     }
 
-    /// The settings this client was built with.
+    /// Returns the settings this client was built with.
     pub fn config(&self) -> &RegistryConfig {
         &self.shared.config
     }
@@ -99,7 +99,7 @@ impl RegistryClient {
         &self.shared.stats
     }
 
-    /// Whether `host` has answered a range request with the whole blob.
+    /// Returns whether `host` has sent the whole blob in reply to a range request.
     pub fn ignores_ranges(&self, host: &str) -> bool {
         lock(&self.shared.hosts_ignoring_ranges).contains(host)
     }
@@ -160,8 +160,8 @@ impl RegistryClient {
         request.send().await.map_err(|err| RemoteError::Transport { host: host_of(url), source: err.without_url() })
     }
 
-    /// Sends one GET to a registry URL with the session's authorization, answering a
-    /// rejection by refreshing credentials and sending once more.
+    /// Sends one GET to a registry URL with the session's authorization. After a rejection it
+    /// refreshes the credentials and sends the request once more.
     ///
     /// A rejection is a 401, or a 403 while a bearer token was used (some registries answer
     /// an expired token with 403). The response to the second send is returned whatever its
@@ -183,6 +183,7 @@ impl RegistryClient {
                 tracing::debug!(host = %target.endpoint.host, "renewed bearer token at the end of its lifetime");
             }
         }
+
         let auth = session.current();
         let response = self.send(url, headers, auth.header.as_ref(), stats).await?;
         let status = response.status();
@@ -190,6 +191,7 @@ impl RegistryClient {
         if !rejected {
             return Ok((response, auth));
         }
+
         let values = response.headers().get_all(WWW_AUTHENTICATE);
         let challenge = select_challenge(values.iter().filter_map(|value| value.to_str().ok()));
         drop(response);
@@ -209,7 +211,8 @@ impl RegistryClient {
         Ok((response, auth))
     }
 
-    /// Follows redirects from `response` (the answer to `url`) until a non-redirect answer.
+    /// Follows redirects from `response` (the response to `url`) until a response that is not
+    /// a redirect.
     ///
     /// `authorization` is sent again only to the origin (scheme, host and port) of the
     /// original URL; storage hosts never see the registry's credentials. Returns the final
@@ -272,7 +275,7 @@ fn redirect_target(response: &Response, current: &Url) -> Result<Url, RemoteErro
 
 /// Runs `op` on each endpoint in order (mirrors first) until one succeeds.
 ///
-/// Any failure of a mirror moves on to the next host; the last host's failure is returned,
+/// Any failure of a mirror moves on to the next host. The last host's failure is returned,
 /// wrapped in [`RemoteError::AllHostsFailed`] when there was more than one host.
 pub(crate) async fn try_endpoints<T, F, Fut>(
     registry: &str,

@@ -1,7 +1,7 @@
 //! Where registry credentials come from.
 //!
-//! The auth code asks a [`Credentials`] provider every time it needs a new token or basic
-//! header, never caching the answer itself, so credentials rotated by a helper or an edited
+//! The auth code queries a [`Credentials`] provider every time it needs a new token or basic
+//! header, never caching the result itself, so credentials rotated by a helper or an edited
 //! `config.json` are picked up at the next refresh.
 
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// Why credentials could not be obtained. Messages never contain secrets.
+/// Failure to obtain credentials. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
@@ -45,7 +45,7 @@ pub enum CredentialError {
     /// The registry requires credentials and the provider has none for it.
     #[error("the registry requires credentials and none are configured")]
     Missing,
-    /// The credential kind cannot answer the registry's challenge.
+    /// The credential kind does not fit the registry's challenge.
     #[error("an identity token cannot answer a Basic challenge")]
     IdentityTokenForBasic,
     /// `config.json` exists but could not be read or parsed.
@@ -156,7 +156,7 @@ impl Credentials for DockerConfigCredentials {
     }
 }
 
-/// The `auths` key docker uses for a registry host.
+/// Returns the `auths` key docker uses for a registry host.
 fn docker_config_key(host: &str) -> String {
     match host {
         "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/".to_owned(),
@@ -240,7 +240,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn docker_config_that_is_not_json_is_an_error() {
+    async fn docker_config_invalid_json_is_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, "not json").unwrap();

@@ -1,4 +1,4 @@
-//! Which hosts serve a registry, and with which scheme.
+//! Registry endpoints: the hosts that serve a registry, and their schemes.
 
 use std::net::IpAddr;
 
@@ -39,8 +39,8 @@ impl Endpoint {
     }
 }
 
-/// The endpoints for `registry` (the name from an image reference): configured mirrors in
-/// order, then the registry's own API host.
+/// Lists the endpoints for `registry` (the name from an image reference): configured mirrors
+/// in order, then the registry's own API host.
 ///
 /// Docker Hub's API lives on `registry-1.docker.io`. Loopback hosts and hosts configured
 /// `insecure` use plain HTTP, everything else HTTPS.
@@ -71,7 +71,7 @@ fn scheme(host: &str, insecure: bool) -> &'static str {
     if insecure || is_loopback(host) { "http" } else { "https" }
 }
 
-/// Whether `host` (with optional port) names the local machine.
+/// Returns whether `host` (with optional port) names the local machine.
 pub(crate) fn is_loopback(host: &str) -> bool {
     let name = strip_port(host);
     if name.eq_ignore_ascii_case("localhost") {

@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// Variants carry the host, range or digest involved so that callers can log them and decide
 /// what to do without parsing messages. [`RemoteError::kind`] groups them for metrics and
-/// [`RemoteError::is_retryable`] tells whether another attempt may succeed.
+/// [`RemoteError::is_retryable`] reports whether another attempt may succeed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {
@@ -121,13 +121,13 @@ pub enum RemoteError {
     BodyTooLarge {
         /// Host or file the body came from.
         from: String,
-        /// What the body was supposed to be.
+        /// Kind of body (manifest, config, token response).
         what: &'static str,
         /// The limit in bytes.
         limit: u64,
     },
 
-    /// A response could not be used as the answer to a range request.
+    /// A response could not be used as the response to a range request.
     #[error("{host} sent an unusable response to range {start}..{end}: {issue}")]
     RangeResponse {
         /// Host that sent the response.
@@ -136,7 +136,7 @@ pub enum RemoteError {
         start: u64,
         /// One past the last byte requested.
         end: u64,
-        /// What was wrong.
+        /// Description of the problem.
         issue: RangeIssue,
     },
 
@@ -145,25 +145,25 @@ pub enum RemoteError {
     Redirect {
         /// Host that sent the redirect.
         host: String,
-        /// What was wrong.
+        /// Description of the problem.
         reason: String,
     },
 
-    /// The registry's authentication challenge or token answer was unusable.
+    /// The registry's authentication challenge or token response was unusable.
     #[error("authentication with {host} failed: {reason}")]
     AuthProtocol {
         /// Registry host.
         host: String,
-        /// What was wrong.
+        /// Description of the problem.
         reason: String,
     },
 
-    /// The credential source failed or did not answer in time.
+    /// The credential source failed or did not return in time.
     #[error("no credentials for {host}")]
     Credentials {
         /// Registry host the credentials were looked up for.
         host: String,
-        /// Why the lookup failed.
+        /// Cause of the lookup failure.
         #[source]
         source: super::credentials::CredentialError,
     },
@@ -195,7 +195,7 @@ pub enum RemoteError {
     InvalidReference {
         /// The text given.
         input: String,
-        /// Why it was rejected.
+        /// Reason for the rejection.
         reason: String,
     },
 
@@ -209,7 +209,7 @@ pub enum RemoteError {
     /// Content did not hash to the digest that named it.
     #[error("{what} has digest {actual}, expected {expected}")]
     DigestMismatch {
-        /// Which content (manifest, config, index).
+        /// Kind of content (manifest, config, index).
         what: &'static str,
         /// Digest that was asked for.
         expected: String,
@@ -217,7 +217,7 @@ pub enum RemoteError {
         actual: String,
     },
 
-    /// Content had a different size than its descriptor said.
+    /// Content had a different size than its descriptor states.
     #[error("{what} {digest} has {actual} bytes, descriptor says {expected}")]
     SizeMismatch {
         /// Which content.
@@ -235,7 +235,7 @@ pub enum RemoteError {
     InvalidManifest {
         /// Which document.
         what: &'static str,
-        /// Why it was rejected.
+        /// Reason for the rejection.
         reason: String,
     },
 
@@ -274,7 +274,7 @@ pub enum RemoteError {
     InvalidConfig {
         /// Dotted path of the field.
         field: String,
-        /// Why it was rejected.
+        /// Reason for the rejection.
         reason: String,
     },
 
@@ -283,7 +283,7 @@ pub enum RemoteError {
     ClientSetup(#[source] reqwest::Error),
 }
 
-/// What was wrong with a response to a single-range request.
+/// Problem with a response to a single-range request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RangeIssue {
@@ -364,7 +364,7 @@ impl ErrorKind {
         ErrorKind::Local,
     ];
 
-    /// A short lower-case label for metrics.
+    /// Returns a short lower-case label for metrics.
     pub fn label(self) -> &'static str {
         match self {
             ErrorKind::Timeout => "timeout",
@@ -384,7 +384,7 @@ impl ErrorKind {
 }
 
 impl RemoteError {
-    /// The class of this error; wrappers report the class of their cause.
+    /// Returns the class of this error. Wrappers report the class of their cause.
     pub fn kind(&self) -> ErrorKind {
         match self {
             RemoteError::RangeOutOfBounds { .. }
@@ -413,7 +413,7 @@ impl RemoteError {
         }
     }
 
-    /// Whether another attempt of the same request may succeed.
+    /// Returns whether another attempt of the same request may succeed.
     ///
     /// True for timeouts, transport failures, bodies that ended early, HTTP 429 and 5xx other
     /// than 501 (Not Implemented will not change on retry).
@@ -428,7 +428,7 @@ impl RemoteError {
         }
     }
 
-    /// The delay a server asked for with `Retry-After`, if any.
+    /// Returns the delay a server requested with `Retry-After`, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             RemoteError::Status { retry_after, .. } => *retry_after,
@@ -436,7 +436,7 @@ impl RemoteError {
         }
     }
 
-    /// The HTTP status behind this error, if one was received.
+    /// Returns the HTTP status behind this error, if one was received.
     pub fn status(&self) -> Option<u16> {
         match self {
             RemoteError::Status { status, .. } | RemoteError::Unauthorized { status, .. } => Some(*status),
@@ -449,7 +449,7 @@ impl RemoteError {
         }
     }
 
-    /// The innermost error, looking through retry and host-fallback wrappers.
+    /// Returns the innermost error, looking through retry and host-fallback wrappers.
     pub fn root(&self) -> &RemoteError {
         match self {
             RemoteError::RetriesExhausted { source, .. } | RemoteError::AllHostsFailed { source, .. } => source.root(),

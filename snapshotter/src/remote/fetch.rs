@@ -17,7 +17,7 @@ pub(crate) struct Fetched {
     pub(crate) content_type: Option<String>,
 }
 
-/// Where to fetch from, shared by every request of one image.
+/// Repository to fetch from, shared by every request of one image.
 #[derive(Clone, Copy)]
 pub(crate) struct Repo<'a> {
     pub(crate) client: &'a RegistryClient,
@@ -64,7 +64,7 @@ impl Repo<'_> {
         let (headers, url_for) = (&headers, &url_for);
         let result = try_endpoints(self.registry, &endpoints, |index| {
             let endpoint = &endpoints[index];
-            let labels = Labels { host: &endpoint.host, what: label, range: None };
+            let labels = Labels { host: &endpoint.host, resource: label, range: None };
             retry::run(&policy, stats, labels, move || async move {
                 let url = url_for(endpoint)?;
                 let target = Target { registry: self.registry, repository: self.repository, endpoint };

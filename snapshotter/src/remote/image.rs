@@ -31,7 +31,7 @@ const DEFAULT_TAG: &str = "latest";
 /// Prefix of OCI layout references.
 const LAYOUT_PREFIX: &str = "oci:";
 
-/// Where an image is: a registry reference or a tag in an OCI layout directory.
+/// Location of an image: a registry reference or a tag in an OCI layout directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// `registry/repository:tag` or `registry/repository@sha256:...`; Docker Hub names
@@ -68,7 +68,7 @@ impl ImageRef {
     }
 }
 
-/// A tag as the distribution spec allows: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+/// Checks that `text` is a tag as the distribution spec allows: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 fn is_tag(text: &str) -> bool {
     let mut chars = text.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -119,7 +119,7 @@ pub struct ConfigBlob {
 /// Holds the client (or layout directory) it came from, so that [`Self::open_layer`] reuses
 /// its connections and tokens.
 pub struct ResolvedImage {
-    /// What was resolved.
+    /// The reference that was resolved.
     pub reference: ImageRef,
     /// Digest of the platform manifest (not of the index that led to it).
     pub manifest_digest: Digest,
@@ -238,7 +238,7 @@ pub async fn resolve_with(
     })
 }
 
-/// What a descriptor names; in a registry, manifests and blobs have different URLs.
+/// Kind of content a descriptor names. In a registry, manifests and blobs have different URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Manifest,
@@ -344,7 +344,7 @@ fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<LayerDescriptor>, R
         .collect()
 }
 
-/// The directory of an `oci:` reference, if it is one.
+/// Returns the directory of an `oci:` reference, or `None` for a registry reference.
 pub fn layout_dir(image: &ImageRef) -> Option<&Path> {
     match image {
         ImageRef::Layout { dir, .. } => Some(dir),

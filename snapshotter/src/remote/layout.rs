@@ -33,7 +33,7 @@ impl Layout {
         self.dir.join("blobs").join("sha256").join(digest.hex())
     }
 
-    /// The `index.json` descriptor tagged `tag`.
+    /// Finds the `index.json` descriptor tagged `tag`.
     pub(crate) async fn find_tag(&self, tag: &str) -> Result<Descriptor, RemoteError> {
         let path = self.dir.join("index.json");
         let raw = read_limited(&path, MAX_INDEX_JSON, "index.json").await?;

@@ -53,7 +53,7 @@ impl LocalBlobSource {
         })
     }
 
-    /// The file being read.
+    /// Returns the path of the file being read.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -120,6 +120,7 @@ impl LocalBlobSource {
             end: range.end,
             size: self.size,
         })?;
+
         let file = Arc::clone(&self.file);
         self.stats.add_request();
         let read = tokio::task::spawn_blocking(move || {
@@ -138,6 +139,7 @@ impl LocalBlobSource {
         })
         .await
         .map_err(|join| RemoteError::Io { path: self.path.clone(), source: std::io::Error::other(join) })?;
+
         let buf = read.map_err(|source| RemoteError::Io { path: self.path.clone(), source })?;
         if buf.len() != len {
             let message =

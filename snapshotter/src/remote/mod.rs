@@ -2,7 +2,7 @@
 //! resolution of image references to their layers.
 //!
 //! This layer owns all network state (tokens, storage URLs from redirects, retries and
-//! timeouts) and knows nothing about eStargz, chunks or FUSE. Its main types:
+//! timeouts) and does not depend on eStargz, chunks or FUSE. Its main types:
 //!
 //! - [`BlobSource`]: the trait the chunk fetcher reads through, implemented by
 //!   [`RegistryBlobSource`] (HTTP range requests) and [`LocalBlobSource`] (a file in an OCI
@@ -86,7 +86,7 @@ pub trait BlobSource: Send + Sync {
     /// credential fails container start instead of turning into EIO later.
     fn check(&self) -> BoxFuture<'_, Result<(), RemoteError>>;
 
-    /// A name for logs, such as `registry/repo@sha256:...`.
+    /// Returns a name for logs, such as `registry/repo@sha256:...`.
     fn id(&self) -> &str;
 
     /// Counters of this source.

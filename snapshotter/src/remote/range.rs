@@ -21,7 +21,7 @@ pub(crate) struct ContentRange {
     pub(crate) total: Option<u64>,
 }
 
-/// Where the wanted bytes sit in a response body.
+/// Position of the requested bytes in a response body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BodySlice {
     /// Body bytes to discard first.
@@ -30,7 +30,7 @@ pub(crate) struct BodySlice {
     pub(crate) take: u64,
 }
 
-/// The `Range` header value for a non-empty half-open range.
+/// Formats the `Range` header value for a non-empty half-open range.
 pub(crate) fn range_header(range: &Range<u64>) -> String {
     format!("bytes={}-{}", range.start, range.end - 1)
 }
@@ -63,7 +63,7 @@ fn strip_bytes_unit(value: &str) -> Option<&str> {
     unit.eq_ignore_ascii_case("bytes").then(|| rest.trim_start())
 }
 
-/// Plans the body of a 206 answer to `requested`.
+/// Plans the body of a 206 response to `requested`.
 ///
 /// The header must name a range that covers the request; a wider range is sliced. When the
 /// blob size is known, the total in `Content-Range` must match it, because a different total
@@ -98,7 +98,7 @@ pub(crate) fn plan_partial(
     Ok(BodySlice { skip: requested.start - got.start, take: requested.end - requested.start })
 }
 
-/// Plans the body of a 200 answer to `requested`: the body is the whole blob from byte 0.
+/// Plans the body of a 200 response to `requested`: the body is the whole blob from byte 0.
 ///
 /// A declared length other than the blob size proves the body is something else (such as
 /// only the requested bytes, as some proxies send), so it is rejected rather than sliced.

@@ -22,8 +22,8 @@ use super::stats::RemoteStats;
 ///
 /// Every read sends `Range: bytes=<first>-<last>` (one range, never a list) and accepts:
 /// - 206 with a `Content-Range` that covers the request; a wider range is sliced;
-/// - 200, as the whole blob from byte 0 (the server ignored `Range`); the wanted bytes are
-///   sliced out, and a 200 whose length is not the blob size is an error;
+/// - 200, as the whole blob from byte 0 because the server ignored `Range`. The requested
+///   bytes are sliced out. A 200 whose length is not the blob size is an error;
 /// - redirects, followed without the registry's `Authorization`. The final URL is cached
 ///   for later reads and dropped when it answers 400, 401, 403 or 410 (signed storage URLs
 ///   expire), after which the registry is asked for a fresh one.
@@ -43,7 +43,7 @@ pub struct RegistryBlobSource {
     stats: Arc<RemoteStats>,
 }
 
-/// What an exchange ends with: the response and the host that sent it.
+/// Result of an exchange: the response and the host that sent it.
 struct Answer {
     response: Response,
     host: String,
@@ -88,13 +88,13 @@ impl RegistryBlobSource {
         self
     }
 
-    /// The blob digest.
+    /// Returns the blob digest.
     pub fn digest(&self) -> &Digest {
         &self.digest
     }
 
     fn labels<'a>(&'a self, index: usize, range: Option<&'a Range<u64>>) -> Labels<'a> {
-        Labels { host: &self.endpoints[index].host, what: &self.id, range }
+        Labels { host: &self.endpoints[index].host, resource: &self.id, range }
     }
 
     fn target(&self, index: usize) -> Target<'_> {
@@ -214,7 +214,7 @@ impl RegistryBlobSource {
         body::read_slice(response, slice, &host, &self.stats).await
     }
 
-    /// Reads the blob size from the answer to `bytes=0-0`.
+    /// Reads the blob size from the response to `bytes=0-0`.
     async fn size_from(&self, answer: Answer) -> Result<u64, RemoteError> {
         let Answer { response, host, request } = answer;
         let issue = |issue: RangeIssue| RemoteError::RangeResponse { host: host.clone(), start: 0, end: 1, issue };

@@ -29,9 +29,9 @@ impl RetryPolicy {
 
     /// Delay before retry number `retry` (1 for the first retry).
     ///
-    /// The base doubles from `min_backoff` up to `max_backoff`; `jitter` in `[0, 1)` then picks
-    /// a point in the upper half of the base ("equal jitter"), so that clients that failed
-    /// together do not retry together, yet never retry sooner than half the base.
+    /// The base doubles from `min_backoff` up to `max_backoff`. `jitter` in `[0, 1)` then picks
+    /// a point in the upper half of the base ("equal jitter"). So clients that failed together
+    /// do not retry together, yet none retries sooner than half the base.
     pub(crate) fn backoff(&self, retry: u32, jitter: f64) -> Duration {
         let exponent = retry.saturating_sub(1).min(31);
         let base = self.min_backoff.saturating_mul(1u32 << exponent).min(self.max_backoff);
@@ -54,8 +54,8 @@ impl RetryPolicy {
 pub(crate) struct Labels<'a> {
     /// Registry host the request is for.
     pub(crate) host: &'a str,
-    /// What is fetched, such as `blob sha256:..` or `manifest latest`.
-    pub(crate) what: &'a str,
+    /// Resource being fetched, such as `blob sha256:..` or `manifest latest`.
+    pub(crate) resource: &'a str,
     /// Requested byte range, for range reads.
     pub(crate) range: Option<&'a std::ops::Range<u64>>,
 }
@@ -97,7 +97,7 @@ where
         let delay = policy.delay_after(attempts, &err);
         tracing::warn!(
             host = labels.host,
-            what = labels.what,
+            resource = labels.resource,
             range = labels.range.map(|r| format!("{}..{}", r.start, r.end)),
             attempt = attempts,
             max_attempts = policy.max_retries + 1,
@@ -123,7 +123,8 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// A number in `[0, 1)` that differs between calls; good enough for jitter, not for secrets.
+/// Returns a number in `[0, 1)` that differs between calls. It is good enough for jitter, not
+/// for secrets.
 fn random_unit() -> f64 {
     // std seeds each RandomState from OS randomness (once per thread, then incremented).
     let mut hasher = std::hash::RandomState::new().build_hasher();
@@ -147,7 +148,7 @@ mod tests {
     }
 
     fn labels() -> Labels<'static> {
-        Labels { host: "r.example", what: "blob", range: None }
+        Labels { host: "r.example", resource: "blob", range: None }
     }
 
     fn unavailable(retry_after: Option<Duration>) -> RemoteError {

@@ -1,7 +1,7 @@
 //! Fault-injecting HTTP/1.1 servers on 127.0.0.1 for the remote layer tests.
 //!
 //! [`MockServer`] speaks plain HTTP/1.1 over TCP with keep-alive, records every request, and
-//! asks a handler closure for each reply. A reply can also be a body cut short, a connection
+//! calls a handler closure for each reply. A reply can also be a body cut short, a connection
 //! that never answers, or a close without an answer. The helpers below build the usual
 //! registry answers: range responses in the modes real servers use, token endpoints and
 //! signed storage URLs.
@@ -86,10 +86,13 @@ pub enum Reply {
     Send(Response),
     /// Sends the head with `Content-Length` of the full body, then only `sent` bytes of it,
     /// then closes the connection.
-    Truncated { response: Response, sent: usize },
-    /// Keeps the connection open and never answers.
+    Truncated {
+        response: Response,
+        sent: usize,
+    },
+    /// Keeps the connection open and never sends a response.
     Hang,
-    /// Closes the connection without answering.
+    /// Closes the connection without a response.
     Close,
 }
 
@@ -191,6 +194,7 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         }
         buffer.extend_from_slice(&chunk[..n]);
     };
+
     let head = String::from_utf8(buffer[..head_end].to_vec()).ok()?;
     buffer.drain(..head_end + 4);
     let mut lines = head.split("\r\n");
@@ -203,6 +207,7 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
             Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         })
         .collect();
+
     let body_len: usize = headers
         .iter()
         .find(|(name, _)| name == "content-length")
@@ -220,7 +225,12 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
     Some(Request { method, target, headers, body })
 }
 
-async fn write_response(stream: &mut TcpStream, response: &Response, sent: usize, head_only: bool) -> std::io::Result<()> {
+async fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    sent: usize,
+    head_only: bool,
+) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
     let has_length = response.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
     for (name, value) in &response.headers {
@@ -256,7 +266,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------
-// Blob content and range answers
+// Blob content and range responses
 // ---------------------------------------------------------------------------------------
 
 /// `sha256:<hex>` of `data`.
@@ -401,7 +411,9 @@ impl Tokens {
         if let Some(required) = required
             && request.header("authorization") != Some(required.as_str())
         {
-            return Response::new(401).json(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#).into();
+            return Response::new(401)
+                .json(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#)
+                .into();
         }
         if request.query_param("scope").is_none_or(|scope| !scope.starts_with("repository")) {
             return Response::new(400).into();
@@ -413,7 +425,7 @@ impl Tokens {
         Response::new(200).json(&format!(r#"{{"token":"{token}","expires_in":{expires_in}}}"#)).into()
     }
 
-    /// Whether `request` carries a valid token.
+    /// Returns whether `request` carries a valid token.
     pub fn authorized(&self, request: &Request) -> bool {
         let Some(token) = request.header("authorization").and_then(|value| value.strip_prefix("Bearer ")) else {
             return false;
@@ -421,7 +433,7 @@ impl Tokens {
         self.valid.lock().unwrap().contains(token)
     }
 
-    /// The 401 challenge for a registry at `host`.
+    /// Builds the 401 challenge of a registry at `host`.
     pub fn challenge(&self, host: &str, repository: &str) -> Reply {
         Response::new(401)
             .header(
@@ -433,9 +445,11 @@ impl Tokens {
     }
 }
 
-/// The 403 some registries send for an expired token (ECR does).
+/// Builds the 403 that some registries (ECR among them) send for an expired token.
 pub fn denied() -> Reply {
-    Response::new(403).json(r#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired."}]}"#).into()
+    Response::new(403)
+        .json(r#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired."}]}"#)
+        .into()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -453,7 +467,8 @@ pub fn signed_url(storage_host: &str, digest: &str, lifetime: Duration, serial: 
     format!("http://{storage_host}/storage/{digest}?exp={exp}&sig=s{serial}")
 }
 
-/// An object store: HEAD is refused, and GET after `exp` gets 403 with an S3-style body.
+/// Serves `data` like an object store: HEAD gets 403, and so does a GET after `exp`, with an
+/// S3-style error body.
 pub fn storage_reply(data: &[u8], request: &Request) -> Reply {
     if request.method == "HEAD" {
         return Response::new(403).into();
