@@ -183,6 +183,24 @@ async fn descriptor_size_disagreeing_with_server_is_an_error() {
 }
 
 #[tokio::test]
+async fn encoded_body_is_rejected() {
+    let data = Arc::new(blob_bytes(1000));
+    let served = Arc::clone(&data);
+    let server = MockServer::start(move |request| match range_reply(&served, request, RangeMode::Honour) {
+        Reply::Send(response) => Reply::Send(response.header("Content-Encoding", "gzip")),
+        other => other,
+    })
+    .await;
+    let client = client(Arc::new(Anonymous));
+    let source = open(&client, &server.host(), &data, Some(1000)).await;
+    let err = source.read_range(0..10).await.unwrap_err();
+    assert!(
+        matches!(err.root(), RemoteError::RangeResponse { issue: RangeIssue::ContentEncoding(encoding), .. } if encoding == "gzip"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn unexpected_416_is_reported_with_total() {
     let server = MockServer::start(|_| Response::new(416).header("Content-Range", "bytes */10").into()).await;
     let client = client(Arc::new(Anonymous));
@@ -477,6 +495,40 @@ async fn basic_auth_registry_gets_credentials() {
     assert_eq!(&source.read_range(20..30).await.unwrap()[..], &data[20..30]);
     // One challenge, then the header is sent up front.
     assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn identity_token_uses_oauth_refresh_grant() {
+    let data = Arc::new(blob_bytes(1000));
+    let served = Arc::clone(&data);
+    let server = MockServer::start(move |request| {
+        let host = request.header("host").unwrap_or_default().to_owned();
+        if request.path() == "/token" {
+            let form = String::from_utf8_lossy(&request.body).into_owned();
+            let grant_ok = request.method == "POST"
+                && form.contains("grant_type=refresh_token")
+                && form.contains("refresh_token=rt-1")
+                && form.contains("scope=repository%3Alib%2Fapp%3Apull")
+                && form.contains("service=mock");
+            return if grant_ok {
+                Response::new(200).json(r#"{"access_token":"at-1","expires_in":300}"#).into()
+            } else {
+                Response::new(401).into()
+            };
+        }
+        if request.header("authorization") != Some("Bearer at-1") {
+            return Tokens::new().challenge(&host, REPO);
+        }
+        range_reply(&served, request, RangeMode::Honour)
+    })
+    .await;
+    let credentials = StaticCredentials::new().with(server.host(), Credential::IdentityToken("rt-1".into()));
+    let client = client(Arc::new(credentials));
+    let source = open(&client, &server.host(), &data, Some(1000)).await;
+    assert_eq!(&source.read_range(0..10).await.unwrap()[..], &data[..10]);
+    let token_requests = server.requests_to("/token");
+    assert_eq!(token_requests.len(), 1);
+    assert_eq!(token_requests[0].header("content-type"), Some("application/x-www-form-urlencoded"));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lazypull_snapshotter::remote::image::{resolve, resolve_with};
+use lazypull_snapshotter::remote::image::{open_blob, resolve, resolve_with};
 use lazypull_snapshotter::remote::{Anonymous, ImageRef, Platform, RegistryClient, RegistryConfig, RemoteError};
 use lazypull_testkit::tarbuild::{Builder, Entry};
 use remote_mock::*;
@@ -303,4 +303,26 @@ async fn oci_layout_with_corrupted_manifest_is_rejected() {
     let image = ImageRef::parse(&format!("oci:{}:v1", dir.path().display())).unwrap();
     let err = resolve(&image, &test_config(), Arc::new(Anonymous)).await.unwrap_err();
     assert!(matches!(err, RemoteError::DigestMismatch { what: "manifest", .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn open_blob_reads_without_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let written =
+        lazypull_testkit::image::write_oci_layout(dir.path(), "v1", &two_layer_tars(), &["/bin/true"]).unwrap();
+    let layer_digest = &written.layer_digests[0];
+    let on_disk =
+        std::fs::read(dir.path().join("blobs/sha256").join(layer_digest.trim_start_matches("sha256:"))).unwrap();
+    let local = ImageRef::parse(&format!("oci:{}:v1", dir.path().display())).unwrap();
+    let source = open_blob(&client(), &local, &layer_digest.parse().unwrap(), None).await.unwrap();
+    assert_eq!(&source.read_range(0..on_disk.len() as u64).await.unwrap()[..], &on_disk[..]);
+
+    let mut content = Content::default();
+    let (digest, size) = content.add_blob(on_disk.clone());
+    let server = serve(Arc::new(Mutex::new(content))).await;
+    let remote = ImageRef::parse(&format!("{}/{REPO}:any", server.host())).unwrap();
+    let source = open_blob(&client(), &remote, &digest.parse().unwrap(), None).await.unwrap();
+    assert_eq!(source.size(), size as u64);
+    assert_eq!(&source.read_range(10..20).await.unwrap()[..], &on_disk[10..20]);
+    assert!(server.requests_to("/manifests/").is_empty());
 }

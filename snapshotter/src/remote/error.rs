@@ -312,6 +312,10 @@ pub enum RangeIssue {
     /// A `multipart/byteranges` body although a single range was requested.
     #[error("multipart/byteranges response to a single-range request")]
     UnexpectedMultipart,
+    /// The body is encoded (for example gzip) although `Accept-Encoding: identity` was sent,
+    /// so its byte offsets are not blob offsets.
+    #[error("body has Content-Encoding {0:?}")]
+    ContentEncoding(String),
     /// A 200 response whose length is not the blob size, so it cannot be the whole blob.
     #[error("200 response of {content_length} bytes is not the whole blob of {blob_size} bytes")]
     PartialBodyWith200 {

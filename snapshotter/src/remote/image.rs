@@ -157,11 +157,7 @@ impl ResolvedImage {
                     RegistryBlobSource::open(client, registry, repository, &layer.digest, Some(layer.size)).await?;
                 Ok(Arc::new(source))
             }
-            Origin::Layout(layout) => {
-                let id = format!("{LAYOUT_PREFIX}{}@{}", layout.dir().display(), layer.digest);
-                let source = LocalBlobSource::open(layout.blob_path(&layer.digest), id, Some(layer.size)).await?;
-                Ok(Arc::new(source))
-            }
+            Origin::Layout(layout) => Ok(Arc::new(open_layout_blob(layout, &layer.digest, Some(layer.size)).await?)),
         }
     }
 }
@@ -342,6 +338,33 @@ fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<LayerDescriptor>, R
             })
         })
         .collect()
+}
+
+/// Opens the blob `digest` of `image` without fetching its manifest, for callers that already
+/// know the layer digest (for example from snapshot labels).
+///
+/// For a registry, `size` should come from the layer descriptor; without it the size is
+/// probed with a ranged GET. For an OCI layout, the blob file is opened and `size`, when
+/// given, must match it.
+pub async fn open_blob(
+    client: &RegistryClient,
+    image: &ImageRef,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Result<Arc<dyn BlobSource>, RemoteError> {
+    match image {
+        ImageRef::Registry(reference) => {
+            let source =
+                RegistryBlobSource::open(client, reference.registry(), reference.repository(), digest, size).await?;
+            Ok(Arc::new(source))
+        }
+        ImageRef::Layout { dir, .. } => Ok(Arc::new(open_layout_blob(&Layout::new(dir), digest, size).await?)),
+    }
+}
+
+async fn open_layout_blob(layout: &Layout, digest: &Digest, size: Option<u64>) -> Result<LocalBlobSource, RemoteError> {
+    let id = format!("{LAYOUT_PREFIX}{}@{digest}", layout.dir().display());
+    LocalBlobSource::open(layout.blob_path(digest), id, size).await
 }
 
 /// Returns the directory of an `oci:` reference, or `None` for a registry reference.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use estargz::digest::Digest;
 use futures_util::future::BoxFuture;
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
 use reqwest::{Response, StatusCode, Url};
 
 use super::BlobSource;
@@ -25,8 +25,8 @@ use super::stats::RemoteStats;
 /// - 200, as the whole blob from byte 0 because the server ignored `Range`. The requested
 ///   bytes are sliced out. A 200 whose length is not the blob size is an error;
 /// - redirects, followed without the registry's `Authorization`. The final URL is cached
-///   for later reads and dropped when it answers 400, 401, 403 or 410 (signed storage URLs
-///   expire), after which the registry is asked for a fresh one.
+///   for later reads. Signed storage URLs expire, so a cached URL that returns 400, 401, 403
+///   or 410 is dropped and the registry is asked for a fresh one.
 ///
 /// Network state (token, storage URL) lives in the source and its [`RegistryClient`]; the
 /// source can be shared between tasks behind an `Arc`.
@@ -191,6 +191,12 @@ impl RegistryBlobSource {
             end: range.end,
             issue,
         };
+        if response.status().is_success()
+            && let Some(encoding) = header_text(&response, CONTENT_ENCODING)
+            && !encoding.trim().eq_ignore_ascii_case("identity")
+        {
+            return Err(issue(RangeIssue::ContentEncoding(encoding.chars().take(50).collect())));
+        }
         let slice: BodySlice = match response.status() {
             StatusCode::PARTIAL_CONTENT => range::plan_partial(
                 range,
