@@ -49,7 +49,7 @@ pub mod tar;
 pub mod toc;
 
 pub use digest::Digest;
-pub use error::{BuildError, ChunkError, FooterError, TarError, TocError};
+pub use error::{BlobError, BuildError, ChunkError, FooterError, TarError, TocError};
 pub use limits::Limits;
 
 /// Compression used for the members of a blob.
