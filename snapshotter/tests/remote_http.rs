@@ -245,7 +245,8 @@ async fn redirecting_registry(data: Arc<Vec<u8>>, url_lifetime: Duration) -> Red
 #[tokio::test]
 async fn storage_redirect_survives_expiry_without_leak() {
     let data = Arc::new(blob_bytes(BLOB_LEN));
-    let lifetime = Duration::from_millis(400);
+    // Long enough for the first reads to finish on a loaded machine before the URL expires.
+    let lifetime = Duration::from_millis(1500);
     let setup = redirecting_registry(Arc::clone(&data), lifetime).await;
     let client = client(Arc::new(Anonymous));
 
