@@ -26,6 +26,12 @@ struct Cli {
 enum Command {
     /// Convert an image into an eStargz image (registry or OCI layout, both ways).
     Convert(cmd::convert::Args),
+    /// Mount an eStargz image lazily at a directory (FUSE layers stacked with overlayfs).
+    Mount(cmd::mount::Args),
+    /// Unmount a directory mounted by `lazypull mount` and stop its serving process.
+    Unmount(cmd::unmount::Args),
+    /// Print the counters of a mount made by `lazypull mount`, as JSON.
+    Status(cmd::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +39,9 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
+        Command::Mount(args) => cmd::mount::run(args),
+        Command::Unmount(args) => cmd::unmount::run(args),
+        Command::Status(args) => cmd::status::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

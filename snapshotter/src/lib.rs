@@ -1,3 +1,4 @@
 //! placeholder
 pub mod fs;
+pub mod mount;
 pub mod remote;

@@ -2,3 +2,6 @@
 //! into the library.
 
 pub mod convert;
+pub mod mount;
+pub mod status;
+pub mod unmount;

@@ -1,0 +1,29 @@
+//! `lazypull mount` and `lazypull unmount`: an image mounted lazily at a directory.
+//!
+//! [`serve`] resolves the image, opens every layer ([`RemoteLayer`]: footer and TOC only, the
+//! TOC verified against the layer's TOC-digest annotation), mounts each layer with FUSE under
+//! the state directory, stacks them with overlayfs (top layer first, with a writable upper
+//! directory) at the mount point, and serves until SIGTERM or SIGINT. [`detach`] forks the
+//! serving process off before any thread exists and reports readiness through a pipe.
+//! [`unmount`] stops the server and removes whatever it left, dead FUSE mounts included.
+//!
+//! The state directory holds one [`MountRecord`] per mount point and the counters
+//! ([`MountStats`]), rewritten every second.
+
+mod daemon;
+mod options;
+mod record;
+mod remote_layer;
+mod serve;
+mod stats;
+mod system;
+mod unmount;
+
+pub use daemon::{Detached, Readiness, detach};
+pub use options::{DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT, MountOptions};
+pub use record::{MountPaths, MountRecord, RecordError, default_state_dir, find_record};
+pub use remote_layer::{LayerCounters, LayerOpenError, RemoteLayer, RemoteLayerSettings};
+pub use serve::{MountError, error_chain, serve};
+pub use stats::{LayerStats, MountStats, read_stats};
+pub use system::SystemError;
+pub use unmount::{UnmountError, unmount};

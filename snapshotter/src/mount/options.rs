@@ -1,0 +1,62 @@
+//! Settings of `lazypull mount`, as the library sees them (the CLI converts its flags).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fs::OpaqueXattr;
+use crate::remote::{Platform, RegistryConfig};
+
+use super::remote_layer::RemoteLayerSettings;
+
+/// Default wait for the prioritized prefetch of every layer before the mount reports ready.
+pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit of one FUSE read; past it the reader gets `EIO` instead of hanging.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time `unmount` waits for the serving process to exit after SIGTERM.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a mount needs.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Registry reference or `oci:DIR[:TAG]`.
+    pub image: String,
+    /// Where the merged image appears (absolute).
+    pub mountpoint: PathBuf,
+    /// State directory for records, layer mounts and overlay directories.
+    pub state_dir: PathBuf,
+    /// Access trace file to write, if any.
+    pub record_trace: Option<PathBuf>,
+    /// Registry access.
+    pub registry: RegistryConfig,
+    /// Platform to pick from an image index.
+    pub platform: Platform,
+    /// Per-layer cache and prefetch settings.
+    pub layer: RemoteLayerSettings,
+    /// Wait for the prioritized prefetch before reporting ready.
+    pub prefetch_timeout: Duration,
+    /// Limit of one read.
+    pub read_timeout: Duration,
+    /// fuser request threads per layer.
+    pub fuse_threads: usize,
+    /// Opaque-directory attribute overlayfs reads.
+    pub opaque_xattr: OpaqueXattr,
+}
+
+impl MountOptions {
+    /// Options with defaults for everything but the image, mount point and state directory.
+    pub fn new(image: String, mountpoint: PathBuf, state_dir: PathBuf) -> MountOptions {
+        MountOptions {
+            image,
+            mountpoint,
+            state_dir,
+            record_trace: None,
+            registry: RegistryConfig::default(),
+            platform: Platform::host(),
+            layer: RemoteLayerSettings::default(),
+            prefetch_timeout: DEFAULT_PREFETCH_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            fuse_threads: 2,
+            opaque_xattr: OpaqueXattr::Trusted,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The serving process of `lazypull mount`: open every layer, mount each with FUSE, stack them
+//! with overlayfs, report readiness, serve until SIGTERM or SIGINT, then clean up.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use estargz::digest::Digest;
+use futures_util::future::{join_all, try_join_all};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::daemon::Readiness;
+use super::options::MountOptions;
+use super::record::{MountPaths, MountRecord, RecordError, write_record};
+use super::remote_layer::{LayerOpenError, RemoteLayer};
+use super::stats::{collect, write_stats};
+use super::system::{self, SystemError};
+use crate::fs::fuse::{LayerMount, MountSettings};
+use crate::fs::{FsCore, FsOptions, TraceRecorder};
+use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteError, image};
+
+/// How often the stats file is rewritten.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a mount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mount point is not an existing directory.
+    #[error("mount point {0} is not an existing directory")]
+    MountpointMissing(PathBuf),
+    /// The mount point already has a live lazypull mount.
+    #[error("{mountpoint} is already mounted by lazypull process {pid}; run `lazypull unmount {mountpoint}` first", mountpoint = .mountpoint.display())]
+    AlreadyMounted {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The serving process.
+        pid: u32,
+    },
+    /// The image reference is invalid, or the image could not be resolved.
+    #[error("failed to resolve image {image}")]
+    Resolve {
+        /// The image as given.
+        image: String,
+        /// The cause.
+        #[source]
+        source: RemoteError,
+    },
+    /// The image has no layers.
+    #[error("image {0} has no layers")]
+    NoLayers(String),
+    /// A layer blob could not be opened.
+    #[error("failed to open layer {index} ({digest})")]
+    OpenBlob {
+        /// Layer position, 0 = bottom.
+        index: usize,
+        /// Layer digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: RemoteError,
+    },
+    /// A layer is not lazily mountable.
+    #[error("layer {index} cannot be mounted lazily")]
+    Layer {
+        /// Layer position, 0 = bottom.
+        index: usize,
+        /// The cause.
+        #[source]
+        source: LayerOpenError,
+    },
+    /// A FUSE mount failed.
+    #[error("failed to mount layer {index} at {path}")]
+    Fuse {
+        /// Layer position, 0 = bottom.
+        index: usize,
+        /// Mount point.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The overlay mount failed.
+    #[error(transparent)]
+    System(#[from] SystemError),
+    /// The mount record could not be written.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A state file or directory could not be created.
+    #[error("failed to prepare {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
+    move |source| MountError::Io { path: path.to_path_buf(), source }
+}
+
+/// What is mounted so far; torn down in reverse on exit or failure.
+struct Mounted {
+    paths: MountPaths,
+    mountpoint: PathBuf,
+    layers: Vec<LayerMount>,
+    overlay: bool,
+}
+
+impl Mounted {
+    /// Unmounts the overlay, then every layer (lazily when busy), then removes the record and
+    /// the mount directories, keeping `stats.json` and `serve.log` for inspection.
+    fn teardown(self) {
+        if self.overlay
+            && let Err(error) = system::unmount(&self.mountpoint)
+        {
+            tracing::error!(mountpoint = %self.mountpoint.display(), error = %error_chain(&error), "failed to unmount the overlay");
+        }
+        for layer in self.layers.into_iter().rev() {
+            let dir = layer.mountpoint().to_path_buf();
+            if let Err(error) = system::unmount(&dir) {
+                tracing::error!(mountpoint = %dir.display(), error = %error_chain(&error), "failed to unmount a layer");
+            }
+            drop(layer);
+        }
+        remove_mount_dirs(&self.paths);
+        let _ = std::fs::remove_file(&self.paths.record);
+    }
+}
+
+/// Removes the layer, upper and work directories of a mount, refusing to descend into anything
+/// still mounted.
+pub(crate) fn remove_mount_dirs(paths: &MountPaths) {
+    let mounted = system::mount_points();
+    if mounted.iter().any(|point| point.starts_with(&paths.work_dir)) {
+        tracing::warn!(dir = %paths.work_dir.display(), "mounts remain below the mount directory; leaving it in place");
+        return;
+    }
+    for dir in [paths.work_dir.join("layers"), paths.upper(), paths.work()] {
+        if let Err(error) = std::fs::remove_dir_all(&dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), %error, "failed to remove a mount directory");
+        }
+    }
+}
+
+/// Runs a mount until SIGTERM or SIGINT. Reports readiness (or the startup error) through
+/// `readiness` once every layer and the overlay are mounted and the prefetch wait is over.
+///
+/// Must be called without a tokio runtime; it builds its own.
+pub fn serve(options: MountOptions, mut readiness: Readiness) -> Result<(), MountError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lazypull-io")
+        .build()
+        .map_err(io_error(Path::new("tokio runtime")))?;
+    let result = runtime.block_on(run(&options, &mut readiness, runtime.handle().clone()));
+    if let Err(error) = &result {
+        readiness.failed(&error_chain(error));
+    }
+    // Pending reads hold replies; dropping them answers EIO, so shutdown never waits on them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::runtime::Handle) -> Result<(), MountError> {
+    let mountpoint = &options.mountpoint;
+    if !mountpoint.is_dir() {
+        return Err(MountError::MountpointMissing(mountpoint.clone()));
+    }
+    let paths = MountPaths::new(&options.state_dir, mountpoint);
+    if let Ok(existing) = super::record::read_record(&options.state_dir, mountpoint)
+        && existing.pid != std::process::id()
+        && system::is_lazypull_process(existing.pid)
+    {
+        return Err(MountError::AlreadyMounted { mountpoint: mountpoint.clone(), pid: existing.pid });
+    }
+    prepare_state_dir(&options.state_dir)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(io_error(Path::new("SIGTERM handler")))?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(io_error(Path::new("SIGINT handler")))?;
+
+    let layers = open_layers(options).await?;
+    let trace = match &options.record_trace {
+        Some(path) => Some(Arc::new(TraceRecorder::create(path).map_err(io_error(path))?)),
+        None => None,
+    };
+    let layer_dirs: Vec<PathBuf> = (0..layers.len()).map(|n| paths.layer_dir(n)).collect();
+    let record = MountRecord {
+        image: options.image.clone(),
+        mountpoint: mountpoint.clone(),
+        pid: std::process::id(),
+        work_dir: paths.work_dir.clone(),
+        layer_mounts: layer_dirs.clone(),
+        stats: paths.stats(),
+        trace: options.record_trace.clone(),
+    };
+    // Recorded before anything is mounted, so `unmount` can clean up a half-finished mount.
+    write_record(&paths.record, &record)?;
+
+    let mut mounted = Mounted { paths: paths.clone(), mountpoint: mountpoint.clone(), layers: Vec::new(), overlay: false };
+    let result = mount_all(options, &layers, &layer_dirs, trace, &paths, &mut mounted, handle).await;
+    if let Err(error) = result {
+        mounted.teardown();
+        return Err(error);
+    }
+
+    let prefetch_done = join_all(layers.iter().map(|layer| layer.wait_prefetch(options.prefetch_timeout))).await;
+    if prefetch_done.iter().any(|done| !done) {
+        tracing::warn!(timeout_s = options.prefetch_timeout.as_secs(), "prefetch still running; reporting ready anyway");
+    }
+    let stats_path = paths.stats();
+    if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
+        tracing::warn!(path = %stats_path.display(), %error, "failed to write stats");
+    }
+    tracing::info!(image = %options.image, mountpoint = %mountpoint.display(), layers = layers.len(), "mounted");
+    readiness.ready();
+
+    let mut ticker = tokio::time::interval(STATS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = ticker.tick() => {
+                if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
+                    tracing::warn!(path = %stats_path.display(), %error, "failed to write stats");
+                }
+            }
+        }
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "stopping");
+    if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
+        tracing::warn!(path = %stats_path.display(), %error, "failed to write final stats");
+    }
+    let _ = tokio::task::spawn_blocking(move || mounted.teardown()).await;
+    Ok(())
+}
+
+fn prepare_state_dir(state_dir: &Path) -> Result<(), MountError> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io_error(state_dir))?;
+    // The layer mounts below expose setuid programs and device nodes; only root may enter.
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error(state_dir))
+}
+
+async fn mount_all(
+    options: &MountOptions,
+    layers: &[Arc<RemoteLayer>],
+    layer_dirs: &[PathBuf],
+    trace: Option<Arc<TraceRecorder>>,
+    paths: &MountPaths,
+    mounted: &mut Mounted,
+    handle: tokio::runtime::Handle,
+) -> Result<(), MountError> {
+    let settings = MountSettings { threads: options.fuse_threads, ..MountSettings::default() };
+    for (index, (layer, dir)) in layers.iter().zip(layer_dirs).enumerate() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let fs_options = FsOptions {
+            opaque_xattr: options.opaque_xattr,
+            trace: trace.clone(),
+            read_timeout: Some(options.read_timeout),
+        };
+        let core = Arc::new(FsCore::new(Arc::clone(layer), fs_options));
+        let (dir_owned, handle_owned) = (dir.clone(), handle.clone());
+        let settings = settings.clone();
+        // Mounting waits for the kernel's INIT request, which the new session thread answers.
+        let mount = tokio::task::spawn_blocking(move || LayerMount::mount(core, handle_owned, &dir_owned, &settings))
+            .await
+            .map_err(|join| MountError::Fuse { index, path: dir.clone(), source: std::io::Error::other(join) })?
+            .map_err(|source| MountError::Fuse { index, path: dir.clone(), source })?;
+        mounted.layers.push(mount);
+    }
+    for dir in [paths.upper(), paths.work()] {
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    }
+    let lowers: Vec<PathBuf> = layer_dirs.iter().rev().cloned().collect();
+    system::mount_overlay(&options.mountpoint, &lowers, &paths.upper(), &paths.work())?;
+    mounted.overlay = true;
+    Ok(())
+}
+
+/// Resolves the image and opens every layer in parallel.
+async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<RemoteLayer>>, MountError> {
+    let resolve_error = |source| MountError::Resolve { image: options.image.clone(), source };
+    let reference = ImageRef::parse(&options.image).map_err(resolve_error)?;
+    let client = RegistryClient::new(options.registry.clone(), Arc::new(DockerConfigCredentials::new()))
+        .map_err(resolve_error)?;
+    let resolved = image::resolve_with(&client, &reference, &options.platform).await.map_err(resolve_error)?;
+    if resolved.layers.is_empty() {
+        return Err(MountError::NoLayers(options.image.clone()));
+    }
+    let opens = resolved.layers.iter().enumerate().map(|(index, descriptor)| {
+        let resolved = &resolved;
+        async move {
+            let digest = descriptor.digest;
+            let toc_digest = toc_digest_of(descriptor).map_err(|source| MountError::Layer { index, source })?;
+            let source = resolved
+                .open_layer(descriptor)
+                .await
+                .map_err(|source| MountError::OpenBlob { index, digest, source })?;
+            RemoteLayer::open(digest, toc_digest, source, &options.layer)
+                .await
+                .map_err(|source| MountError::Layer { index, source })
+        }
+    });
+    try_join_all(opens).await
+}
+
+fn toc_digest_of(descriptor: &image::LayerDescriptor) -> Result<Digest, LayerOpenError> {
+    let annotation = estargz::TOC_DIGEST_ANNOTATION;
+    let value = descriptor
+        .annotations
+        .get(annotation)
+        .ok_or(LayerOpenError::MissingTocDigest { digest: descriptor.digest, annotation })?;
+    value.parse().map_err(|_| LayerOpenError::InvalidTocDigest { digest: descriptor.digest, value: value.clone() })
+}
+
+/// Formats an error with its sources, `outer: inner: innermost`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
