@@ -2,3 +2,4 @@
 pub mod fs;
 pub mod mount;
 pub mod remote;
+pub mod snapshot;
