@@ -37,7 +37,7 @@
 //!
 //! ```no_run
 //! use lazypull_converter::{ConvertOptions, ImageRef, convert};
-//! use tokio_util::sync::CancellationToken;
+//! use lazypull_converter::CancellationToken;
 //!
 //! # async fn example() -> Result<(), lazypull_converter::ConvertError> {
 //! let source = ImageRef::parse("127.0.0.1:5000/python:3.11", false)?;
@@ -74,3 +74,5 @@ pub use options::{ConvertOptions, ProgressMode};
 pub use pipeline::convert;
 pub use platform::Platform;
 pub use report::{ConvertReport, LayerReport, ManifestReport, render_table};
+/// The cancellation handle [`convert`] takes, re-exported so callers need no extra dependency.
+pub use tokio_util::sync::CancellationToken;

@@ -73,6 +73,14 @@ pub struct LayerReport {
     pub seconds: f64,
 }
 
+impl ConvertReport {
+    /// The report as indented JSON.
+    pub fn to_json(&self) -> String {
+        // The report holds only strings, numbers and options, so encoding cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
 impl From<&LayerResult> for LayerReport {
     fn from(result: &LayerResult) -> Self {
         LayerReport {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::descriptor::Descriptor;
 use crate::error::ConvertError;
 use crate::media;
-use crate::options::ConvertOptions;
+use crate::options::{ConvertOptions, ProgressMode};
 use crate::progress::{LayerProgress, Progress};
 use crate::store::{Destination, LocalBlob, Source, run_blocking};
 use convert::ConvertedBlob;
@@ -123,17 +123,10 @@ pub async fn run_job(context: Arc<JobContext>, job: LayerJob) -> Result<LayerRes
     match &result {
         Ok(done) => {
             progress.finish(&summary(done));
-            tracing::info!(
-                layer = %done.source.digest,
-                action = ?done.action,
-                source_size = done.source.size,
-                digest = %done.digest,
-                size = done.size,
-                ratio = format_args!("{:.3}", ratio(done.size, done.source.size)),
-                toc_entries = done.toc_entries.unwrap_or(0),
-                seconds = format_args!("{:.2}", done.seconds),
-                "layer finished"
-            );
+            // With bars on the terminal the bar shows this; a log line would break the display.
+            if context.options.progress != ProgressMode::Bars {
+                log_finished(done);
+            }
         }
         Err(_) => progress.abandon(),
     }
@@ -305,6 +298,20 @@ pub fn layer_media_type(compression: estargz::Compression) -> &'static str {
 /// New size over old size.
 pub fn ratio(new: u64, old: u64) -> f64 {
     if old == 0 { 0.0 } else { new as f64 / old as f64 }
+}
+
+fn log_finished(done: &LayerResult) {
+    tracing::info!(
+        layer = %done.source.digest,
+        action = ?done.action,
+        source_size = done.source.size,
+        digest = %done.digest,
+        size = done.size,
+        ratio = format_args!("{:.3}", ratio(done.size, done.source.size)),
+        toc_entries = done.toc_entries.unwrap_or(0),
+        seconds = format_args!("{:.2}", done.seconds),
+        "layer finished"
+    );
 }
 
 fn summary(result: &LayerResult) -> String {
