@@ -3,3 +3,5 @@ pub mod fs;
 pub mod mount;
 pub mod remote;
 pub mod snapshot;
+pub mod grpc;
+pub mod metrics;
