@@ -69,11 +69,17 @@ pub fn in_ci() -> bool {
 /// `SKIPPED: <reason>` to stderr and returns false.
 #[track_caller]
 pub fn require(what: Prereq) -> bool {
+    require_in(what, in_ci())
+}
+
+/// Implements [`require`] with the CI decision passed in, so both outcomes are testable.
+#[track_caller]
+fn require_in(what: Prereq, ci: bool) -> bool {
     if what.is_present() {
         return true;
     }
     let caller = std::panic::Location::caller();
-    if in_ci() {
+    if ci {
         panic!(
             "missing prerequisite in CI: {what} (needed at {caller}); run `{SETUP_COMMAND}` \
              and run the tests as root"
@@ -187,6 +193,17 @@ mod tests {
     #[test]
     fn absent_binary_is_reported_missing() {
         assert!(!Prereq::Binary("lazypull-no-such-program").is_present());
+    }
+
+    #[test]
+    #[should_panic(expected = "missing prerequisite in CI: the `lazypull-no-such-program` program")]
+    fn missing_prerequisite_panics_in_ci() {
+        require_in(Prereq::Binary("lazypull-no-such-program"), true);
+    }
+
+    #[test]
+    fn missing_prerequisite_skips_outside_ci() {
+        assert!(!require_in(Prereq::Binary("lazypull-no-such-program"), false));
     }
 
     #[test]

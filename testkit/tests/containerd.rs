@@ -94,9 +94,11 @@ fn python_image_runs_in_private_containerd() {
     );
     let layout = python_image().expect("python image");
     let registry = Registry::start().expect("start registry");
+    let pushed_at = Instant::now();
     let reference = registry
         .push_oci_layout(&layout, PYTHON_IMAGE_TAG, "python:latest")
         .expect("push python image");
+    eprintln!("skopeo push took {:?}", pushed_at.elapsed());
     let containerd = Containerd::start(ContainerdOptions::default()).expect("start containerd");
 
     let pulled_at = Instant::now();
@@ -129,7 +131,9 @@ fn python_image_runs_in_private_containerd() {
     let root = containerd.root_dir();
     let state = containerd.state_dir();
     assert!(!mounts_under(&state).is_empty(), "the task rootfs is not mounted");
+    let dropped_at = Instant::now();
     drop(containerd);
+    eprintln!("containerd cleanup took {:?}", dropped_at.elapsed());
     assert!(shims_for(&socket).is_empty(), "shims remain: {:?}", shims_for(&socket));
     assert!(mounts_under(&root).is_empty());
     assert!(mounts_under(&state).is_empty());
