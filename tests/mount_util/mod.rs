@@ -186,7 +186,13 @@ impl Mount {
 
     /// Mounts `image` with extra `args`, detached.
     pub fn start(image: &str, args: &[&str]) -> anyhow::Result<Mount> {
-        let dir = tempfile::Builder::new().prefix("lazypull-mnt-").tempdir()?;
+        Self::start_in(&std::env::temp_dir(), image, args)
+    }
+
+    /// Mounts `image` at a new directory inside `parent` (state directory in the system
+    /// temporary directory).
+    pub fn start_in(parent: &Path, image: &str, args: &[&str]) -> anyhow::Result<Mount> {
+        let dir = tempfile::Builder::new().prefix("lazypull-mnt-").tempdir_in(parent)?;
         let state = tempfile::Builder::new().prefix("lazypull-state-").tempdir()?;
         let mount = Mount { dir, state };
         let mut all = vec!["mount", image, path_str(mount.path()), "--state-dir", path_str(mount.state_dir())];
