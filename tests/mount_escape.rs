@@ -57,7 +57,7 @@ fn link_escape_layers_change_nothing_outside() {
             "dotdot_dir" => {
                 // The converter drops entries below a symlink; the link itself is served verbatim.
                 assert_eq!(std::fs::read_link(mount.path().join("up")).unwrap(), Path::new(".."), "{name}");
-                assert!(contents.paths().iter().all(|p| !p.starts_with("up/")), "{name}: {:?}", contents.paths());
+                assert!(contents.paths().iter().all(|p| p == Path::new("up") || !p.starts_with("up")), "{name}: {:?}", contents.paths());
             }
             _ => {}
         }
