@@ -59,7 +59,8 @@ pub struct ContainerdOptions {
 impl ContainerdOptions {
     /// Adds a proxy snapshotter plugin named `name` served on the Unix socket `socket`.
     pub fn proxy_snapshotter(mut self, name: &str, socket: impl Into<PathBuf>) -> Self {
-        self.proxy_snapshotters.push((name.to_string(), socket.into()));
+        self.proxy_snapshotters
+            .push((name.to_string(), socket.into()));
         self
     }
 }
@@ -95,7 +96,9 @@ impl Containerd {
         let mut command = Command::new(binary);
         command.arg("--config").arg(&config);
         // Keep the daemon from picking up a namespace or address from the caller.
-        command.env_remove("CONTAINERD_ADDRESS").env_remove("CONTAINERD_NAMESPACE");
+        command
+            .env_remove("CONTAINERD_ADDRESS")
+            .env_remove("CONTAINERD_NAMESPACE");
         let log = dir.path().join("containerd.log");
         let daemon = Daemon::spawn(command, &log, Duration::from_secs(10))?;
         let mut containerd = Containerd {
@@ -110,7 +113,7 @@ impl Containerd {
                 return false;
             }
             containerd
-                .ctr(["version"])
+                .try_client("ctr", ["version"])
                 .map(|output| output.status.success())
                 .unwrap_or(false)
         });
@@ -161,8 +164,13 @@ impl Containerd {
     }
 
     /// Runs `ctr --address <socket> --namespace <namespace> ARGS...` and returns its
-    /// output, whatever the exit status. Fails only when ctr cannot be started.
-    pub fn ctr<I, S>(&self, args: I) -> anyhow::Result<Output>
+    /// output, whatever the exit status.
+    ///
+    /// # Panics
+    ///
+    /// When `ctr` cannot be started at all ([`Containerd::start`] already checked that it
+    /// is on `PATH`).
+    pub fn ctr<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -172,7 +180,11 @@ impl Containerd {
 
     /// Runs `ctr-remote --address <socket> --namespace <namespace> ARGS...` (from the
     /// stargz-snapshotter package) and returns its output, whatever the exit status.
-    pub fn ctr_remote<I, S>(&self, args: I) -> anyhow::Result<Output>
+    ///
+    /// # Panics
+    ///
+    /// When `ctr-remote` cannot be started, for example because it is not installed.
+    pub fn ctr_remote<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -191,7 +203,7 @@ impl Containerd {
             .iter()
             .map(|arg| arg.as_ref().to_string_lossy().into_owned())
             .collect();
-        let output = self.ctr(args)?;
+        let output = self.try_client("ctr", args)?;
         if !output.status.success() {
             anyhow::bail!(
                 "ctr {} failed with {}: {}",
@@ -203,7 +215,16 @@ impl Containerd {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    fn client<I, S>(&self, program: &str, args: I) -> anyhow::Result<Output>
+    fn client<I, S>(&self, program: &str, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.try_client(program, args)
+            .unwrap_or_else(|err| panic!("{err:#}"))
+    }
+
+    fn try_client<I, S>(&self, program: &str, args: I) -> anyhow::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -225,7 +246,7 @@ impl Containerd {
     /// Kills and deletes every task and container in this instance's namespace.
     fn remove_containers(&self) {
         let listed = |what: &str| -> Vec<String> {
-            self.ctr([what, "ls", "-q"])
+            self.try_client("ctr", [what, "ls", "-q"])
                 .map(|output| {
                     String::from_utf8_lossy(&output.stdout)
                         .lines()
@@ -235,17 +256,20 @@ impl Containerd {
                 .unwrap_or_default()
         };
         for task in listed("tasks") {
-            let _ = self.ctr(["tasks", "kill", "--all", "--signal", "SIGKILL", &task]);
+            let _ = self.try_client(
+                "ctr",
+                ["tasks", "kill", "--all", "--signal", "SIGKILL", &task],
+            );
         }
         for task in listed("tasks") {
             let _ = wait_until(Duration::from_secs(5), || {
-                self.ctr(["tasks", "delete", &task])
+                self.try_client("ctr", ["tasks", "delete", &task])
                     .map(|output| output.status.success())
                     .unwrap_or(true)
             });
         }
         for container in listed("containers") {
-            let _ = self.ctr(["containers", "delete", &container]);
+            let _ = self.try_client("ctr", ["containers", "delete", &container]);
         }
     }
 
@@ -257,7 +281,10 @@ impl Containerd {
             return;
         };
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -309,7 +336,10 @@ fn toml_string(value: &str) -> String {
 
 fn config_toml(dir: &Path, opts: &ContainerdOptions) -> String {
     let path = |name: &str| toml_string(&dir.join(name).to_string_lossy());
-    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|name| toml_string(name)).collect();
+    let disabled: Vec<String> = DISABLED_PLUGINS
+        .iter()
+        .map(|name| toml_string(name))
+        .collect();
     let mut config = format!(
         "version = 2\n\
          root = {root}\n\

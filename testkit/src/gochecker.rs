@@ -153,12 +153,23 @@ pub struct GoBuilt {
 
 /// Converts the uncompressed tar `tar` into an eStargz blob at `out` with upstream's
 /// `estargz.Build`.
-pub fn go_build_estargz(tar: &Path, out: &Path, options: &GoBuildOptions) -> anyhow::Result<GoBuilt> {
+pub fn go_build_estargz(
+    tar: &Path,
+    out: &Path,
+    options: &GoBuildOptions,
+) -> anyhow::Result<GoBuilt> {
     let checker = checker_binary()?;
     let mut command = Command::new(checker);
-    command.arg("build").arg("-tar").arg(tar).arg("-out").arg(out);
+    command
+        .arg("build")
+        .arg("-tar")
+        .arg(tar)
+        .arg("-out")
+        .arg(out);
     if options.chunk_size > 0 {
-        command.arg("-chunk-size").arg(options.chunk_size.to_string());
+        command
+            .arg("-chunk-size")
+            .arg(options.chunk_size.to_string());
     }
     if options.level != 0 {
         command.arg("-level").arg(options.level.to_string());
@@ -167,7 +178,9 @@ pub fn go_build_estargz(tar: &Path, out: &Path, options: &GoBuildOptions) -> any
         command.arg("-zstd");
     }
     if !options.prioritized.is_empty() {
-        command.arg("-prioritized").arg(options.prioritized.join(","));
+        command
+            .arg("-prioritized")
+            .arg(options.prioritized.join(","));
     }
     let output = run_checked(&mut command)
         .with_context(|| format!("upstream estargz.Build failed on {}", tar.display()))?;
@@ -194,7 +207,8 @@ fn build_checker() -> anyhow::Result<PathBuf> {
     }
 
     let go = find_binary("go").context("go not found on PATH; run scripts/setup.sh (golang-go)")?;
-    let estargz_source = Path::new(DEBIAN_GOPATH).join("src/github.com/containerd/stargz-snapshotter/estargz");
+    let estargz_source =
+        Path::new(DEBIAN_GOPATH).join("src/github.com/containerd/stargz-snapshotter/estargz");
     if !estargz_source.is_dir() {
         anyhow::bail!(
             "{} is missing; run scripts/setup.sh (golang-github-containerd-stargz-snapshotter-dev)",
@@ -233,7 +247,9 @@ fn build_checker() -> anyhow::Result<PathBuf> {
 fn target_dir() -> PathBuf {
     match option_env!("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target"),
     }
 }
 

@@ -89,7 +89,9 @@ fn unescape_bytes(field: &str) -> Vec<u8> {
     while index < bytes.len() {
         let octal = bytes.get(index + 1..index + 4);
         let decoded = octal
-            .filter(|digits| bytes[index] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .filter(|digits| {
+                bytes[index] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d))
+            })
             .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
         match decoded {
             Some(byte) => {
@@ -115,7 +117,8 @@ mod tests {
 
     #[test]
     fn mountinfo_line_with_escaped_space_parses() {
-        let line = "36 35 98:0 / /mnt/with\\040space rw,noatime master:1 - overlay overlay rw,lowerdir=/a";
+        let line =
+            "36 35 98:0 / /mnt/with\\040space rw,noatime master:1 - overlay overlay rw,lowerdir=/a";
         let mount = parse_mountinfo_line(line).unwrap();
         assert_eq!(mount.mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(mount.fs_type, "overlay");
@@ -124,6 +127,10 @@ mod tests {
 
     #[test]
     fn root_is_in_mount_table() {
-        assert!(mount_table().iter().any(|mount| mount.mount_point == Path::new("/")));
+        assert!(
+            mount_table()
+                .iter()
+                .any(|mount| mount.mount_point == Path::new("/"))
+        );
     }
 }

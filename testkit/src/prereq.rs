@@ -123,7 +123,10 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn has_overlayfs() -> bool {
-    let listed = |text: &str| text.lines().any(|line| line.trim_end().ends_with("\toverlay"));
+    let listed = |text: &str| {
+        text.lines()
+            .any(|line| line.trim_end().ends_with("\toverlay"))
+    };
     if std::fs::read_to_string("/proc/filesystems").is_ok_and(|text| listed(&text)) {
         return true;
     }
@@ -203,7 +206,10 @@ mod tests {
 
     #[test]
     fn missing_prerequisite_skips_outside_ci() {
-        assert!(!require_in(Prereq::Binary("lazypull-no-such-program"), false));
+        assert!(!require_in(
+            Prereq::Binary("lazypull-no-such-program"),
+            false
+        ));
     }
 
     #[test]

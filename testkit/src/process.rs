@@ -28,7 +28,9 @@ impl Daemon {
             .append(true)
             .open(log)
             .with_context(|| format!("failed to open log file {}", log.display()))?;
-        let err = out.try_clone().context("failed to duplicate the log file handle")?;
+        let err = out
+            .try_clone()
+            .context("failed to duplicate the log file handle")?;
         command
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

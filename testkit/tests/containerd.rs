@@ -6,9 +6,9 @@ use std::time::Instant;
 use lazypull_testkit::containerd::{Containerd, ContainerdOptions};
 use lazypull_testkit::gochecker::go_check;
 use lazypull_testkit::image::{PYTHON_IMAGE_TAG, python_image, write_oci_layout};
-use lazypull_testkit::tarbuild::recipes;
 use lazypull_testkit::mounts::mounts_under;
 use lazypull_testkit::registry::Registry;
+use lazypull_testkit::tarbuild::recipes;
 use lazypull_testkit::{Prereq, require_or_skip};
 
 fn process_exists(pid: u32) -> bool {
@@ -32,7 +32,11 @@ fn shims_for(socket: &std::path::Path) -> Vec<u32> {
 
 #[test]
 fn containerd_answers_version_and_stops() {
-    require_or_skip!(Prereq::Root, Prereq::Binary("containerd"), Prereq::Binary("ctr"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr")
+    );
     let started = Instant::now();
     let containerd = Containerd::start(ContainerdOptions::default()).expect("start containerd");
     eprintln!("containerd ready in {:?}", started.elapsed());
@@ -40,7 +44,9 @@ fn containerd_answers_version_and_stops() {
     let version = containerd.ctr_ok(["version"]).expect("ctr version");
     assert!(version.contains("Server:"), "{version}");
     assert!(version.contains("1.6"), "{version}");
-    let plugins = containerd.ctr_ok(["plugins", "ls"]).expect("ctr plugins ls");
+    let plugins = containerd
+        .ctr_ok(["plugins", "ls"])
+        .expect("ctr plugins ls");
     assert!(plugins.contains("overlayfs"), "{plugins}");
 
     let pid = containerd.pid();
@@ -52,7 +58,11 @@ fn containerd_answers_version_and_stops() {
 
 #[test]
 fn two_containerd_instances_run_side_by_side() {
-    require_or_skip!(Prereq::Root, Prereq::Binary("containerd"), Prereq::Binary("ctr"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr")
+    );
     let first = Containerd::start(ContainerdOptions::default()).expect("start first");
     let second = Containerd::start(ContainerdOptions::default()).expect("start second");
     assert_ne!(first.socket(), second.socket());
@@ -63,20 +73,29 @@ fn two_containerd_instances_run_side_by_side() {
 
 #[test]
 fn proxy_snapshotter_is_registered() {
-    require_or_skip!(Prereq::Root, Prereq::Binary("containerd"), Prereq::Binary("ctr"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr")
+    );
     let socket_dir = tempfile::tempdir().unwrap();
     let socket: PathBuf = socket_dir.path().join("snapshotter.sock");
     let containerd =
         Containerd::start(ContainerdOptions::default().proxy_snapshotter("lazypull", &socket))
             .expect("start containerd");
-    let plugins = containerd.ctr_ok(["plugins", "ls"]).expect("ctr plugins ls");
+    let plugins = containerd
+        .ctr_ok(["plugins", "ls"])
+        .expect("ctr plugins ls");
     let line = plugins
         .lines()
         .find(|line| line.contains("io.containerd.snapshotter.v1") && line.contains("lazypull"))
         .unwrap_or_else(|| panic!("no lazypull snapshotter in:\n{plugins}"));
     assert!(line.contains("ok"), "{line}");
     let config = std::fs::read_to_string(containerd.config_path()).unwrap();
-    assert!(config.contains(&socket.to_string_lossy().into_owned()), "{config}");
+    assert!(
+        config.contains(&socket.to_string_lossy().into_owned()),
+        "{config}"
+    );
 }
 
 #[test]
@@ -124,17 +143,34 @@ fn python_image_runs_in_private_containerd() {
 
     // A detached task is cleaned up by drop: killed, deleted, shim gone, no mounts.
     containerd
-        .ctr_ok(["run", "--detach", &reference, "lazypull-sleeper", "sleep", "600"])
+        .ctr_ok([
+            "run",
+            "--detach",
+            &reference,
+            "lazypull-sleeper",
+            "sleep",
+            "600",
+        ])
         .expect("start detached task");
     let socket = containerd.socket();
-    assert!(!shims_for(&socket).is_empty(), "no shim for the detached task");
+    assert!(
+        !shims_for(&socket).is_empty(),
+        "no shim for the detached task"
+    );
     let root = containerd.root_dir();
     let state = containerd.state_dir();
-    assert!(!mounts_under(&state).is_empty(), "the task rootfs is not mounted");
+    assert!(
+        !mounts_under(&state).is_empty(),
+        "the task rootfs is not mounted"
+    );
     let dropped_at = Instant::now();
     drop(containerd);
     eprintln!("containerd cleanup took {:?}", dropped_at.elapsed());
-    assert!(shims_for(&socket).is_empty(), "shims remain: {:?}", shims_for(&socket));
+    assert!(
+        shims_for(&socket).is_empty(),
+        "shims remain: {:?}",
+        shims_for(&socket)
+    );
     assert!(mounts_under(&root).is_empty());
     assert!(mounts_under(&state).is_empty());
 }
@@ -151,8 +187,13 @@ fn ctr_remote_converts_image_that_go_checker_verifies() {
         Prereq::Binary("go")
     );
     let layout = tempfile::tempdir().unwrap();
-    write_oci_layout(layout.path(), "v1", &[recipes::symlinks(), recipes::xattrs_pax()], &["/bin/sh"])
-        .expect("write layout");
+    write_oci_layout(
+        layout.path(),
+        "v1",
+        &[recipes::symlinks(), recipes::xattrs_pax()],
+        &["/bin/sh"],
+    )
+    .expect("write layout");
     let registry = Registry::start().expect("start registry");
     let source = registry
         .push_oci_layout(layout.path(), "v1", "tiny:v1")
@@ -163,9 +204,14 @@ fn ctr_remote_converts_image_that_go_checker_verifies() {
         .expect("pull");
 
     let converted = format!("{}/tiny:esgz", registry.host());
-    let output = containerd
-        .ctr_remote(["image", "convert", "--estargz", "--oci", &source, &converted])
-        .expect("run ctr-remote");
+    let output = containerd.ctr_remote([
+        "image",
+        "convert",
+        "--estargz",
+        "--oci",
+        &source,
+        &converted,
+    ]);
     assert!(
         output.status.success(),
         "ctr-remote convert failed: {}",
@@ -180,7 +226,9 @@ fn ctr_remote_converts_image_that_go_checker_verifies() {
         .unwrap_or_else(|| panic!("{converted} missing in:\n{images}"))
         .to_string();
     let manifest: serde_json::Value = serde_json::from_str(
-        &containerd.ctr_ok(["content", "get", &manifest_digest]).expect("get manifest"),
+        &containerd
+            .ctr_ok(["content", "get", &manifest_digest])
+            .expect("get manifest"),
     )
     .unwrap();
     let layers = manifest["layers"].as_array().unwrap();
@@ -192,13 +240,17 @@ fn ctr_remote_converts_image_that_go_checker_verifies() {
         let toc_digest = layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
             .as_str()
             .unwrap_or_else(|| panic!("layer {index} has no TOC digest: {layer}"));
-        let blob = containerd.ctr(["content", "get", digest]).expect("get blob");
+        let blob = containerd.ctr(["content", "get", digest]);
         assert!(blob.status.success());
         let path = blobs.path().join(format!("layer-{index}"));
         std::fs::write(&path, &blob.stdout).unwrap();
         let entries = go_check(&path, toc_digest).expect("upstream reader accepts the blob");
         let names: Vec<&str> = entries.iter().map(|entry| entry.clean_name()).collect();
-        let expected = if index == 0 { "usr/lib/deep" } else { "usr/bin/ping" };
+        let expected = if index == 0 {
+            "usr/lib/deep"
+        } else {
+            "usr/bin/ping"
+        };
         assert!(names.contains(&expected), "layer {index}: {names:?}");
     }
 }

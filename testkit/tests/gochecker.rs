@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use lazypull_testkit::gochecker::{GoBuildOptions, GoEntry, checker_binary, go_build_estargz, go_check};
+use lazypull_testkit::gochecker::{
+    GoBuildOptions, GoEntry, checker_binary, go_build_estargz, go_check,
+};
 use lazypull_testkit::tarbuild::{Builder, pattern, recipes};
 use lazypull_testkit::{Prereq, require_or_skip};
 use sha2::{Digest, Sha256};
@@ -55,7 +57,11 @@ fn checker_builds_offline() {
     require_or_skip!(Prereq::Binary("go"));
     let started = Instant::now();
     let binary = checker_binary().expect("build checker");
-    eprintln!("checker ready in {:?}: {}", started.elapsed(), binary.display());
+    eprintln!(
+        "checker ready in {:?}: {}",
+        started.elapsed(),
+        binary.display()
+    );
     assert!(binary.is_file());
     // The second call returns the cached binary.
     assert_eq!(checker_binary().unwrap(), binary);
@@ -78,7 +84,10 @@ fn checker_reports_entries_of_upstream_blob() {
     assert_eq!(python.size, 300_000);
     assert_eq!(python.mode & 0o7777, 0o755);
     assert_eq!(python.chunks, 5);
-    assert_eq!(python.sha256.as_deref(), Some(hex_sha256(&pattern(300_000, 1)).as_str()));
+    assert_eq!(
+        python.sha256.as_deref(),
+        Some(hex_sha256(&pattern(300_000, 1)).as_str())
+    );
 
     let link = &entries["usr/bin/python3"];
     assert_eq!(link.kind, "hardlink");
@@ -90,7 +99,10 @@ fn checker_reports_entries_of_upstream_blob() {
 
     let ping = &entries["usr/bin/ping"];
     assert_eq!(ping.mode & 0o7777, 0o4755);
-    assert_eq!(ping.xattrs["security.capability"], recipes::CAP_NET_RAW_EP.to_vec());
+    assert_eq!(
+        ping.xattrs["security.capability"],
+        recipes::CAP_NET_RAW_EP.to_vec()
+    );
     assert_eq!(ping.xattrs["user.note"], b"hello".to_vec());
 
     let empty = &entries["usr/empty"];
@@ -112,7 +124,10 @@ fn checker_reads_zstd_chunked_blob() {
     };
     let (blob, toc_digest) = build_blob(dir.path(), &recipes::symlinks(), &options);
     let entries = by_name(&go_check(&blob, &toc_digest).expect("check zstd blob"));
-    assert_eq!(entries["usr/lib/deep"].link_name, recipes::long_symlink_target());
+    assert_eq!(
+        entries["usr/lib/deep"].link_name,
+        recipes::long_symlink_target()
+    );
     assert_eq!(entries["usr/lib/libpq.so"].link_name, "libpq.so.5.13");
 }
 
@@ -120,7 +135,11 @@ fn checker_reads_zstd_chunked_blob() {
 fn checker_rejects_wrong_toc_digest() {
     require_or_skip!(Prereq::Binary("go"));
     let dir = tempfile::tempdir().unwrap();
-    let (blob, _) = build_blob(dir.path(), &recipes::zero_length_files(), &GoBuildOptions::default());
+    let (blob, _) = build_blob(
+        dir.path(),
+        &recipes::zero_length_files(),
+        &GoBuildOptions::default(),
+    );
     let wrong = format!("sha256:{}", "0".repeat(64));
     let error = go_check(&blob, &wrong).expect_err("wrong digest must fail");
     assert!(format!("{error:#}").contains("verify TOC"), "{error:#}");
@@ -138,7 +157,9 @@ fn checker_rejects_corrupt_chunk() {
     };
     let content = pattern(200_000, 9);
     let mut builder = Builder::new();
-    builder.append(&lazypull_testkit::tarbuild::Entry::file("big.bin", &content));
+    builder.append(&lazypull_testkit::tarbuild::Entry::file(
+        "big.bin", &content,
+    ));
     let (blob, toc_digest) = build_blob(dir.path(), &builder.finish(), &options);
 
     let mut bytes = std::fs::read(&blob).unwrap();

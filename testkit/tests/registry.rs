@@ -43,7 +43,11 @@ fn pushed_layout_is_served_and_logged() {
     );
     let started = Instant::now();
     let registry = Registry::start().expect("start registry");
-    eprintln!("registry ready on {} in {:?}", registry.host(), started.elapsed());
+    eprintln!(
+        "registry ready on {} in {:?}",
+        registry.host(),
+        started.elapsed()
+    );
     assert!(registry.host().starts_with("127.0.0.1:"));
     assert_eq!(registry.url(), format!("http://{}", registry.host()));
 
@@ -82,7 +86,10 @@ fn pushed_layout_is_served_and_logged() {
     assert_eq!(ranged.len(), 1, "log: {log:#?}");
     assert_eq!(ranged[0].bytes_written, 100);
     assert_eq!(registry.blob_bytes_served(layer), 100 + full.len() as u64);
-    assert!(log.iter().any(|entry| entry.method == "PUT" && entry.path.contains("/manifests/")));
+    assert!(
+        log.iter()
+            .any(|entry| entry.method == "PUT" && entry.path.contains("/manifests/"))
+    );
 }
 
 #[test]

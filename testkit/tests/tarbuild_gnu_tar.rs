@@ -41,7 +41,9 @@ fn gnu_tar(args: &[&str], archive: &Path) -> String {
     assert!(output.status.success(), "tar {args:?} failed: {stderr}");
     for line in stderr.lines() {
         assert!(
-            EXPECTED_WARNINGS.iter().any(|warning| line.contains(warning)),
+            EXPECTED_WARNINGS
+                .iter()
+                .any(|warning| line.contains(warning)),
             "tar {args:?} warned: {line}"
         );
     }
@@ -90,7 +92,10 @@ fn hardlink_prioritized_lists_link_after_target() {
         ]
     );
     let listing = list_verbose(&recipes::hardlink_prioritized());
-    assert!(listing.contains("usr/bin/python3 link to usr/bin/python3.8"), "{listing}");
+    assert!(
+        listing.contains("usr/bin/python3 link to usr/bin/python3.8"),
+        "{listing}"
+    );
     assert!(listing.contains("1048576"), "{listing}");
 }
 
@@ -119,7 +124,10 @@ fn dir_after_children_sets_dir_mode() {
     require_or_skip!(Prereq::Binary("tar"));
     let listing = list_verbose(&recipes::dir_after_children());
     let last_lines: Vec<&str> = listing.lines().skip(2).collect();
-    assert!(last_lines[0].starts_with("drwx------ 1000/1000"), "{listing}");
+    assert!(
+        last_lines[0].starts_with("drwx------ 1000/1000"),
+        "{listing}"
+    );
     assert!(last_lines[1].starts_with("drwxr-x---"), "{listing}");
 }
 
@@ -131,7 +139,10 @@ fn duplicate_paths_last_member_wins() {
     let dest = extract(&recipes::duplicate_paths());
     assert_eq!(std::fs::read(dest.path().join("etc/conf")).unwrap(), b"v2");
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dest.path().join("etc")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dest.path().join("etc"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o700);
 }
 
@@ -139,11 +150,17 @@ fn duplicate_paths_last_member_wins() {
 fn zero_length_files_list_with_size_zero() {
     require_or_skip!(Prereq::Binary("tar"));
     let listing = list_verbose(&recipes::zero_length_files());
-    let zero = listing.lines().find(|line| line.ends_with("data/zero_files")).unwrap();
+    let zero = listing
+        .lines()
+        .find(|line| line.ends_with("data/zero_files"))
+        .unwrap();
     assert!(zero.starts_with("-rw-r--r-- 0/0"), "{zero}");
     assert!(zero.contains(" 0 "), "{zero}");
     let dest = extract(&recipes::zero_length_files());
-    assert_eq!(std::fs::read(dest.path().join("data/other")).unwrap(), b"0123456789");
+    assert_eq!(
+        std::fs::read(dest.path().join("data/other")).unwrap(),
+        b"0123456789"
+    );
     assert!(dest.path().join("data/emptydir").is_dir());
 }
 
@@ -204,14 +221,19 @@ fn ustar_prefix_bytes_are_where_posix_puts_them() {
     let cases = recipes::long_name_cases();
     let tar = recipes::long_names();
     // Member 1: header at 0. Member 2: header at 1024 (one data block in between).
-    for (header_offset, version, case) in [(0usize, [0u8, 0], &cases[0]), (1024, *b"  ", &cases[1])] {
+    for (header_offset, version, case) in [(0usize, [0u8, 0], &cases[0]), (1024, *b"  ", &cases[1])]
+    {
         let header = &tar[header_offset..header_offset + 512];
         let (prefix, name) = case.path.split_at(70);
         assert_eq!(&header[257..263], b"ustar\0", "magic");
         assert_eq!(&header[263..265], &version, "version");
         assert_eq!(&header[345..345 + 70], prefix.as_bytes(), "prefix");
         assert_eq!(header[345 + 70], 0, "prefix ends with NUL");
-        assert_eq!(&header[..name.len() - 1], &name.as_bytes()[1..], "name after the slash");
+        assert_eq!(
+            &header[..name.len() - 1],
+            &name.as_bytes()[1..],
+            "name after the slash"
+        );
     }
 }
 
@@ -229,12 +251,18 @@ fn ustar_prefix_hex_dump_shows_split() {
     // Offset 0x100 is the last linkname byte, then magic "ustar\0" and version "\0\0"
     // at 0x101..0x109. The prefix field starts at 0x159 (345) with "ustar-00/segment".
     let lines: Vec<&str> = dump.lines().collect();
-    assert!(lines[0].starts_with("00000100: 0075 7374 6172 0000 00"), "{dump}");
+    assert!(
+        lines[0].starts_with("00000100: 0075 7374 6172 0000 00"),
+        "{dump}"
+    );
     assert!(
         lines[5].starts_with("00000150: 0000 0000 0000 0000 0075 7374 6172 2d30"),
         "{dump}"
     );
-    assert!(lines[6].starts_with("00000160: 302f 7365 676d 656e"), "{dump}");
+    assert!(
+        lines[6].starts_with("00000160: 302f 7365 676d 656e"),
+        "{dump}"
+    );
 }
 
 #[test]
@@ -252,7 +280,10 @@ fn whiteout_layers_list_markers() {
         ]
     );
     let marker_last = list_names(&recipes::whiteouts_upper_marker_last());
-    assert_eq!(marker_last.last().map(String::as_str), Some("etc/network/.wh..wh..opq"));
+    assert_eq!(
+        marker_last.last().map(String::as_str),
+        Some("etc/network/.wh..wh..opq")
+    );
     assert_eq!(
         list_names(&recipes::whiteouts_upper_only()),
         ["etc/.wh.localtime", "etc/network/.wh..wh..opq"]
@@ -269,7 +300,10 @@ fn xattrs_pax_extracts_binary_values() {
     // GNU tar prints fractional mtimes only with --full-time.
     let archive = write_archive(&recipes::xattrs_pax());
     let full = gnu_tar(&["-tv", "--full-time"], &archive.path);
-    assert!(full.contains("2023-11-14 22:13:20.5 usr/bin/ping"), "{full}");
+    assert!(
+        full.contains("2023-11-14 22:13:20.5 usr/bin/ping"),
+        "{full}"
+    );
 
     let dest = extract(&recipes::xattrs_pax());
     let ping = dest.path().join("usr/bin/ping");
@@ -281,7 +315,12 @@ fn xattrs_pax_extracts_binary_values() {
     assert_eq!(output.stdout, b"hello");
     if lazypull_testkit::prereq::is_root() {
         let output = Command::new("getfattr")
-            .args(["--absolute-names", "--only-values", "-n", "security.capability"])
+            .args([
+                "--absolute-names",
+                "--only-values",
+                "-n",
+                "security.capability",
+            ])
             .arg(&ping)
             .output()
             .unwrap();
@@ -310,7 +349,10 @@ fn link_escape_cases_list_in_order() {
 #[test]
 fn bare_whiteouts_list() {
     require_or_skip!(Prereq::Binary("tar"));
-    assert_eq!(list_names(&recipes::bare_whiteout_lower()), ["etc/", "etc/passwd", "etc/hosts"]);
+    assert_eq!(
+        list_names(&recipes::bare_whiteout_lower()),
+        ["etc/", "etc/passwd", "etc/hosts"]
+    );
     assert_eq!(list_names(&recipes::bare_whiteout()), ["etc/", "etc/.wh."]);
     assert_eq!(
         list_names(&recipes::bare_whiteout_top_level()),
@@ -339,7 +381,10 @@ fn multi_member_gzip_decompresses_fully() {
     gnu_tar(&["-xz", "-C", &dest_arg], &archive.path);
     let data = std::fs::read(dest.path().join(&path)).unwrap();
     assert_eq!(data.len() as u64, size);
-    assert_eq!(data, lazypull_testkit::tarbuild::text_pattern(size as usize, 40));
+    assert_eq!(
+        data,
+        lazypull_testkit::tarbuild::text_pattern(size as usize, 40)
+    );
 }
 
 #[test]
@@ -360,7 +405,10 @@ fn every_entry_kind_lists_all_types() {
         "all/v7",
     ];
     for expected in expectations {
-        assert!(listing.contains(expected), "missing {expected:?} in:\n{listing}");
+        assert!(
+            listing.contains(expected),
+            "missing {expected:?} in:\n{listing}"
+        );
     }
     for (name, _) in recipes::SPARSE_FORMATS {
         let line = listing
@@ -394,7 +442,11 @@ fn archive_without_terminator_still_lists() {
     assert_eq!(bytes.len(), 1024);
     let archive = write_archive(&bytes);
     // GNU tar lists it and exits 0, but may warn about the missing end blocks.
-    let output = Command::new("tar").arg("-tf").arg(&archive.path).output().unwrap();
+    let output = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive.path)
+        .output()
+        .unwrap();
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "a\n");
 }

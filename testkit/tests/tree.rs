@@ -24,7 +24,10 @@ fn extract_bytes(tar: &[u8]) -> (tempfile::TempDir, Tree) {
 }
 
 fn paths(tree: &Tree) -> Vec<String> {
-    tree.paths().iter().map(|path| path.display().to_string()).collect()
+    tree.paths()
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect()
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn snapshot_records_every_entry_kind() {
     assert_eq!(tree.get("all/sticky").unwrap().mode, 0o1777);
     let bigids = tree.get("all/bigids").unwrap();
     assert_eq!((bigids.uid, bigids.gid), (3_000_000, 4_000_000));
-    assert_eq!(tree.get("all/fraction").unwrap().mtime_ns, 1_700_000_000_123_456_789);
+    assert_eq!(
+        tree.get("all/fraction").unwrap().mtime_ns,
+        1_700_000_000_123_456_789
+    );
 
     let null = tree.get("all/null").unwrap();
     assert_eq!(null.kind, NodeKind::CharDevice);
@@ -57,17 +63,27 @@ fn snapshot_records_every_entry_kind() {
     assert_eq!(symlink.size, 7);
 
     let xattr = tree.get("all/xattr").unwrap();
-    assert_eq!(xattr.xattrs.get("user.key").map(Vec::as_slice), Some(&[0x00, 0xff, 0x0a][..]));
+    assert_eq!(
+        xattr.xattrs.get("user.key").map(Vec::as_slice),
+        Some(&[0x00, 0xff, 0x0a][..])
+    );
 
     let sparse_expected = recipes::sparse_expand(recipes::SPARSE_SIZE, &recipes::sparse_segments());
     let sparse_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&sparse_expected));
     for (name, _) in recipes::SPARSE_FORMATS {
         let node = tree.get(format!("all/sparse-{name}")).unwrap();
-        assert_eq!(node.sha256.as_deref(), Some(sparse_sha.as_str()), "sparse-{name}");
+        assert_eq!(
+            node.sha256.as_deref(),
+            Some(sparse_sha.as_str()),
+            "sparse-{name}"
+        );
     }
 
     let groups = tree.hardlink_groups();
-    let expected: BTreeSet<PathBuf> = ["all/hardlink", "all/regular"].iter().map(PathBuf::from).collect();
+    let expected: BTreeSet<PathBuf> = ["all/hardlink", "all/regular"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(groups, BTreeSet::from([expected]));
     assert_eq!(tree.get("all/hardlink").unwrap().nlink, 2);
 }
@@ -81,7 +97,10 @@ fn snapshot_reads_binary_capability_xattr() {
         ping.xattrs.get("security.capability").map(Vec::as_slice),
         Some(&recipes::CAP_NET_RAW_EP[..])
     );
-    assert_eq!(ping.xattrs.get("user.note").map(Vec::as_slice), Some(&b"hello"[..]));
+    assert_eq!(
+        ping.xattrs.get("user.note").map(Vec::as_slice),
+        Some(&b"hello"[..])
+    );
     assert_eq!(ping.mtime_ns, 1_700_000_000_500_000_000);
     assert_eq!(tree.get("srv/shared").unwrap().mode, 0o2775);
     assert_eq!(tree.get("srv/shared").unwrap().gid, 50);
@@ -91,13 +110,11 @@ fn snapshot_reads_binary_capability_xattr() {
 fn merge_applies_whiteouts_and_opaque_dirs() {
     require_or_skip!(Prereq::Binary("tar"));
     let (_lower_dir, lower) = extract_bytes(&recipes::whiteouts_lower());
-    let expected = [
-        "etc",
-        "etc/hosts",
-        "etc/network",
-        "etc/network/newfile",
-    ];
-    for upper_tar in [recipes::whiteouts_upper(), recipes::whiteouts_upper_marker_last()] {
+    let expected = ["etc", "etc/hosts", "etc/network", "etc/network/newfile"];
+    for upper_tar in [
+        recipes::whiteouts_upper(),
+        recipes::whiteouts_upper_marker_last(),
+    ] {
         let (_upper_dir, upper) = extract_bytes(&upper_tar);
         let merged = merge_layers(&[lower.clone(), upper]);
         assert_eq!(paths(&merged), expected);
@@ -113,7 +130,10 @@ fn merge_keeps_bare_whiteouts_as_files() {
     let (_lower_dir, lower) = extract_bytes(&recipes::bare_whiteout_lower());
     let (_upper_dir, upper) = extract_bytes(&recipes::bare_whiteout());
     let merged = merge_layers(&[lower.clone(), upper]);
-    assert_eq!(paths(&merged), ["etc", "etc/.wh.", "etc/hosts", "etc/passwd"]);
+    assert_eq!(
+        paths(&merged),
+        ["etc", "etc/.wh.", "etc/hosts", "etc/passwd"]
+    );
 
     let (_top_dir, top) = extract_bytes(&recipes::bare_whiteout_top_level());
     let merged = merge_layers(&[lower.clone(), top]);
@@ -124,7 +144,14 @@ fn merge_keeps_bare_whiteouts_as_files() {
     let merged = merge_layers(&[lower, dots]);
     assert_eq!(
         paths(&merged),
-        ["etc", "etc/.wh..", "etc/.wh...", "etc/.wh.../x", "etc/hosts", "etc/passwd"]
+        [
+            "etc",
+            "etc/.wh..",
+            "etc/.wh...",
+            "etc/.wh.../x",
+            "etc/hosts",
+            "etc/passwd"
+        ]
     );
 }
 
@@ -151,8 +178,16 @@ fn diff_reports_each_difference() {
     require_or_skip!(Prereq::Binary("tar"));
     let (_dir, expected) = extract_bytes(&recipes::symlinks());
     let mut actual = expected.clone();
-    actual.nodes.get_mut(Path::new("usr/lib/libpq.so.5.13")).unwrap().sha256 = Some("00".into());
-    actual.nodes.get_mut(Path::new("usr/lib/libpq.so")).unwrap().size = 0;
+    actual
+        .nodes
+        .get_mut(Path::new("usr/lib/libpq.so.5.13"))
+        .unwrap()
+        .sha256 = Some("00".into());
+    actual
+        .nodes
+        .get_mut(Path::new("usr/lib/libpq.so"))
+        .unwrap()
+        .size = 0;
     actual.nodes.get_mut(Path::new("usr/lib")).unwrap().mode = 0o700;
     actual.nodes.remove(Path::new("usr/lib/mounts"));
     let mut extra = actual.nodes[Path::new("usr/lib/libpq.so.5.13")].clone();
@@ -161,11 +196,31 @@ fn diff_reports_each_difference() {
 
     let differences = expected.diff(&actual);
     assert_eq!(differences.len(), 5, "{differences:#?}");
-    assert!(differences.iter().any(|line| line.starts_with("usr/lib: mode 755 != 700")));
-    assert!(differences.iter().any(|line| line.starts_with("usr/lib/libpq.so: size 13 != 0")));
-    assert!(differences.iter().any(|line| line.contains("usr/lib/libpq.so.5.13: content sha256")));
-    assert!(differences.iter().any(|line| line == "usr/lib/mounts: missing (expected Symlink)"));
-    assert!(differences.iter().any(|line| line == "usr/extra: unexpected Regular"));
+    assert!(
+        differences
+            .iter()
+            .any(|line| line.starts_with("usr/lib: mode 755 != 700"))
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|line| line.starts_with("usr/lib/libpq.so: size 13 != 0"))
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|line| line.contains("usr/lib/libpq.so.5.13: content sha256"))
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|line| line == "usr/lib/mounts: missing (expected Symlink)")
+    );
+    assert!(
+        differences
+            .iter()
+            .any(|line| line == "usr/extra: unexpected Regular")
+    );
 
     let options = DiffOptions {
         ignore_paths: vec![PathBuf::from("usr/extra"), PathBuf::from("usr/lib/mounts")],
@@ -225,7 +280,11 @@ fn python_image_layers_merge_with_whiteouts_applied() {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(blob(manifest_digest)).unwrap()).unwrap();
     let layers: Vec<PathBuf> = manifest["layers"]
@@ -239,17 +298,33 @@ fn python_image_layers_merge_with_whiteouts_applied() {
     let started = std::time::Instant::now();
     let archives: Vec<(&Path, bool)> = layers.iter().map(|path| (path.as_path(), true)).collect();
     let merged = extract_layers_merged(&archives).expect("merge layers");
-    eprintln!("extracted and merged {} paths in {:?}", merged.nodes.len(), started.elapsed());
+    eprintln!(
+        "extracted and merged {} paths in {:?}",
+        merged.nodes.len(),
+        started.elapsed()
+    );
 
     assert!(merged.get("usr/bin/python3.11").is_some());
-    assert!(merged.get("usr/lib/x86_64-linux-gnu/libsqlite3.so.0").is_some());
+    assert!(
+        merged
+            .get("usr/lib/x86_64-linux-gnu/libsqlite3.so.0")
+            .is_some()
+    );
     assert!(merged.get("usr/share/doc/bash/copyright").is_some());
     let changelogs = merged
         .paths()
         .into_iter()
         .filter(|path| path.starts_with("usr/share/doc"))
-        .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("changelog")))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("changelog"))
+        })
         .count();
     assert_eq!(changelogs, 0, "layer 2 whiteouts must hide every changelog");
-    assert!(!merged.paths().iter().any(|path| path.to_string_lossy().contains(".wh.")));
+    assert!(
+        !merged
+            .paths()
+            .iter()
+            .any(|path| path.to_string_lossy().contains(".wh."))
+    );
 }

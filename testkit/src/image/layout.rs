@@ -50,7 +50,8 @@ pub fn write_oci_layout(
     cmd: &[&str],
 ) -> anyhow::Result<WrittenImage> {
     let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("failed to create {}", blobs.display()))?;
+    std::fs::create_dir_all(&blobs)
+        .with_context(|| format!("failed to create {}", blobs.display()))?;
 
     let mut layer_descriptors = Vec::new();
     let mut layer_digests = Vec::new();

@@ -6,7 +6,10 @@ use std::process::Command;
 use anyhow::Context;
 
 /// The image build script, relative to this crate.
-const BUILD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-test-image.sh");
+const BUILD_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../scripts/build-test-image.sh"
+);
 
 /// The tag the build script gives the image inside its layout.
 pub const PYTHON_IMAGE_TAG: &str = "latest";
@@ -30,7 +33,9 @@ pub fn python_image() -> anyhow::Result<PathBuf> {
     let layout = cache_dir().join("images").join("python");
     let wanted = recipe_version(Path::new(BUILD_SCRIPT))?;
     let built = std::fs::read_to_string(layout.join(".lazypull-recipe")).ok();
-    if built.as_deref().map(str::trim) == Some(wanted.as_str()) && layout.join("index.json").is_file() {
+    if built.as_deref().map(str::trim) == Some(wanted.as_str())
+        && layout.join("index.json").is_file()
+    {
         return Ok(layout);
     }
 
@@ -43,7 +48,10 @@ pub fn python_image() -> anyhow::Result<PathBuf> {
         anyhow::bail!("{BUILD_SCRIPT} failed with {status}; it needs root and the Debian archive");
     }
     if !layout.join("index.json").is_file() {
-        anyhow::bail!("{BUILD_SCRIPT} succeeded but {} has no index.json", layout.display());
+        anyhow::bail!(
+            "{BUILD_SCRIPT} succeeded but {} has no index.json",
+            layout.display()
+        );
     }
     Ok(layout)
 }

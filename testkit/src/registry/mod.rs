@@ -180,7 +180,12 @@ pub fn push_oci_layout_to(dir: &Path, tag: &str, reference: &str) -> anyhow::Res
         Command::new(skopeo)
             // The machine's policy.json may reject unsigned images; these are ours.
             .arg("--insecure-policy")
-            .args(["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"])
+            .args([
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
             .arg(&source)
             .arg(&destination),
     )

@@ -198,7 +198,9 @@ impl<W: Write> Builder<W> {
         for _ in 0..count {
             self.append_raw(&[0u8; BLOCK]);
         }
-        self.out.flush().expect("tar builder: flushing the inner writer failed");
+        self.out
+            .flush()
+            .expect("tar builder: flushing the inner writer failed");
         self.out
     }
 
@@ -223,15 +225,30 @@ impl<W: Write> Builder<W> {
 
     /// Decides the `name`/`prefix` fields for `path`, adding a PAX record or writing a GNU
     /// `L` member when the encoding calls for one.
-    fn place_path(&mut self, path: &[u8], entry: &Entry, records: &mut Vec<PaxRecord>) -> PathFields {
+    fn place_path(
+        &mut self,
+        path: &[u8],
+        entry: &Entry,
+        records: &mut Vec<PaxRecord>,
+    ) -> PathFields {
         let truncated = path[..path.len().min(NAME_WIDTH)].to_vec();
         match entry.path_encoding {
             NameEncoding::HeaderOnly => PathFields::name(truncated),
             NameEncoding::UstarPrefix => {
-                assert!(entry.magic.has_prefix(), "ustar prefix needs the ustar dialect");
-                let (prefix, name) = split_ustar(path)
-                    .unwrap_or_else(|| panic!("no ustar prefix split for {:?}", String::from_utf8_lossy(path)));
-                PathFields { name, prefix: Some(prefix) }
+                assert!(
+                    entry.magic.has_prefix(),
+                    "ustar prefix needs the ustar dialect"
+                );
+                let (prefix, name) = split_ustar(path).unwrap_or_else(|| {
+                    panic!(
+                        "no ustar prefix split for {:?}",
+                        String::from_utf8_lossy(path)
+                    )
+                });
+                PathFields {
+                    name,
+                    prefix: Some(prefix),
+                }
             }
             NameEncoding::Pax => {
                 records.push(PaxRecord::new("path", path));
@@ -247,7 +264,10 @@ impl<W: Write> Builder<W> {
                 } else if let Some((prefix, name)) =
                     split_ustar(path).filter(|_| entry.magic.has_prefix())
                 {
-                    PathFields { name, prefix: Some(prefix) }
+                    PathFields {
+                        name,
+                        prefix: Some(prefix),
+                    }
                 } else {
                     records.push(PaxRecord::new("path", path));
                     PathFields::name(truncated)
@@ -299,7 +319,11 @@ impl PathFields {
 /// non-empty bytes after it (the slash itself is dropped, as POSIX ustar specifies).
 pub fn split_ustar(path: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     // A directory's trailing slash belongs to the name part.
-    let search_end = if path.ends_with(b"/") { path.len() - 1 } else { path.len() };
+    let search_end = if path.ends_with(b"/") {
+        path.len() - 1
+    } else {
+        path.len()
+    };
     (0..search_end)
         .rev()
         .filter(|&index| path[index] == b'/')

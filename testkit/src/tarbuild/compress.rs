@@ -69,6 +69,9 @@ mod tests {
     fn zstd_round_trips() {
         let input = b"lazypull zstd round trip".repeat(100);
         let compressed = zstd(&input, 3);
-        assert_eq!(zstd::stream::decode_all(compressed.as_slice()).unwrap(), input);
+        assert_eq!(
+            zstd::stream::decode_all(compressed.as_slice()).unwrap(),
+            input
+        );
     }
 }

@@ -214,7 +214,10 @@ impl Entry {
         format: SparseFormat,
     ) -> Self {
         let mut entry = Entry::new(path.as_ref(), Kind::Regular, 0o644);
-        entry.data = segments.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+        entry.data = segments
+            .iter()
+            .flat_map(|(_, bytes)| bytes.clone())
+            .collect();
         entry.sparse = Some(Sparse {
             format,
             real_size,
@@ -259,20 +262,23 @@ impl Entry {
     pub fn mtime_ns(mut self, seconds: u64, nanos: u32) -> Self {
         self.mtime = seconds;
         let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
-        self.pax.push(PaxRecord::new("mtime", format_time(seconds, nanos)));
+        self.pax
+            .push(PaxRecord::new("mtime", format_time(seconds, nanos)));
         self
     }
 
     /// Adds a PAX `atime` record.
     pub fn atime_ns(mut self, seconds: i64, nanos: u32) -> Self {
-        self.pax.push(PaxRecord::new("atime", format_time(seconds, nanos)));
+        self.pax
+            .push(PaxRecord::new("atime", format_time(seconds, nanos)));
         self
     }
 
     /// Adds an extended attribute as a `SCHILY.xattr.<name>` PAX record (the form GNU tar
     /// and most Go and Rust writers use). The value is stored byte for byte.
     pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
-        self.pax.push(PaxRecord::new(format!("SCHILY.xattr.{name}"), value));
+        self.pax
+            .push(PaxRecord::new(format!("SCHILY.xattr.{name}"), value));
         self
     }
 
@@ -346,7 +352,10 @@ mod tests {
     fn whiteout_names_follow_oci_convention() {
         assert_eq!(Entry::whiteout("etc/localtime").path, b"etc/.wh.localtime");
         assert_eq!(Entry::whiteout("top").path, b".wh.top");
-        assert_eq!(Entry::opaque("etc/network/").path, b"etc/network/.wh..wh..opq");
+        assert_eq!(
+            Entry::opaque("etc/network/").path,
+            b"etc/network/.wh..wh..opq"
+        );
     }
 
     #[test]

@@ -65,9 +65,15 @@ mod tests {
 
     #[test]
     fn record_length_counts_itself() {
-        assert_eq!(encode(&[PaxRecord::new("path", "a")]), b"9 path=a\n".to_vec());
+        assert_eq!(
+            encode(&[PaxRecord::new("path", "a")]),
+            b"9 path=a\n".to_vec()
+        );
         // Body of 8 bytes needs one digit (9), body of 9 needs two (11).
-        assert_eq!(encode(&[PaxRecord::new("path", "ab")]), b"11 path=ab\n".to_vec());
+        assert_eq!(
+            encode(&[PaxRecord::new("path", "ab")]),
+            b"11 path=ab\n".to_vec()
+        );
     }
 
     #[test]

@@ -48,7 +48,10 @@ pub fn hardlink_prioritized() -> Vec<u8> {
 pub fn hardlink_no_parent_dirs() -> Vec<u8> {
     build(&[
         Entry::file("bin/app", pattern(4096, 3)).mode(0o755),
-        Entry::file("bin/app.runfiles/_main/main.go", "package main\n\nfunc main() {}\n"),
+        Entry::file(
+            "bin/app.runfiles/_main/main.go",
+            "package main\n\nfunc main() {}\n",
+        ),
         Entry::hardlink("bin/app.runfiles/_main/app_/app", "bin/app").mode(0o755),
     ])
 }
@@ -294,7 +297,10 @@ pub fn whiteouts_upper_marker_last() -> Vec<u8> {
 /// Builds an upper layer made only of whiteouts, with no directory members:
 /// `etc/.wh.localtime` and `etc/network/.wh..wh..opq`.
 pub fn whiteouts_upper_only() -> Vec<u8> {
-    build(&[Entry::whiteout("etc/localtime"), Entry::opaque("etc/network")])
+    build(&[
+        Entry::whiteout("etc/localtime"),
+        Entry::opaque("etc/network"),
+    ])
 }
 
 /// A VFS capability blob, revision 2 (20 bytes, little-endian, from

@@ -54,16 +54,28 @@ impl Sparse {
         match self.format {
             SparseFormat::OldGnu => {}
             SparseFormat::Pax00 => {
-                records.push(PaxRecord::new("GNU.sparse.size", self.real_size.to_string()));
-                records.push(PaxRecord::new("GNU.sparse.numblocks", self.map.len().to_string()));
+                records.push(PaxRecord::new(
+                    "GNU.sparse.size",
+                    self.real_size.to_string(),
+                ));
+                records.push(PaxRecord::new(
+                    "GNU.sparse.numblocks",
+                    self.map.len().to_string(),
+                ));
                 for (offset, length) in &self.map {
                     records.push(PaxRecord::new("GNU.sparse.offset", offset.to_string()));
                     records.push(PaxRecord::new("GNU.sparse.numbytes", length.to_string()));
                 }
             }
             SparseFormat::Pax01 => {
-                records.push(PaxRecord::new("GNU.sparse.size", self.real_size.to_string()));
-                records.push(PaxRecord::new("GNU.sparse.numblocks", self.map.len().to_string()));
+                records.push(PaxRecord::new(
+                    "GNU.sparse.size",
+                    self.real_size.to_string(),
+                ));
+                records.push(PaxRecord::new(
+                    "GNU.sparse.numblocks",
+                    self.map.len().to_string(),
+                ));
                 let map: Vec<String> = self
                     .map
                     .iter()
@@ -75,7 +87,10 @@ impl Sparse {
                 records.push(PaxRecord::new("GNU.sparse.major", "1"));
                 records.push(PaxRecord::new("GNU.sparse.minor", "0"));
                 records.push(PaxRecord::new("GNU.sparse.name", real_name));
-                records.push(PaxRecord::new("GNU.sparse.realsize", self.real_size.to_string()));
+                records.push(PaxRecord::new(
+                    "GNU.sparse.realsize",
+                    self.real_size.to_string(),
+                ));
             }
         }
         records

@@ -29,7 +29,9 @@ pub struct DiffOptions {
 
 impl DiffOptions {
     fn ignores(&self, path: &Path) -> bool {
-        self.ignore_paths.iter().any(|ignored| path.starts_with(ignored))
+        self.ignore_paths
+            .iter()
+            .any(|ignored| path.starts_with(ignored))
     }
 }
 
@@ -55,11 +57,9 @@ impl Tree {
                     path.display(),
                     expected.kind
                 )),
-                (None, Some(actual)) => differences.push(format!(
-                    "{}: unexpected {:?}",
-                    path.display(),
-                    actual.kind
-                )),
+                (None, Some(actual)) => {
+                    differences.push(format!("{}: unexpected {:?}", path.display(), actual.kind))
+                }
                 (Some(expected), Some(actual)) => {
                     compare_nodes(path, expected, actual, options, &mut differences)
                 }
@@ -80,7 +80,10 @@ fn compare_nodes(
 ) {
     let shown = path.display();
     if expected.kind != actual.kind {
-        out.push(format!("{shown}: type {:?} != {:?}", expected.kind, actual.kind));
+        out.push(format!(
+            "{shown}: type {:?} != {:?}",
+            expected.kind, actual.kind
+        ));
         return;
     }
     let is_dir = expected.kind == NodeKind::Directory;
@@ -88,7 +91,10 @@ fn compare_nodes(
 
     if !skip_metadata {
         if expected.mode != actual.mode {
-            out.push(format!("{shown}: mode {:o} != {:o}", expected.mode, actual.mode));
+            out.push(format!(
+                "{shown}: mode {:o} != {:o}",
+                expected.mode, actual.mode
+            ));
         }
         if (expected.uid, expected.gid) != (actual.uid, actual.gid) {
             out.push(format!(
@@ -105,7 +111,10 @@ fn compare_nodes(
         }
     }
     if !is_dir && expected.size != actual.size {
-        out.push(format!("{shown}: size {} != {}", expected.size, actual.size));
+        out.push(format!(
+            "{shown}: size {} != {}",
+            expected.size, actual.size
+        ));
     }
     if expected.sha256 != actual.sha256 {
         out.push(format!(
@@ -122,19 +131,36 @@ fn compare_nodes(
         ));
     }
     if expected.device != actual.device {
-        out.push(format!("{shown}: device {:?} != {:?}", expected.device, actual.device));
+        out.push(format!(
+            "{shown}: device {:?} != {:?}",
+            expected.device, actual.device
+        ));
     }
     if options.compare_nlink && expected.nlink != actual.nlink {
-        out.push(format!("{shown}: nlink {} != {}", expected.nlink, actual.nlink));
+        out.push(format!(
+            "{shown}: nlink {} != {}",
+            expected.nlink, actual.nlink
+        ));
     }
     compare_xattrs(&shown.to_string(), expected, actual, options, out);
 }
 
-fn compare_xattrs(shown: &str, expected: &Node, actual: &Node, options: &DiffOptions, out: &mut Vec<String>) {
+fn compare_xattrs(
+    shown: &str,
+    expected: &Node,
+    actual: &Node,
+    options: &DiffOptions,
+    out: &mut Vec<String>,
+) {
     let kept = |xattrs: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
         xattrs
             .iter()
-            .filter(|(name, _)| !options.ignore_xattr_prefixes.iter().any(|prefix| name.starts_with(prefix)))
+            .filter(|(name, _)| {
+                !options
+                    .ignore_xattr_prefixes
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+            })
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect()
     };
@@ -158,7 +184,12 @@ fn compare_hardlinks(expected: &Tree, actual: &Tree, options: &DiffOptions, out:
     let visible = |tree: &Tree| -> BTreeSet<BTreeSet<PathBuf>> {
         tree.hardlink_groups()
             .into_iter()
-            .map(|group| group.into_iter().filter(|path| !options.ignores(path)).collect::<BTreeSet<_>>())
+            .map(|group| {
+                group
+                    .into_iter()
+                    .filter(|path| !options.ignores(path))
+                    .collect::<BTreeSet<_>>()
+            })
             .filter(|group| group.len() > 1)
             .collect()
     };
@@ -172,6 +203,9 @@ fn compare_hardlinks(expected: &Tree, actual: &Tree, options: &DiffOptions, out:
 }
 
 fn show_group(group: &BTreeSet<PathBuf>) -> String {
-    let names: Vec<String> = group.iter().map(|path| path.display().to_string()).collect();
+    let names: Vec<String> = group
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
     format!("{{{}}}", names.join(", "))
 }

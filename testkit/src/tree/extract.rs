@@ -30,7 +30,12 @@ pub fn extract_with_gnu_tar(archive: &Path, dest: &Path, compressed: bool) -> an
     if compressed {
         command.arg("-z");
     }
-    command.arg("-f").arg(archive).arg("-C").arg(dest).env("LC_ALL", "C");
+    command
+        .arg("-f")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .env("LC_ALL", "C");
     run_checked(&mut command)
         .with_context(|| format!("GNU tar failed to extract {}", archive.display()))?;
     Ok(())
@@ -57,7 +62,11 @@ pub fn implied_parent_dirs(archive: &Path) -> anyhow::Result<BTreeSet<PathBuf>> 
 
     let mut explicit = BTreeSet::new();
     let mut parents = BTreeSet::new();
-    for line in output.stdout.split(|&byte| byte == b'\n').filter(|line| !line.is_empty()) {
+    for line in output
+        .stdout
+        .split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty())
+    {
         let path = normalize(Path::new(OsStr::from_bytes(line)));
         if line.ends_with(b"/") {
             explicit.insert(path.clone());

@@ -81,6 +81,9 @@ impl Tree {
                 by_inode.entry(node.inode).or_default().insert(path.clone());
             }
         }
-        by_inode.into_values().filter(|group| group.len() > 1).collect()
+        by_inode
+            .into_values()
+            .filter(|group| group.len() > 1)
+            .collect()
     }
 }

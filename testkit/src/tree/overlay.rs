@@ -109,7 +109,11 @@ pub fn merge_layers(layers: &[Tree]) -> Tree {
                 Marker::Opaque(dir) => {
                     remove_below(&mut merged, &dir);
                     // A marker file disappears; an opaque directory itself stays.
-                    if layer.nodes.get(path).is_some_and(|node| node.kind != NodeKind::Directory) {
+                    if layer
+                        .nodes
+                        .get(path)
+                        .is_some_and(|node| node.kind != NodeKind::Directory)
+                    {
                         markers.insert(path.clone());
                     }
                 }
@@ -124,10 +128,9 @@ pub fn merge_layers(layers: &[Tree]) -> Tree {
             let mut node = node.clone();
             node.inode = (index as u64, node.inode.1);
             node.xattrs.remove("trusted.overlay.opaque");
-            let both_dirs = merged
-                .nodes
-                .get(path)
-                .is_some_and(|lower| lower.kind == NodeKind::Directory && node.kind == NodeKind::Directory);
+            let both_dirs = merged.nodes.get(path).is_some_and(|lower| {
+                lower.kind == NodeKind::Directory && node.kind == NodeKind::Directory
+            });
             if !both_dirs && merged.nodes.contains_key(path) {
                 remove_subtree(&mut merged, path);
             }

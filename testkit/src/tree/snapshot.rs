@@ -76,7 +76,8 @@ fn read_node(path: &Path) -> anyhow::Result<Node> {
         NodeKind::CharDevice | NodeKind::BlockDevice => Some(split_dev(meta.rdev())),
         _ => None,
     };
-    let xattrs = read_xattrs(path).with_context(|| format!("failed to read xattrs of {}", path.display()))?;
+    let xattrs = read_xattrs(path)
+        .with_context(|| format!("failed to read xattrs of {}", path.display()))?;
 
     Ok(Node {
         kind,
@@ -95,7 +96,8 @@ fn read_node(path: &Path) -> anyhow::Result<Node> {
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<String> {
-    let mut file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut file =
+        File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {

@@ -17,8 +17,12 @@ pub fn read_xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
         Err(err) => return Err(err),
     };
     let mut xattrs = BTreeMap::new();
-    for name in names.split(|&byte| byte == 0).filter(|name| !name.is_empty()) {
-        let c_name = CString::new(name).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+    for name in names
+        .split(|&byte| byte == 0)
+        .filter(|name| !name.is_empty())
+    {
+        let c_name =
+            CString::new(name).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
         match get(&c_path, &c_name) {
             Ok(value) => {
                 xattrs.insert(String::from_utf8_lossy(name).into_owned(), value);
@@ -41,9 +45,8 @@ fn list(path: &CString) -> io::Result<Vec<u8>> {
         }
         let mut buffer = vec![0u8; size];
         // SAFETY: `buffer` is valid for writes of `buffer.len()` bytes.
-        let written = unsafe {
-            libc::llistxattr(path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len())
-        };
+        let written =
+            unsafe { libc::llistxattr(path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
         match usize::try_from(written) {
             Ok(written) => {
                 buffer.truncate(written);
@@ -59,7 +62,8 @@ fn list(path: &CString) -> io::Result<Vec<u8>> {
 fn get(path: &CString, name: &CString) -> io::Result<Vec<u8>> {
     loop {
         // SAFETY: a null buffer with size 0 makes the call return only the required size.
-        let size = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        let size =
+            unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
         let size = usize::try_from(size).map_err(|_| io::Error::last_os_error())?;
         let mut buffer = vec![0u8; size];
         if size == 0 {
