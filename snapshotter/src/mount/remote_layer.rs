@@ -75,6 +75,10 @@ pub enum LayerOpenError {
 /// Counters of one layer. All are monotonic except the prefetch figures, which are set once.
 #[derive(Debug, Default)]
 pub struct LayerCounters {
+    /// Range reads sent to the blob source (footer, TOC, prefetch and chunks).
+    pub range_reads: AtomicU64,
+    /// Compressed bytes those reads returned.
+    pub bytes_fetched: AtomicU64,
     /// Chunk reads answered from memory or disk.
     pub cache_hits: AtomicU64,
     /// Chunk reads that had to fetch.
@@ -145,13 +149,14 @@ impl RemoteLayer {
     ) -> Result<Arc<RemoteLayer>, LayerOpenError> {
         let fetch_error = |source| LayerOpenError::Fetch { digest, source };
         let toc_error = |source| LayerOpenError::Toc { digest, source };
+        let counters = LayerCounters::default();
         let size = source.size();
         let tail_len = size.min(MAX_FOOTER_SIZE as u64);
-        let tail = source.read_range(size - tail_len..size).await.map_err(fetch_error)?;
+        let tail = counted_read(&*source, &counters, size - tail_len..size).await.map_err(fetch_error)?;
         let location = parse_footer(&tail, size).map_err(|source| LayerOpenError::NotEstargz { digest, source })?;
         let limits = Limits::default();
         let toc_range = location.offset..location.offset + location.compressed_len;
-        let compressed = source.read_range(toc_range).await.map_err(fetch_error)?;
+        let compressed = counted_read(&*source, &counters, toc_range).await.map_err(fetch_error)?;
         let json = decode_toc(&compressed, &location, &limits).map_err(toc_error)?;
         verify_toc(&json, Some(toc_digest)).map_err(toc_error)?;
         let payload_end = match location.kind {
@@ -170,7 +175,7 @@ impl RemoteLayer {
             index,
             memory: quick_cache::sync::Cache::with_weighter(4096, settings.memory_cache_bytes.max(1), ChunkWeighter),
             disk: settings.disk_cache.clone().map(DiskCache::new),
-            counters: LayerCounters::default(),
+            counters,
             prefetched,
         });
         match (settings.prefetch, layer.index.landmark()) {
@@ -211,7 +216,7 @@ impl RemoteLayer {
     /// Fetches `[0, end)` in one request and caches every chunk that lies wholly inside it.
     async fn prefetch(self: Arc<Self>, end: u64) {
         let started = std::time::Instant::now();
-        match self.source.read_range(0..end).await {
+        match counted_read(&*self.source, &self.counters, 0..end).await {
             Ok(bytes) => {
                 self.counters.prefetch_done_bytes.store(end, Ordering::Relaxed);
                 let mut chunks = 0u64;
@@ -255,7 +260,7 @@ impl RemoteLayer {
                     return Ok(bytes);
                 }
                 self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-                let span = self.source.read_range(chunk.comp_range()).await.map_err(|source| FsReadError::Fetch {
+                let span = counted_read(&*self.source, &self.counters, chunk.comp_range()).await.map_err(|source| FsReadError::Fetch {
                     node: node.0,
                     offset: chunk.comp_offset,
                     end: chunk.comp_end,
@@ -316,6 +321,18 @@ impl FileSource for RemoteLayer {
     fn read(&self, node: NodeId, offset: u64, len: u64) -> BoxFuture<'_, Result<Bytes, FsReadError>> {
         Box::pin(self.read_range(node, offset, len))
     }
+}
+
+/// Reads a range and counts the request and the bytes returned.
+async fn counted_read(
+    source: &dyn BlobSource,
+    counters: &LayerCounters,
+    range: std::ops::Range<u64>,
+) -> Result<Bytes, crate::remote::RemoteError> {
+    counters.range_reads.fetch_add(1, Ordering::Relaxed);
+    let bytes = source.read_range(range).await?;
+    counters.bytes_fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(bytes)
 }
 
 fn chunk_key(chunk: &Chunk) -> (u64, u64) {

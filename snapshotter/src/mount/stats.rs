@@ -17,10 +17,13 @@ pub struct LayerStats {
     pub digest: String,
     /// Size of the layer blob, in bytes.
     pub blob_size: u64,
-    /// Compressed bytes received from the registry or layout, footer and TOC included.
+    /// Compressed bytes read from the registry or layout, footer and TOC included.
     pub bytes_fetched: u64,
-    /// Requests sent to the registry (token and redirect requests included).
+    /// Range reads of the blob (each may take several HTTP requests when retried).
     pub requests: u64,
+    /// HTTP requests the registry client sent for this blob, token and redirect requests and
+    /// retries included (0 for local layouts).
+    pub http_requests: u64,
     /// Chunk reads served from the memory or disk cache.
     pub cache_hits: u64,
     /// Chunk reads that had to fetch.
@@ -40,6 +43,7 @@ impl LayerStats {
         self.blob_size += other.blob_size;
         self.bytes_fetched += other.bytes_fetched;
         self.requests += other.requests;
+        self.http_requests += other.http_requests;
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
         self.chunks_fetched += other.chunks_fetched;
@@ -79,8 +83,9 @@ pub fn collect(layers: &[Arc<RemoteLayer>]) -> MountStats {
         let one = LayerStats {
             digest: layer.digest().to_string(),
             blob_size: layer.source().size(),
-            bytes_fetched: remote.bytes_fetched,
-            requests: remote.requests,
+            bytes_fetched: counters.bytes_fetched.load(Ordering::Relaxed),
+            requests: counters.range_reads.load(Ordering::Relaxed),
+            http_requests: remote.requests,
             cache_hits: counters.cache_hits.load(Ordering::Relaxed),
             cache_misses: counters.cache_misses.load(Ordering::Relaxed),
             chunks_fetched: counters.chunks_fetched.load(Ordering::Relaxed),

@@ -1,0 +1,130 @@
+//! Lifecycle of `lazypull mount`: foreground serving stopped by SIGTERM or SIGINT cleans up,
+//! startup errors are reported with the exit code and leave nothing behind, the prefetch runs
+//! before readiness, and layer mounts get 1 MiB readahead.
+
+mod mount_util;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use estargz::build::BuildOptions;
+use lazypull_testkit::image::write_oci_layout;
+use lazypull_testkit::mounts::mounts_under;
+use lazypull_testkit::tarbuild::{Builder, Entry};
+use lazypull_testkit::{Prereq, require_or_skip};
+use mount_util::{Mount, lazypull, path_str, write_estargz_layout};
+
+fn small_tar() -> Vec<u8> {
+    let mut tar = Builder::new();
+    tar.append(&Entry::file("etc/hostname", b"lazy\n"));
+    tar.append(&Entry::file("usr/lib/big", vec![9u8; 3 << 20]));
+    tar.finish()
+}
+
+/// The `major:minor` of the mount at `path`, from mountinfo.
+fn device_of(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(4).map(Path::new) == Some(path)).then(|| fields[2].to_owned())
+    })
+}
+
+fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn foreground_server_cleans_up_on_signals() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs, Prereq::Binary("kill"));
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(layout.path(), "latest", &[small_tar()], &BuildOptions::default()).unwrap();
+    let image = format!("oci:{}:latest", path_str(layout.path()));
+
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let mut child = lazypull()
+            .args(["mount", &image, path_str(dir.path()), "--state-dir", path_str(state.path()), "--foreground", "--no-disk-cache"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the overlay mount", Duration::from_secs(30), || device_of(dir.path()).is_some());
+        assert_eq!(std::fs::read(dir.path().join("etc/hostname")).unwrap(), b"lazy\n");
+
+        let layer = mounts_under(state.path()).into_iter().find(|m| m.fs_type.starts_with("fuse")).expect("a FUSE layer mount");
+        let device = device_of(&layer.mount_point).unwrap();
+        let read_ahead = std::fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb")).unwrap();
+        assert_eq!(read_ahead.trim(), "1024", "layer mounts read ahead 1 MiB");
+
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIG{signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(exit.success(), "SIG{signal}: server exited with {exit}");
+        assert!(mounts_under(dir.path()).is_empty(), "SIG{signal}: overlay left mounted");
+        assert!(mounts_under(state.path()).is_empty(), "SIG{signal}: layer mounts left");
+        let records: Vec<_> = std::fs::read_dir(state.path().join("mounts")).unwrap().collect();
+        assert!(records.is_empty(), "SIG{signal}: mount record left");
+    }
+}
+
+#[test]
+fn non_estargz_image_fails_with_clear_message() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
+    let layout = tempfile::tempdir().unwrap();
+    let written = write_oci_layout(layout.path(), "v1", &[small_tar()], &["/bin/sh"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let image = format!("oci:{}:v1", path_str(layout.path()));
+    let output = lazypull()
+        .args(["mount", &image, path_str(dir.path()), "--state-dir", path_str(state.path())])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "mount of a plain gzip image succeeded");
+    assert!(stderr.contains(&written.layer_digests[0]), "message names the layer: {stderr}");
+    assert!(stderr.contains("lazypull convert"), "message says how to fix it: {stderr}");
+    assert!(mounts_under(dir.path()).is_empty());
+    assert!(mounts_under(state.path()).is_empty());
+    assert!(!state.path().join("mounts").read_dir().is_ok_and(|mut d| d.next().is_some()), "no record is left");
+}
+
+#[test]
+fn missing_mountpoint_is_an_error() {
+    require_or_skip!(Prereq::Root);
+    let output = lazypull().args(["mount", "oci:/nonexistent:latest", "/nonexistent/lazypull-mount-point"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/lazypull-mount-point"), "{stderr}");
+}
+
+#[test]
+fn prioritized_files_are_prefetched_before_ready() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
+    let layout = tempfile::tempdir().unwrap();
+    let options = BuildOptions { prioritized: vec![b"usr/lib/big".to_vec()], ..BuildOptions::default() };
+    write_estargz_layout(layout.path(), "latest", &[small_tar()], &options).unwrap();
+    let mount = Mount::start(&format!("oci:{}:latest", path_str(layout.path())), &["--no-disk-cache"]).unwrap();
+    let stats = mount.stats().unwrap();
+    let total = stats["total"]["prefetch_total_bytes"].as_u64().unwrap();
+    assert!(total > 0, "{stats}");
+    assert_eq!(stats["total"]["prefetch_done_bytes"].as_u64().unwrap(), total, "{stats}");
+    let chunks_before = stats["total"]["cache_misses"].as_u64().unwrap();
+    assert_eq!(std::fs::read(mount.path().join("usr/lib/big")).unwrap(), vec![9u8; 3 << 20]);
+    let after = mount.fresh_stats().unwrap();
+    assert_eq!(after["total"]["cache_misses"].as_u64().unwrap(), chunks_before, "prefetched file needed no fetch: {after}");
+    mount.unmount().unwrap();
+}
