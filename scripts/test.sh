@@ -15,8 +15,8 @@
 #
 # Every temporary file of the run lives in one directory ($TMPDIR is pointed at it). On
 # exit the script detaches any mount left below it, kills any process still naming it
-# (daemons, containerd shims) or running in a test containerd namespace, and deletes it,
-# so no process or mount outlives the run. Leftovers are reported as "LEAK:" lines.
+# (daemons, containerd shims) or running in a containerd namespace of this run, and
+# deletes it, so no process or mount outlives the run. Leftovers are reported as "LEAK:" lines.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,11 +28,13 @@ log() { echo "test.sh: $*"; }
 
 run_dir=$(mktemp -d /tmp/lazypull-test-run.XXXXXX)
 export TMPDIR=$run_dir
+# Test containerd namespaces include this id, so cleanup finds only this run's containers.
+export LAZYPULL_TEST_RUN_ID=${run_dir##*.}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 # Prints the pids of leftover processes, other than this shell. A process is left over when
-# its command line names the run directory or it runs in a cgroup of a test containerd
-# namespace. Their descendants count too, because children of a leaked daemon need not
+# its command line names the run directory or it runs in a cgroup of a containerd
+# namespace of this run. Their descendants count too, because children of a leaked daemon need not
 # name the directory.
 leftover_pids() {
     local proc pid parent
@@ -42,7 +44,7 @@ leftover_pids() {
         [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
         if { tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null | grep -qF -- "$run_dir"; then
             found[$pid]=1
-        elif grep -qF '/lazypull-test-' "$proc/cgroup" 2>/dev/null; then
+        elif grep -qF "/lazypull-test-$LAZYPULL_TEST_RUN_ID-" "$proc/cgroup" 2>/dev/null; then
             found[$pid]=1
         fi
     done

@@ -321,10 +321,19 @@ impl Drop for Containerd {
     }
 }
 
+/// Returns a namespace unique to this instance: `lazypull-test-[<run id>-]<pid>-<n>`.
+///
+/// `scripts/test.sh` exports `LAZYPULL_TEST_RUN_ID`, so it can find the container
+/// processes of its own run by cgroup path and no others.
 fn unique_namespace() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let run = std::env::var("LAZYPULL_TEST_RUN_ID")
+        .ok()
+        .filter(|id| !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_alphanumeric()))
+        .map(|id| format!("{id}-"))
+        .unwrap_or_default();
     format!(
-        "lazypull-test-{}-{}",
+        "lazypull-test-{run}{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )

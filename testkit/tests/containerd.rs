@@ -141,17 +141,39 @@ fn python_image_runs_in_private_containerd() {
     eprintln!("ctr run took {:?}", run_at.elapsed());
     assert_eq!(output.trim(), "42 3");
 
-    // A detached task is cleaned up by drop: killed, deleted, shim gone, no mounts.
-    containerd
-        .ctr_ok([
-            "run",
-            "--detach",
-            &reference,
-            "lazypull-sleeper",
-            "sleep",
-            "600",
-        ])
-        .expect("start detached task");
+    // A second instance runs a container with the same id at the same time: shim sockets
+    // and runc state are keyed by socket address and namespace, so they must not clash.
+    let second = Containerd::start(ContainerdOptions::default()).expect("start second containerd");
+    second
+        .ctr_ok(["images", "pull", "--plain-http", &reference])
+        .expect("pull into the second instance");
+    for instance in [&containerd, &second] {
+        instance
+            .ctr_ok([
+                "run",
+                "--detach",
+                &reference,
+                "lazypull-sleeper",
+                "sleep",
+                "600",
+            ])
+            .expect("start detached task");
+    }
+    for instance in [&containerd, &second] {
+        let tasks = instance.ctr_ok(["tasks", "ls"]).expect("list tasks");
+        let line = tasks
+            .lines()
+            .find(|line| line.starts_with("lazypull-sleeper"))
+            .unwrap_or_else(|| panic!("no sleeper task in:\n{tasks}"));
+        assert!(line.contains("RUNNING"), "{line}");
+        // scripts/test.sh finds leaked container processes by this cgroup path.
+        let pid = line.split_whitespace().nth(1).unwrap();
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let expected = format!("/{}/lazypull-sleeper", instance.namespace());
+        assert!(cgroup.contains(&expected), "{cgroup}");
+    }
+
+    // Drop cleans up a running task: killed, deleted, shim gone, no mounts.
     let socket = containerd.socket();
     assert!(
         !shims_for(&socket).is_empty(),
@@ -162,6 +184,16 @@ fn python_image_runs_in_private_containerd() {
     assert!(
         !mounts_under(&state).is_empty(),
         "the task rootfs is not mounted"
+    );
+    let second_socket = second.socket();
+    drop(second);
+    assert!(
+        shims_for(&second_socket).is_empty(),
+        "shims of the second instance remain"
+    );
+    assert!(
+        !shims_for(&socket).is_empty(),
+        "dropping the second instance stopped the first one's shim"
     );
     let dropped_at = Instant::now();
     drop(containerd);
