@@ -195,6 +195,8 @@ struct Builder {
     current_reg: Option<(u32, u64)>,
     last_parent: Option<(Vec<u8>, u32)>,
     landmark: Option<Landmark>,
+    /// Member starts of hidden landmarks: they end the compressed span of the chunk before them.
+    landmark_offsets: Vec<u64>,
     stats: IndexStats,
 }
 
@@ -235,6 +237,7 @@ impl Builder {
             current_reg: None,
             last_parent: None,
             landmark: None,
+            landmark_offsets: Vec::new(),
             stats: IndexStats::default(),
         }
     }
@@ -365,6 +368,10 @@ impl Builder {
         };
 
         if parent == 0 && self.options.hide_landmarks {
+            let is_landmark = base == PREFETCH_LANDMARK.as_bytes() || base == NO_PREFETCH_LANDMARK.as_bytes();
+            if is_landmark && entry.offset > 0 {
+                self.landmark_offsets.push(entry.offset);
+            }
             if base == PREFETCH_LANDMARK.as_bytes() {
                 self.landmark = Some(Landmark::Prefetch { offset: entry.offset });
                 return Ok(());
@@ -594,6 +601,7 @@ impl Builder {
         // Chunks grouped by node, in file order, with their compressed spans.
         let mut offsets: Vec<u64> = self.chunks.iter().map(|c| c.chunk.comp_offset).collect();
         offsets.push(toc_offset);
+        offsets.extend_from_slice(&self.landmark_offsets);
         offsets.sort_unstable();
         offsets.dedup();
         let mut pending = std::mem::take(&mut self.chunks);
