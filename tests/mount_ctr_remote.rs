@@ -68,7 +68,7 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
     for archive in &archives {
         implied.extend(implied_parent_dirs(archive).unwrap());
     }
-    // ctr-remote keeps its landmark and TOC files in the tar stream; the mount hides the
+    // ctr-remote keeps its landmark and TOC files in the tar stream. The mount hides the
     // landmark, and the TOC is never a TOC entry, so neither appears on either side.
     // The reference writes `modtime` rounded to whole seconds (Go's `Round(time.Second)`), so
     // sub-second PAX mtimes come back up to half a second off; they are compared separately.

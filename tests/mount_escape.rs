@@ -1,6 +1,6 @@
-//! Link-escape layers (a symlink or hard link out of the layer, replaced by a regular file, and
-//! a `..` symlink used as a parent) must change nothing outside the mount and state
-//! directories when mounted and read, and must show the later entry.
+//! Link-escape layers must change nothing outside the mount and state directories when mounted
+//! and read, and must show the later entry. The cases are a symlink or hard link out of the
+//! layer replaced by a regular file, and a `..` symlink used as a parent.
 
 mod mount_util;
 

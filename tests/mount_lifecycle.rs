@@ -22,7 +22,7 @@ fn small_tar() -> Vec<u8> {
     tar.finish()
 }
 
-/// The `major:minor` of the mount at `path`, from mountinfo.
+/// Returns the `major:minor` device of the mount at `path`, read from mountinfo.
 fn device_of(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|line| {

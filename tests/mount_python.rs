@@ -161,7 +161,7 @@ fn python_mount_matches_tar_extraction() {
 }
 
 /// Whether `path` is a FUSE mount whose server is gone. Opening a directory always reaches the
-/// server, unlike `stat`, which the kernel may answer from its attribute cache.
+/// server, unlike `stat`, which the kernel may serve from its attribute cache.
 fn is_dead_mount(path: &Path) -> bool {
     matches!(std::fs::read_dir(path), Err(error) if error.raw_os_error() == Some(ENOTCONN))
 }

@@ -45,10 +45,10 @@ pub struct Args {
     /// Do not fetch the prioritized files of each layer at mount time.
     #[arg(long)]
     pub no_prefetch: bool,
-    /// Longest wait for the prioritized prefetch before the mount reports ready, in seconds.
+    /// Maximum wait for the prioritized prefetch before the mount reports ready, in seconds.
     #[arg(long, default_value_t = DEFAULT_PREFETCH_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub prefetch_timeout: u64,
-    /// Longest time one read may take before it fails with EIO, in seconds.
+    /// Maximum time one read may take before it fails with EIO, in seconds.
     #[arg(long, default_value_t = DEFAULT_READ_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub read_timeout: u64,
     /// Time limit of one registry request attempt, in seconds.

@@ -13,7 +13,7 @@ use estargz::build::{BuildOptions, build};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// The `lazypull` binary built for these tests.
+/// Returns a command for the `lazypull` binary built for these tests.
 pub fn lazypull() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lazypull"))
 }
@@ -174,12 +174,12 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// The merged mount point.
+    /// Returns the merged mount point.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// The state directory.
+    /// Returns the state directory.
     pub fn state_dir(&self) -> &Path {
         self.state.path()
     }
@@ -225,7 +225,7 @@ impl Mount {
         lazypull_ok(&["unmount", path_str(self.path()), "--state-dir", path_str(self.state_dir())]).map(|_| ())
     }
 
-    /// The serving process id from the mount record.
+    /// Reads the serving process id from the mount record.
     pub fn pid(&self) -> anyhow::Result<u32> {
         let records = self.state_dir().join("mounts");
         for entry in std::fs::read_dir(&records)? {
@@ -237,7 +237,7 @@ impl Mount {
         anyhow::bail!("no mount record in {}", records.display())
     }
 
-    /// The serving process's log.
+    /// Reads the serving process's log.
     pub fn log(&self) -> String {
         let mut text = String::new();
         if let Ok(entries) = std::fs::read_dir(self.state_dir()) {
@@ -263,7 +263,7 @@ impl Drop for Mount {
     }
 }
 
-/// A path as `&str` for argument lists; test paths are always UTF-8.
+/// Converts a path to `&str` for argument lists. Test paths are always UTF-8.
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }

@@ -46,7 +46,7 @@ impl TraceRecorder {
         Ok(TraceRecorder { path: path.to_path_buf(), state: Mutex::new(TraceState { seen: HashSet::new(), file }) })
     }
 
-    /// The trace file.
+    /// Returns the trace file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -99,8 +99,8 @@ impl NodeNames {
         NodeNames { slots }
     }
 
-    /// The path of `node` relative to the layer root, or `None` for the root itself and for
-    /// nodes no directory lists.
+    /// Returns the path of `node` relative to the layer root, or `None` for the root itself and
+    /// for nodes that no directory lists.
     pub fn path_of(&self, index: &LayerIndex, node: NodeId) -> Option<Vec<u8>> {
         let mut parts: Vec<&[u8]> = Vec::new();
         let mut current = node;

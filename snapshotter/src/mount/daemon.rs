@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-/// Which side of the fork the caller is on.
+/// The side of the fork the caller is on.
 #[derive(Debug)]
 pub enum Detached {
     /// The original process: the child's report, `Ok(())` when it is serving.
@@ -15,15 +15,15 @@ pub enum Detached {
     Child(Readiness),
 }
 
-/// The child's end of the readiness pipe. Dropping it unreported tells the parent that the
-/// child ended before it was ready.
+/// The child's end of the readiness pipe. Dropping it without a report closes the pipe, and the
+/// parent then reports that the child ended before it was ready.
 #[derive(Debug)]
 pub struct Readiness {
     pipe: Option<File>,
 }
 
 impl Readiness {
-    /// A readiness that reports nowhere (for `--foreground`).
+    /// Creates a readiness that reports nowhere (for `--foreground`).
     pub fn none() -> Readiness {
         Readiness { pipe: None }
     }
@@ -57,8 +57,8 @@ pub fn detach(log: &Path) -> std::io::Result<Detached> {
     }
     let log_file = OpenOptions::new().create(true).append(true).open(log)?;
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
-    // SAFETY: the caller guarantees the process is single-threaded, so the child does not
-    // inherit locks held by other threads; it only continues running ordinary Rust code.
+    // SAFETY: the caller guarantees the process is single-threaded, so the child inherits no
+    // locks held by other threads. The child then only runs ordinary Rust code.
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(write_end);
@@ -87,8 +87,8 @@ pub fn detach(log: &Path) -> std::io::Result<Detached> {
 }
 
 fn redirect(file: &File, target: i32) -> std::io::Result<()> {
-    // SAFETY: both descriptors are valid for the duration of the call; dup2 replaces `target`
-    // atomically and the standard descriptors are not owned by any Rust object.
+    // SAFETY: both descriptors are valid for the duration of the call. dup2 replaces `target`
+    // atomically, and no Rust object owns the standard descriptors.
     if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
         return Err(std::io::Error::last_os_error());
     }

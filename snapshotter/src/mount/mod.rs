@@ -1,9 +1,9 @@
 //! `lazypull mount` and `lazypull unmount`: an image mounted lazily at a directory.
 //!
-//! [`serve`] resolves the image, opens every layer ([`RemoteLayer`]: footer and TOC only, the
-//! TOC verified against the layer's TOC-digest annotation), mounts each layer with FUSE under
-//! the state directory, stacks them with overlayfs (top layer first, with a writable upper
-//! directory) at the mount point, and serves until SIGTERM or SIGINT. [`detach`] forks the
+//! [`serve`] resolves the image and opens every layer ([`RemoteLayer`] reads only the footer and
+//! the TOC, verified against the layer's TOC-digest annotation). It mounts each layer with FUSE
+//! under the state directory, stacks them with overlayfs at the mount point (top layer first,
+//! with a writable upper directory), and serves until SIGTERM or SIGINT. [`detach`] forks the
 //! serving process off before any thread exists and reports readiness through a pipe.
 //! [`unmount`] stops the server and removes whatever it left, dead FUSE mounts included.
 //!

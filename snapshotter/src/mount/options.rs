@@ -1,4 +1,4 @@
-//! Settings of `lazypull mount`, as the library sees them (the CLI converts its flags).
+//! Settings of `lazypull mount` in library form; the CLI converts its flags into them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MountOptions {
     /// Registry reference or `oci:DIR[:TAG]`.
     pub image: String,
-    /// Where the merged image appears (absolute).
+    /// Absolute path where the merged image appears.
     pub mountpoint: PathBuf,
     /// State directory for records, layer mounts and overlay directories.
     pub state_dir: PathBuf,

@@ -112,7 +112,8 @@ impl MountPaths {
     }
 }
 
-/// The default state directory: `$XDG_RUNTIME_DIR/lazypull` when set, else `/run/lazypull`.
+/// Returns the default state directory: `$XDG_RUNTIME_DIR/lazypull` when set, else
+/// `/run/lazypull`.
 pub fn default_state_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("lazypull"),

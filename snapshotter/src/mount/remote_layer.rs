@@ -2,7 +2,7 @@
 //! bounded memory cache, a content-addressed disk cache and the prioritized prefetch.
 //!
 //! TODO: replace with the shared read path (`layer::Layer` with its chunk cache and fetcher)
-//! once it lands in this crate; the mount code only needs `FileSource`, `wait_prefetch` and
+//! once it lands in this crate. The mount code only needs `FileSource`, `wait_prefetch` and
 //! the counters in [`LayerCounters`].
 
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::fs::{FileSource, FsReadError, overlay_index_options};
 use crate::remote::BlobSource;
 
-/// Why a layer could not be opened.
+/// Errors of opening a layer.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerOpenError {
     /// The blob has no eStargz footer.
@@ -32,7 +32,7 @@ pub enum LayerOpenError {
         digest: Digest,
         /// The footer parser's reasons.
         #[source]
-        source: estargz::FooterError,
+        source: Box<estargz::FooterError>,
     },
     /// The layer descriptor has no TOC digest annotation to verify the TOC against.
     #[error(
@@ -59,7 +59,7 @@ pub enum LayerOpenError {
         digest: Digest,
         /// The remote failure.
         #[source]
-        source: crate::remote::RemoteError,
+        source: Box<crate::remote::RemoteError>,
     },
     /// The TOC is invalid or does not match its digest.
     #[error("invalid TOC in layer {digest}")]
@@ -68,7 +68,7 @@ pub enum LayerOpenError {
         digest: Digest,
         /// The parse or verification failure.
         #[source]
-        source: estargz::TocError,
+        source: Box<estargz::TocError>,
     },
 }
 
@@ -79,7 +79,7 @@ pub struct LayerCounters {
     pub range_reads: AtomicU64,
     /// Compressed bytes those reads returned.
     pub bytes_fetched: AtomicU64,
-    /// Chunk reads answered from memory or disk.
+    /// Chunk reads served from memory or disk.
     pub cache_hits: AtomicU64,
     /// Chunk reads that had to fetch.
     pub cache_misses: AtomicU64,
@@ -147,13 +147,13 @@ impl RemoteLayer {
         source: Arc<dyn BlobSource>,
         settings: &RemoteLayerSettings,
     ) -> Result<Arc<RemoteLayer>, LayerOpenError> {
-        let fetch_error = |source| LayerOpenError::Fetch { digest, source };
-        let toc_error = |source| LayerOpenError::Toc { digest, source };
+        let fetch_error = |source| LayerOpenError::Fetch { digest, source: Box::new(source) };
+        let toc_error = |source| LayerOpenError::Toc { digest, source: Box::new(source) };
         let counters = LayerCounters::default();
         let size = source.size();
         let tail_len = size.min(MAX_FOOTER_SIZE as u64);
         let tail = counted_read(&*source, &counters, size - tail_len..size).await.map_err(fetch_error)?;
-        let location = parse_footer(&tail, size).map_err(|source| LayerOpenError::NotEstargz { digest, source })?;
+        let location = parse_footer(&tail, size).map_err(|source| LayerOpenError::NotEstargz { digest, source: Box::new(source) })?;
         let limits = Limits::default();
         let toc_range = location.offset..location.offset + location.compressed_len;
         let compressed = counted_read(&*source, &counters, toc_range).await.map_err(fetch_error)?;
@@ -191,12 +191,12 @@ impl RemoteLayer {
         Ok(layer)
     }
 
-    /// The layer blob digest.
+    /// Returns the layer blob digest.
     pub fn digest(&self) -> Digest {
         self.digest
     }
 
-    /// The blob source, for its request counters.
+    /// Returns the blob source, whose client counts HTTP requests.
     pub fn source(&self) -> &Arc<dyn BlobSource> {
         &self.source
     }
@@ -392,7 +392,7 @@ async fn write_atomically(path: &Path, bytes: &Bytes) -> std::io::Result<()> {
     }
 }
 
-/// A per-process counter, enough to keep temporary names of concurrent writers apart.
+/// Returns a per-process sequence number that keeps temporary names of concurrent writers apart.
 fn rand_suffix() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)

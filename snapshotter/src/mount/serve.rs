@@ -23,7 +23,7 @@ use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteErr
 /// How often the stats file is rewritten.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why a mount failed.
+/// Errors of a mount.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     /// The mount point is not an existing directory.
@@ -44,7 +44,7 @@ pub enum MountError {
         image: String,
         /// The cause.
         #[source]
-        source: RemoteError,
+        source: Box<RemoteError>,
     },
     /// The image has no layers.
     #[error("image {0} has no layers")]
@@ -58,7 +58,7 @@ pub enum MountError {
         digest: Digest,
         /// The cause.
         #[source]
-        source: RemoteError,
+        source: Box<RemoteError>,
     },
     /// A layer is not lazily mountable.
     #[error("layer {index} cannot be mounted lazily")]
@@ -67,7 +67,7 @@ pub enum MountError {
         index: usize,
         /// The cause.
         #[source]
-        source: LayerOpenError,
+        source: Box<LayerOpenError>,
     },
     /// A FUSE mount failed.
     #[error("failed to mount layer {index} at {path}")]
@@ -101,7 +101,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
     move |source| MountError::Io { path: path.to_path_buf(), source }
 }
 
-/// What is mounted so far; torn down in reverse on exit or failure.
+/// The mounts made so far, torn down in reverse on exit or failure.
 struct Mounted {
     paths: MountPaths,
     mountpoint: PathBuf,
@@ -161,7 +161,7 @@ pub fn serve(options: MountOptions, mut readiness: Readiness) -> Result<(), Moun
     if let Err(error) = &result {
         readiness.failed(&error_chain(error));
     }
-    // Pending reads hold replies; dropping them answers EIO, so shutdown never waits on them.
+    // Pending reads own their replies. Dropping a reply sends EIO, so shutdown never waits on them.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -264,7 +264,7 @@ async fn mount_all(
         let core = Arc::new(FsCore::new(Arc::clone(layer), fs_options));
         let (dir_owned, handle_owned) = (dir.clone(), handle.clone());
         let settings = settings.clone();
-        // Mounting waits for the kernel's INIT request, which the new session thread answers.
+        // Mounting blocks until the FUSE handshake (the kernel's INIT request) completes.
         let mount = tokio::task::spawn_blocking(move || LayerMount::mount(core, handle_owned, &dir_owned, &settings))
             .await
             .map_err(|join| MountError::Fuse { index, path: dir.clone(), source: std::io::Error::other(join) })?
@@ -282,7 +282,7 @@ async fn mount_all(
 
 /// Resolves the image and opens every layer in parallel.
 async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<RemoteLayer>>, MountError> {
-    let resolve_error = |source| MountError::Resolve { image: options.image.clone(), source };
+    let resolve_error = |source| MountError::Resolve { image: options.image.clone(), source: Box::new(source) };
     let reference = ImageRef::parse(&options.image).map_err(resolve_error)?;
     let client = RegistryClient::new(options.registry.clone(), Arc::new(DockerConfigCredentials::new()))
         .map_err(resolve_error)?;
@@ -298,22 +298,22 @@ async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<RemoteLayer>>, Mo
             let source = resolved
                 .open_layer(descriptor)
                 .await
-                .map_err(|source| MountError::OpenBlob { index, digest, source })?;
+                .map_err(|source| MountError::OpenBlob { index, digest, source: Box::new(source) })?;
             RemoteLayer::open(digest, toc_digest, source, &options.layer)
                 .await
-                .map_err(|source| MountError::Layer { index, source })
+                .map_err(|source| MountError::Layer { index, source: Box::new(source) })
         }
     });
     try_join_all(opens).await
 }
 
-fn toc_digest_of(descriptor: &image::LayerDescriptor) -> Result<Digest, LayerOpenError> {
+fn toc_digest_of(descriptor: &image::LayerDescriptor) -> Result<Digest, Box<LayerOpenError>> {
     let annotation = estargz::TOC_DIGEST_ANNOTATION;
     let value = descriptor
         .annotations
         .get(annotation)
-        .ok_or(LayerOpenError::MissingTocDigest { digest: descriptor.digest, annotation })?;
-    value.parse().map_err(|_| LayerOpenError::InvalidTocDigest { digest: descriptor.digest, value: value.clone() })
+        .ok_or_else(|| Box::new(LayerOpenError::MissingTocDigest { digest: descriptor.digest, annotation }))?;
+    value.parse().map_err(|_| Box::new(LayerOpenError::InvalidTocDigest { digest: descriptor.digest, value: value.clone() }))
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.

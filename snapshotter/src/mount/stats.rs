@@ -65,7 +65,7 @@ pub struct MountStats {
 }
 
 impl MountStats {
-    /// The stats as indented JSON, as the stats file holds them.
+    /// Formats the stats as indented JSON, the format of the stats file.
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }

@@ -73,8 +73,8 @@ fn escape_overlay_path(path: &Path) -> String {
     out
 }
 
-/// Whether something is mounted exactly at `path`, from `/proc/self/mountinfo` (never touching
-/// the path itself, which may be a dead FUSE mount).
+/// Checks whether something is mounted exactly at `path`. Reads `/proc/self/mountinfo` and never
+/// touches the path itself, which may be a dead FUSE mount.
 pub fn is_mount_point(path: &Path) -> bool {
     mount_points().iter().any(|mounted| mounted == path)
 }
@@ -128,7 +128,8 @@ pub fn unmount(path: &Path) -> Result<bool, SystemError> {
     Err(SystemError::Unmount { target: path.to_path_buf(), source: detach.err().unwrap_or(nix::Error::EBUSY) })
 }
 
-/// Whether process `pid` exists and runs a `lazypull` binary (guards against a reused pid).
+/// Checks that process `pid` exists and runs a `lazypull` binary, which guards against a reused
+/// pid.
 pub fn is_lazypull_process(pid: u32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();

@@ -12,7 +12,7 @@ use super::record::{MountPaths, RecordError, find_record};
 use super::serve::remove_mount_dirs;
 use super::system::{self, SystemError};
 
-/// Why an unmount did not finish.
+/// Errors of `unmount`.
 #[derive(Debug, thiserror::Error)]
 pub enum UnmountError {
     /// No record, or an unreadable one.

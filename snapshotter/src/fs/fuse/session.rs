@@ -11,8 +11,8 @@ use super::adapter::{LayerFs, MAX_READ};
 use crate::fs::{FileSource, FsCore};
 
 /// Readahead set on the mount's backing device, in KiB. The kernel offers FUSE only 128 KiB in
-/// `init` (fuser 0.18's `set_max_readahead(1 MiB)` is refused), so buffered reads would arrive as
-/// 128 KiB requests; raising the bdi value after mounting makes them 1 MiB.
+/// `init`, and fuser 0.18's `set_max_readahead(1 MiB)` is rejected, so buffered reads would
+/// arrive as 128 KiB requests. Raising the bdi value after mounting makes them 1 MiB.
 const READ_AHEAD_KB: u32 = 1024;
 
 /// Settings of a layer mount.
@@ -75,7 +75,7 @@ impl LayerMount {
         Ok(LayerMount { mountpoint: mountpoint.to_path_buf(), session: Some(session) })
     }
 
-    /// Where the layer is mounted.
+    /// Returns the layer's mount point.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
