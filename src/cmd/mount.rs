@@ -39,12 +39,23 @@ pub struct Args {
     /// Keep verified chunks in memory only.
     #[arg(long)]
     pub no_disk_cache: bool,
-    /// Byte budget of the in-memory chunk cache of each layer, in MiB.
+    /// Byte budget of the in-memory chunk cache shared by the layers, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub memory_cache_mib: u64,
+    /// Budget of the on-disk chunk cache, in MiB.
+    #[arg(long, default_value_t = 10240, value_name = "MIB")]
+    pub disk_cache_mib: u64,
     /// Do not fetch the prioritized files of each layer at mount time.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// After the prefetch, fetch the rest of every layer in the background (needs a disk cache,
+    /// or a memory cache large enough for the layer).
+    #[arg(long)]
+    pub background_fetch: bool,
+    /// Mount layers that have no TOC-digest annotation, trusting the TOC inside the blob
+    /// (chunks are still verified against it).
+    #[arg(long)]
+    pub allow_unverified: bool,
     /// Maximum wait for the prioritized prefetch before the mount reports ready, in seconds.
     #[arg(long, default_value_t = DEFAULT_PREFETCH_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub prefetch_timeout: u64,
@@ -85,9 +96,13 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
     {
         options.registry.hosts.insert(reference.registry().to_owned(), HostConfig { insecure: true, ..HostConfig::default() });
     }
-    options.layer.disk_cache = (!args.no_disk_cache).then(|| args.cache_dir.clone());
-    options.layer.memory_cache_bytes = args.memory_cache_mib.max(1) << 20;
-    options.layer.prefetch = !args.no_prefetch;
+    options.layer.cache.disk_dir = (!args.no_disk_cache).then(|| args.cache_dir.clone());
+    options.layer.cache.disk_bytes = args.disk_cache_mib << 20;
+    options.layer.cache.memory_bytes = args.memory_cache_mib << 20;
+    options.layer.prefetch.enabled = !args.no_prefetch;
+    options.layer.prefetch.background = args.background_fetch;
+    options.layer.allow_unverified = args.allow_unverified;
+    options.layer.validate().context("invalid cache or prefetch option")?;
     options.prefetch_timeout = Duration::from_secs(args.prefetch_timeout);
     options.read_timeout = Duration::from_secs(args.read_timeout.max(1));
     options.fuse_threads = args.fuse_threads.max(1);

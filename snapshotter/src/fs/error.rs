@@ -132,6 +132,10 @@ mod tests {
                 },
                 libc::EIO,
             ),
+            (
+                FsError::Read { ino, source: FsReadError::Layer { node: 6, source: "registry gone".into() } },
+                libc::EIO,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(error.errno(), expected, "{error}");

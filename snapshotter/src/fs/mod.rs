@@ -8,8 +8,8 @@
 //! - [`fuse`] is the thin fuser adapter: it translates kernel requests into calls on the core
 //!   and answers reads from tokio tasks, so the request loop never waits on the network.
 //!
-//! File bytes come from a [`FileSource`]: the remote layer in production, [`MemorySource`] in
-//! tests. Whiteouts and opaque directories are presented the way overlayfs expects lower layers
+//! File bytes come from a [`FileSource`]: a [`Layer`](crate::layer::Layer) in production,
+//! [`MemorySource`] in tests. Whiteouts and opaque directories are presented the way overlayfs expects lower layers
 //! to look: `.wh.<name>` as a 0/0 character device, `.wh..wh..opq` as
 //! `trusted.overlay.opaque=y` on its directory.
 //!
@@ -37,6 +37,7 @@ mod core;
 mod error;
 pub mod fuse;
 mod inode;
+mod layer_source;
 mod memory;
 mod source;
 pub mod trace;

@@ -32,6 +32,15 @@ pub enum FsReadError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The layer's read path failed (fetch, verification or cache).
+    #[error("failed to read node {node} from its layer")]
+    Layer {
+        /// Node being read.
+        node: u32,
+        /// The read path's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The read did not finish within the configured time.
     #[error("read of node {node} timed out after {seconds} s")]
     Timeout {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::fs::OpaqueXattr;
+use crate::layer::LayerConfig;
 use crate::remote::{Platform, RegistryConfig};
 
-use super::remote_layer::RemoteLayerSettings;
 
 /// Default wait for the prioritized prefetch of every layer before the mount reports ready.
 pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +30,8 @@ pub struct MountOptions {
     pub registry: RegistryConfig,
     /// Platform to pick from an image index.
     pub platform: Platform,
-    /// Per-layer cache and prefetch settings.
-    pub layer: RemoteLayerSettings,
+    /// Read path settings: the chunk cache shared by the layers, fetching and prefetch.
+    pub layer: LayerConfig,
     /// Wait for the prioritized prefetch before reporting ready.
     pub prefetch_timeout: Duration,
     /// Limit of one read.
@@ -52,11 +52,19 @@ impl MountOptions {
             record_trace: None,
             registry: RegistryConfig::default(),
             platform: Platform::host(),
-            layer: RemoteLayerSettings::default(),
+            layer: default_layer_config(),
             prefetch_timeout: DEFAULT_PREFETCH_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
             fuse_threads: 2,
             opaque_xattr: OpaqueXattr::Trusted,
         }
     }
+}
+
+/// Read path defaults for a mount: the shared defaults, except that background fetch of whole
+/// layers is off, so a mount fetches only what its workload reads (and the prioritized files).
+pub fn default_layer_config() -> LayerConfig {
+    let mut config = LayerConfig::default();
+    config.prefetch.background = false;
+    config
 }

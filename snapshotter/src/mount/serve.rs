@@ -13,11 +13,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::daemon::Readiness;
 use super::options::MountOptions;
 use super::record::{MountPaths, MountRecord, RecordError, write_record};
-use super::remote_layer::{LayerOpenError, RemoteLayer};
 use super::stats::{collect, write_stats};
 use super::system::{self, SystemError};
 use crate::fs::fuse::{LayerMount, MountSettings};
+use crate::cache::ChunkCache;
 use crate::fs::{FsCore, FsOptions, TraceRecorder};
+use crate::layer::{Layer, LayerError, LayerInfo};
 use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteError, image};
 
 /// How often the stats file is rewritten.
@@ -60,15 +61,31 @@ pub enum MountError {
         #[source]
         source: Box<RemoteError>,
     },
-    /// A layer is not lazily mountable.
-    #[error("layer {index} cannot be mounted lazily")]
+    /// A layer is not eStargz, or has no TOC digest to verify it with.
+    #[error("layer {index} ({digest}) cannot be mounted lazily; convert the image with `lazypull convert`")]
+    NotLazy {
+        /// Layer position, 0 = bottom.
+        index: usize,
+        /// Layer digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: Box<LayerError>,
+    },
+    /// A layer could not be opened (its footer or TOC could not be read, for example).
+    #[error("failed to open layer {index} ({digest})")]
     Layer {
         /// Layer position, 0 = bottom.
         index: usize,
+        /// Layer digest.
+        digest: Digest,
         /// The cause.
         #[source]
-        source: Box<LayerOpenError>,
+        source: Box<LayerError>,
     },
+    /// The chunk cache could not be created.
+    #[error("failed to create the chunk cache")]
+    Cache(#[source] crate::cache::CacheError),
     /// A FUSE mount failed.
     #[error("failed to mount layer {index} at {path}")]
     Fuse {
@@ -207,8 +224,8 @@ async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::r
         return Err(error);
     }
 
-    let prefetch_done = join_all(layers.iter().map(|layer| layer.wait_prefetch(options.prefetch_timeout))).await;
-    if prefetch_done.iter().any(|done| !done) {
+    let prefetch = join_all(layers.iter().map(|layer| layer.wait_prefetch(options.prefetch_timeout))).await;
+    if prefetch.iter().any(|state| matches!(state, crate::fetch::PrefetchState::Running)) {
         tracing::warn!(timeout_s = options.prefetch_timeout.as_secs(), "prefetch still running; reporting ready anyway");
     }
     let stats_path = paths.stats();
@@ -234,6 +251,9 @@ async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::r
     if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
         tracing::warn!(path = %stats_path.display(), %error, "failed to write final stats");
     }
+    for layer in &layers {
+        layer.close();
+    }
     let _ = tokio::task::spawn_blocking(move || mounted.teardown()).await;
     Ok(())
 }
@@ -246,7 +266,7 @@ fn prepare_state_dir(state_dir: &Path) -> Result<(), MountError> {
 
 async fn mount_all(
     options: &MountOptions,
-    layers: &[Arc<RemoteLayer>],
+    layers: &[Arc<Layer>],
     layer_dirs: &[PathBuf],
     trace: Option<Arc<TraceRecorder>>,
     paths: &MountPaths,
@@ -280,8 +300,8 @@ async fn mount_all(
     Ok(())
 }
 
-/// Resolves the image and opens every layer in parallel.
-async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<RemoteLayer>>, MountError> {
+/// Resolves the image and opens every layer in parallel, sharing one chunk cache.
+async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<Layer>>, MountError> {
     let resolve_error = |source| MountError::Resolve { image: options.image.clone(), source: Box::new(source) };
     let reference = ImageRef::parse(&options.image).map_err(resolve_error)?;
     let client = RegistryClient::new(options.registry.clone(), Arc::new(DockerConfigCredentials::new()))
@@ -290,30 +310,29 @@ async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<RemoteLayer>>, Mo
     if resolved.layers.is_empty() {
         return Err(MountError::NoLayers(options.image.clone()));
     }
+    let cache = Arc::new(ChunkCache::new(&options.layer.cache).map_err(MountError::Cache)?);
     let opens = resolved.layers.iter().enumerate().map(|(index, descriptor)| {
-        let resolved = &resolved;
+        let (resolved, cache) = (&resolved, Arc::clone(&cache));
         async move {
             let digest = descriptor.digest;
-            let toc_digest = toc_digest_of(descriptor).map_err(|source| MountError::Layer { index, source })?;
+            let layer_error = |source: LayerError| {
+                let not_lazy = source.is_not_lazy_pullable() || matches!(source, LayerError::MissingTocDigest { .. });
+                let source = Box::new(source);
+                if not_lazy {
+                    MountError::NotLazy { index, digest, source }
+                } else {
+                    MountError::Layer { index, digest, source }
+                }
+            };
+            let info = LayerInfo::from_descriptor(descriptor).map_err(layer_error)?;
             let source = resolved
                 .open_layer(descriptor)
                 .await
                 .map_err(|source| MountError::OpenBlob { index, digest, source: Box::new(source) })?;
-            RemoteLayer::open(digest, toc_digest, source, &options.layer)
-                .await
-                .map_err(|source| MountError::Layer { index, source: Box::new(source) })
+            Layer::open(&info, source, cache, &options.layer).await.map_err(layer_error)
         }
     });
     try_join_all(opens).await
-}
-
-fn toc_digest_of(descriptor: &image::LayerDescriptor) -> Result<Digest, Box<LayerOpenError>> {
-    let annotation = estargz::TOC_DIGEST_ANNOTATION;
-    let value = descriptor
-        .annotations
-        .get(annotation)
-        .ok_or_else(|| Box::new(LayerOpenError::MissingTocDigest { digest: descriptor.digest, annotation }))?;
-    value.parse().map_err(|_| Box::new(LayerOpenError::InvalidTocDigest { digest: descriptor.digest, value: value.clone() }))
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.

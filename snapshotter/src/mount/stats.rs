@@ -2,12 +2,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::remote_layer::RemoteLayer;
+use crate::fetch::PrefetchState;
+use crate::layer::Layer;
 
 /// Counters of one layer, or their sum over all layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,23 +19,32 @@ pub struct LayerStats {
     pub blob_size: u64,
     /// Compressed bytes read from the registry or layout, footer and TOC included.
     pub bytes_fetched: u64,
-    /// Range reads of the blob (each may take several HTTP requests when retried).
+    /// Range requests sent to the blob source, footer, TOC and retries included.
     pub requests: u64,
-    /// HTTP requests the registry client sent for this blob, token and redirect requests and
-    /// retries included (0 for local layouts).
+    /// Range requests that failed.
+    pub request_failures: u64,
+    /// HTTP requests the registry client sent for this blob, token and redirect requests
+    /// included (0 for local layouts).
     pub http_requests: u64,
-    /// Chunk reads served from the memory or disk cache.
+    /// Chunk lookups served from memory, from disk, or by waiting for another reader's fetch.
     pub cache_hits: u64,
-    /// Chunk reads that had to fetch.
+    /// Chunk lookups that had to fetch from the blob source.
     pub cache_misses: u64,
-    /// Chunks fetched and verified.
+    /// Chunks fetched, decompressed and verified.
     pub chunks_fetched: u64,
-    /// Reads that failed with `EIO`.
-    pub read_errors: u64,
-    /// Compressed bytes of the prioritized range.
-    pub prefetch_total_bytes: u64,
-    /// Compressed bytes of the prioritized range fetched so far.
-    pub prefetch_done_bytes: u64,
+    /// Fetched chunks that failed decompression or verification.
+    pub verification_failures: u64,
+    /// Compressed bytes fetched by the prioritized prefetch.
+    pub prefetch_bytes: u64,
+    /// Layers whose prioritized prefetch finished (1 or 0 for one layer).
+    pub prefetch_done: u64,
+    /// Prefetch state of the layer: `running`, `done`, `failed` or `cancelled` (empty for
+    /// the total).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefetch_state: String,
+    /// Share of the compressed payload fetched or found in the cache, from 0 to 1000 (per
+    /// mille, so the stats stay integers).
+    pub fetched_per_mille: u64,
 }
 
 impl LayerStats {
@@ -43,13 +52,14 @@ impl LayerStats {
         self.blob_size += other.blob_size;
         self.bytes_fetched += other.bytes_fetched;
         self.requests += other.requests;
+        self.request_failures += other.request_failures;
         self.http_requests += other.http_requests;
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
         self.chunks_fetched += other.chunks_fetched;
-        self.read_errors += other.read_errors;
-        self.prefetch_total_bytes += other.prefetch_total_bytes;
-        self.prefetch_done_bytes += other.prefetch_done_bytes;
+        self.verification_failures += other.verification_failures;
+        self.prefetch_bytes += other.prefetch_bytes;
+        self.prefetch_done += other.prefetch_done;
     }
 }
 
@@ -72,31 +82,50 @@ impl MountStats {
 }
 
 /// Reads the counters of `layers` now.
-pub fn collect(layers: &[Arc<RemoteLayer>]) -> MountStats {
+pub fn collect(layers: &[Arc<Layer>]) -> MountStats {
     let mut stats = MountStats {
         updated_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         ..MountStats::default()
     };
     for layer in layers {
-        let remote = layer.source().stats().snapshot();
-        let counters = layer.counters();
+        let counters = layer.stats();
+        let hits = counters.memory_hits + counters.disk_hits + counters.waits;
+        // Every lookup that missed memory was a wait, a disk hit, or a fetch.
+        let misses = counters.memory_misses.saturating_sub(counters.waits + counters.disk_hits);
+        let state = layer.prefetch_state();
+        let blob_size = layer.source().size();
         let one = LayerStats {
             digest: layer.digest().to_string(),
-            blob_size: layer.source().size(),
-            bytes_fetched: counters.bytes_fetched.load(Ordering::Relaxed),
-            requests: counters.range_reads.load(Ordering::Relaxed),
-            http_requests: remote.requests,
-            cache_hits: counters.cache_hits.load(Ordering::Relaxed),
-            cache_misses: counters.cache_misses.load(Ordering::Relaxed),
-            chunks_fetched: counters.chunks_fetched.load(Ordering::Relaxed),
-            read_errors: counters.read_errors.load(Ordering::Relaxed),
-            prefetch_total_bytes: counters.prefetch_total_bytes.load(Ordering::Relaxed),
-            prefetch_done_bytes: counters.prefetch_done_bytes.load(Ordering::Relaxed),
+            blob_size,
+            bytes_fetched: counters.bytes_fetched,
+            requests: counters.requests,
+            request_failures: counters.request_failures,
+            http_requests: layer.source().stats().snapshot().requests,
+            cache_hits: hits,
+            cache_misses: misses,
+            chunks_fetched: counters.chunks_verified,
+            verification_failures: counters.verification_failures,
+            prefetch_bytes: counters.prefetch_bytes,
+            prefetch_done: u64::from(!matches!(state, PrefetchState::Running)),
+            prefetch_state: prefetch_state_name(state).to_owned(),
+            fetched_per_mille: (counters.fetched_fraction.clamp(0.0, 1.0) * 1000.0).round() as u64,
         };
         stats.total.add(&one);
         stats.layers.push(one);
     }
+    // The total weighs each layer by its blob size.
+    let weighted: u128 = stats.layers.iter().map(|l| u128::from(l.fetched_per_mille) * u128::from(l.blob_size)).sum();
+    stats.total.fetched_per_mille = (weighted / u128::from(stats.total.blob_size.max(1))) as u64;
     stats
+}
+
+fn prefetch_state_name(state: PrefetchState) -> &'static str {
+    match state {
+        PrefetchState::Running => "running",
+        PrefetchState::Done { .. } => "done",
+        PrefetchState::Failed { .. } => "failed",
+        PrefetchState::Cancelled => "cancelled",
+    }
 }
 
 /// Writes `stats` to `path` through a temporary file and a rename, so readers never see a
