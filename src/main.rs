@@ -32,6 +32,8 @@ enum Command {
     Unmount(cmd::unmount::Args),
     /// Print the counters of a mount made by `lazypull mount`, as JSON.
     Status(cmd::status::Args),
+    /// Serve containerd's snapshots API: a remote snapshotter that mounts eStargz layers lazily.
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => cmd::mount::run(args),
         Command::Unmount(args) => cmd::unmount::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,5 +3,6 @@
 
 pub mod convert;
 pub mod mount;
+pub mod serve;
 pub mod status;
 pub mod unmount;

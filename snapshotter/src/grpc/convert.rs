@@ -18,7 +18,7 @@ pub(super) fn labels(map: HashMap<String, String>) -> Labels {
     map.into_iter().collect()
 }
 
-/// An empty parent means "no parent" in containerd's API.
+/// Converts a parent name, where containerd's API uses the empty string for "no parent".
 pub(super) fn parent(text: String) -> Option<String> {
     Some(text).filter(|parent| !parent.is_empty())
 }
@@ -62,8 +62,8 @@ pub(super) fn info_to_pb(info: Info) -> pb::Info {
     }
 }
 
-/// The info of an update request. Only the name and labels matter to an update; the kind
-/// defaults to committed when containerd leaves it unknown.
+/// Converts the info of an update request. Only the name and labels matter to an update, so
+/// an unknown kind becomes committed.
 pub(super) fn info_from_pb(info: pb::Info) -> Info {
     Info {
         name: info.name,
@@ -86,14 +86,14 @@ pub(super) fn code(error: &SnapshotError) -> Code {
     }
 }
 
-/// The status containerd receives: the code containerd maps back to its error kind, and the
+/// Builds the status containerd receives: the code it maps back to its error kind, and the
 /// error with its causes as the message.
 pub(super) fn status(error: &SnapshotError) -> Status {
     Status::new(code(error), error_chain(error))
 }
 
 /// Formats an error with its sources, `outer: inner: innermost`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -20,5 +20,6 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/containerd.services.snapshots.v1.Snapshots.rs"));
 }
 
+pub use convert::error_chain;
 pub use server::{ServeError, serve};
 pub use service::SnapshotsApi;

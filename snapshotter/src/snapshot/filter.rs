@@ -1,6 +1,6 @@
 //! Walk filters in containerd's filter syntax.
 //!
-//! A filter is a comma-separated list of selectors that must all match (AND); a list of
+//! A filter is a comma-separated list of selectors that must all match (AND). A list of
 //! filters matches when any of them does (OR), and an empty list matches everything. A selector
 //! is a field path, optionally followed by an operator and a value:
 //!
@@ -14,11 +14,13 @@
 //!
 //! The fields of a snapshot are `name`, `parent`, `kind` and `labels.<key>`, where the key is
 //! the rest of the path joined with dots (quote it when it contains other characters:
-//! `labels."containerd.io/snapshot.ref"==sha256:...`). A bare field path tests presence
-//! (a non-empty name or parent, an existing label). `==` needs the field present and equal,
+//! `labels."containerd.io/snapshot.ref"==sha256:...`). A bare field path tests presence: name,
+//! parent and kind are always present (a base snapshot's parent is `""`), a label when its key
+//! exists. `==` needs the field present and equal,
 //! `!=` matches when it is absent or different, `~=` is a regular expression search in the
 //! value (the empty string when absent). containerd's unpacker finds a remote snapshot with
-//! `labels."containerd.io/snapshot.ref"==<chain ID>,parent==<parent>`.
+//! `labels."containerd.io/snapshot.ref"==<chain ID>,parent==<parent>`, and with `parent==""`
+//! for the bottom layer.
 
 use regex::Regex;
 
@@ -59,7 +61,7 @@ impl Filters {
         Ok(Filters { any_of })
     }
 
-    /// Whether `info` passes.
+    /// Tells whether `info` passes.
     pub fn matches(&self, info: &Info) -> bool {
         self.any_of.is_empty() || self.any_of.iter().any(|all| all.iter().all(|selector| selector.matches(info)))
     }
@@ -77,17 +79,18 @@ impl Selector {
     }
 }
 
-/// The value of a field path, `None` when absent or empty.
+/// Returns the value of a field path, `None` when absent. As in containerd's snapshot adaptor, name,
+/// parent and kind are always present (an empty parent is the empty string) and a label is
+/// present when the key exists.
 fn field<'a>(info: &'a Info, path: &[String]) -> Option<&'a str> {
     let (first, rest) = path.split_first()?;
-    let value = match (first.as_str(), rest) {
+    match (first.as_str(), rest) {
         ("name", []) => Some(info.name.as_str()),
-        ("parent", []) => info.parent.as_deref(),
+        ("parent", []) => Some(info.parent.as_deref().unwrap_or("")),
         ("kind", []) => Some(info.kind.as_str()),
         ("labels", [_, ..]) => info.labels.get(&rest.join(".")).map(String::as_str),
         _ => None,
-    };
-    value.filter(|value| !value.is_empty())
+    }
 }
 
 struct Parser<'a> {
@@ -261,9 +264,18 @@ mod tests {
     }
 
     #[test]
+    fn empty_parent_matches_quoted_empty_string() {
+        let base = info("sha256:c1", None, Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:c1")]);
+        assert!(matches(&[r##"labels."containerd.io/snapshot.ref"==sha256:c1,parent=="""##], &base));
+        let child = info("sha256:c2", Some("sha256:c1"), Kind::Committed, &[]);
+        assert!(!matches(&[r##"parent=="""##], &child));
+    }
+
+    #[test]
     fn presence_and_inequality() {
-        let base = info("base", None, Kind::Committed, &[("x", "1")]);
-        assert!(!matches(&["parent"], &base));
+        let base = info("base", None, Kind::Committed, &[("x", "1"), ("empty", "")]);
+        assert!(matches(&["parent"], &base));
+        assert!(matches(&["labels.empty"], &base));
         assert!(matches(&["labels.x"], &base));
         assert!(!matches(&["labels.y"], &base));
         assert!(matches(&["labels.y!=1"], &base));
