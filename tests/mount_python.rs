@@ -228,3 +228,57 @@ fn registry_loss_gives_eio_and_keeps_cached_files() {
     assert_eq!(std::fs::read(&cached).unwrap(), cached_bytes, "cached files keep being served");
     mount.unmount().unwrap();
 }
+
+#[test]
+fn recorded_trace_optimizes_conversion() {
+    require_prerequisites!();
+    let (layout, _) = converted_python();
+    let work = tempfile::tempdir().unwrap();
+    let trace = work.path().join("trace.txt");
+
+    // 1. Record what the workload opens on the unoptimized image.
+    let plain_image = format!("oci:{}:{PYTHON_IMAGE_TAG}", path_str(layout));
+    let plain = Mount::start(&plain_image, &["--no-disk-cache", "--record-trace", path_str(&trace)]).unwrap();
+    assert_eq!(run_workload(plain.path()).0, "42");
+    let plain_stats = plain.fresh_stats().unwrap();
+    plain.unmount().unwrap();
+    let recorded = std::fs::read_to_string(&trace).unwrap();
+    assert!(recorded.lines().count() > 50, "trace has {} paths", recorded.lines().count());
+
+    // 2. Convert the original image with the trace as the prioritized list.
+    let source = python_image().unwrap();
+    let optimized_dir = work.path().join("optimized");
+    let started = Instant::now();
+    mount_util::lazypull_ok(&[
+        "convert",
+        "--prioritize",
+        path_str(&trace),
+        "--progress",
+        "none",
+        &format!("oci:{}:{PYTHON_IMAGE_TAG}", path_str(&source)),
+        &format!("oci:{}:opt", path_str(&optimized_dir)),
+    ])
+    .unwrap();
+    eprintln!("lazypull convert --prioritize took {:.1} s", started.elapsed().as_secs_f64());
+
+    // 3. The optimized image prefetches the workload's files, so running it fetches little.
+    let optimized = Mount::start(&format!("oci:{}:opt", path_str(&optimized_dir)), &["--no-disk-cache"]).unwrap();
+    let ready_stats = optimized.stats().unwrap();
+    assert_eq!(run_workload(optimized.path()).0, "42");
+    let after_stats = optimized.fresh_stats().unwrap();
+    optimized.unmount().unwrap();
+
+    let misses = |stats: &serde_json::Value| stats["total"]["cache_misses"].as_u64().unwrap();
+    let prefetched = ready_stats["total"]["prefetch_bytes"].as_u64().unwrap();
+    let on_demand = misses(&after_stats) - misses(&ready_stats);
+    eprintln!(
+        "unoptimized: {} chunk fetches during the run; optimized: {prefetched} bytes prefetched, {on_demand} chunk fetches during the run",
+        misses(&plain_stats)
+    );
+    assert!(prefetched > 0, "the optimized image prefetches: {ready_stats}");
+    assert!(
+        on_demand * 4 < misses(&plain_stats),
+        "optimized run fetched {on_demand} chunks on demand, unoptimized {}",
+        misses(&plain_stats)
+    );
+}
