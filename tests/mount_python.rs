@@ -16,7 +16,8 @@ use lazypull_testkit::tree::{DiffOptions, extract_layers_merged, snapshot};
 use lazypull_testkit::{Prereq, require_or_skip};
 use mount_util::{Mount, convert_layout, path_str};
 
-/// The workload of the brief: imports that touch json, sqlite3, ssl, email, http and asyncio.
+/// The python workload: imports that touch json, sqlite3, ssl, email, http and asyncio, then one
+/// sqlite query.
 const WORKLOAD: &str = "import json, sqlite3, ssl, email.mime.text, http.client, asyncio; \
 c = sqlite3.connect(':memory:'); c.execute('create table t(x)'); c.execute('insert into t values (42)'); \
 print(c.execute('select x from t').fetchone()[0])";
@@ -160,7 +161,7 @@ fn python_mount_matches_tar_extraction() {
     mount.unmount().unwrap();
 }
 
-/// Whether `path` is a FUSE mount whose server is gone. Opening a directory always reaches the
+/// Checks whether `path` is a FUSE mount whose server is gone. Opening a directory always reaches the
 /// server, unlike `stat`, which the kernel may serve from its attribute cache.
 fn is_dead_mount(path: &Path) -> bool {
     matches!(std::fs::read_dir(path), Err(error) if error.raw_os_error() == Some(ENOTCONN))

@@ -58,7 +58,7 @@ async fn reads_through_layer_match_content() {
 async fn unreadable_blob_gives_eio() {
     let opened = open(&[Entry::file("f", content(10_000))], &BuildOptions::default()).await;
     let file = opened.fs.lookup(Ino::ROOT, b"f").unwrap();
-    // Cut the payload away: the layer already holds its index, but the chunk cannot be read.
+    // Cut the payload away: the layer already has its index, but the chunk cannot be read.
     std::fs::OpenOptions::new().write(true).open(opened.dir.path().join("blob")).unwrap().set_len(0).unwrap();
     let error = opened.fs.read(file.ino, 0, 4096).await.unwrap_err();
     assert_eq!(error.errno(), libc::EIO, "{error}");
