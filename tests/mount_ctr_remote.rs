@@ -41,13 +41,30 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
     let layout = tempfile::tempdir().unwrap();
     write_oci_layout(layout.path(), "v1", &layers, &["/bin/sh"]).unwrap();
     let registry = Registry::start().unwrap();
-    let source = registry.push_oci_layout(layout.path(), "v1", "edges:v1").unwrap();
+    let source = registry
+        .push_oci_layout(layout.path(), "v1", "edges:v1")
+        .unwrap();
     let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
-    containerd.ctr_ok(["images", "pull", "--plain-http", &source]).unwrap();
+    containerd
+        .ctr_ok(["images", "pull", "--plain-http", &source])
+        .unwrap();
     let converted = format!("{}/edges:esgz", registry.host());
-    let output = containerd.ctr_remote(["image", "convert", "--estargz", "--oci", &source, &converted]);
-    assert!(output.status.success(), "ctr-remote convert failed: {}", String::from_utf8_lossy(&output.stderr));
-    containerd.ctr_ok(["images", "push", "--plain-http", &converted]).unwrap();
+    let output = containerd.ctr_remote([
+        "image",
+        "convert",
+        "--estargz",
+        "--oci",
+        &source,
+        &converted,
+    ]);
+    assert!(
+        output.status.success(),
+        "ctr-remote convert failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    containerd
+        .ctr_ok(["images", "push", "--plain-http", &converted])
+        .unwrap();
 
     let tars = tempfile::tempdir().unwrap();
     let archives: Vec<PathBuf> = layers
@@ -59,7 +76,10 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
             path
         })
         .collect();
-    let pairs: Vec<(&Path, bool)> = archives.iter().map(|path| (path.as_path(), false)).collect();
+    let pairs: Vec<(&Path, bool)> = archives
+        .iter()
+        .map(|path| (path.as_path(), false))
+        .collect();
     let expected = extract_layers_merged(&pairs).unwrap();
 
     let mount = Mount::start(&converted, &["--no-disk-cache"]).unwrap();
@@ -72,16 +92,30 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
     // landmark, and the TOC is never a TOC entry, so neither appears on either side.
     // The reference writes `modtime` rounded to whole seconds (Go's `Round(time.Second)`), so
     // sub-second PAX mtimes come back up to half a second off; they are compared separately.
-    let options = DiffOptions { ignore_dir_metadata: implied, ignore_mtimes: true, ..DiffOptions::default() };
+    let options = DiffOptions {
+        ignore_dir_metadata: implied,
+        ignore_mtimes: true,
+        ..DiffOptions::default()
+    };
     let differences = expected.diff_with(&actual, &options);
-    assert!(differences.is_empty(), "mount of the ctr-remote image differs from tar -x:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "mount of the ctr-remote image differs from tar -x:\n{}",
+        differences.join("\n")
+    );
     for (path, node) in &expected.nodes {
         let served = &actual.nodes[path];
         if node.kind == lazypull_testkit::tree::NodeKind::Directory {
             continue;
         }
         let off = (node.mtime_ns - served.mtime_ns).abs();
-        assert!(off <= 500_000_000, "{}: mtime {} ns != {} ns", path.display(), node.mtime_ns, served.mtime_ns);
+        assert!(
+            off <= 500_000_000,
+            "{}: mtime {} ns != {} ns",
+            path.display(),
+            node.mtime_ns,
+            served.mtime_ns
+        );
     }
     mount.unmount().unwrap();
 }

@@ -41,29 +41,61 @@ fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) 
 
 #[test]
 fn foreground_server_cleans_up_on_signals() {
-    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs, Prereq::Binary("kill"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("kill")
+    );
     let layout = tempfile::tempdir().unwrap();
-    write_estargz_layout(layout.path(), "latest", &[small_tar()], &BuildOptions::default()).unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
     let image = format!("oci:{}:latest", path_str(layout.path()));
 
     for signal in ["TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let mut child = lazypull()
-            .args(["mount", &image, path_str(dir.path()), "--state-dir", path_str(state.path()), "--foreground", "--no-disk-cache"])
+            .args([
+                "mount",
+                &image,
+                path_str(dir.path()),
+                "--state-dir",
+                path_str(state.path()),
+                "--foreground",
+                "--no-disk-cache",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for("the overlay mount", Duration::from_secs(30), || device_of(dir.path()).is_some());
-        assert_eq!(std::fs::read(dir.path().join("etc/hostname")).unwrap(), b"lazy\n");
+        wait_for("the overlay mount", Duration::from_secs(30), || {
+            device_of(dir.path()).is_some()
+        });
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/hostname")).unwrap(),
+            b"lazy\n"
+        );
 
-        let layer = mounts_under(state.path()).into_iter().find(|m| m.fs_type.starts_with("fuse")).expect("a FUSE layer mount");
+        let layer = mounts_under(state.path())
+            .into_iter()
+            .find(|m| m.fs_type.starts_with("fuse"))
+            .expect("a FUSE layer mount");
         let device = device_of(&layer.mount_point).unwrap();
-        let read_ahead = std::fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb")).unwrap();
+        let read_ahead =
+            std::fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb")).unwrap();
         assert_eq!(read_ahead.trim(), "1024", "layer mounts read ahead 1 MiB");
 
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         let exit = loop {
@@ -74,9 +106,17 @@ fn foreground_server_cleans_up_on_signals() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(exit.success(), "SIG{signal}: server exited with {exit}");
-        assert!(mounts_under(dir.path()).is_empty(), "SIG{signal}: overlay left mounted");
-        assert!(mounts_under(state.path()).is_empty(), "SIG{signal}: layer mounts left");
-        let records: Vec<_> = std::fs::read_dir(state.path().join("mounts")).unwrap().collect();
+        assert!(
+            mounts_under(dir.path()).is_empty(),
+            "SIG{signal}: overlay left mounted"
+        );
+        assert!(
+            mounts_under(state.path()).is_empty(),
+            "SIG{signal}: layer mounts left"
+        );
+        let records: Vec<_> = std::fs::read_dir(state.path().join("mounts"))
+            .unwrap()
+            .collect();
         assert!(records.is_empty(), "SIG{signal}: mount record left");
     }
 }
@@ -90,40 +130,89 @@ fn non_estargz_image_fails_with_clear_message() {
     let state = tempfile::tempdir().unwrap();
     let image = format!("oci:{}:v1", path_str(layout.path()));
     let output = lazypull()
-        .args(["mount", &image, path_str(dir.path()), "--state-dir", path_str(state.path())])
+        .args([
+            "mount",
+            &image,
+            path_str(dir.path()),
+            "--state-dir",
+            path_str(state.path()),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "mount of a plain gzip image succeeded");
-    assert!(stderr.contains(&written.layer_digests[0]), "message names the layer: {stderr}");
-    assert!(stderr.contains("lazypull convert"), "message says how to fix it: {stderr}");
+    assert!(
+        !output.status.success(),
+        "mount of a plain gzip image succeeded"
+    );
+    assert!(
+        stderr.contains(&written.layer_digests[0]),
+        "message names the layer: {stderr}"
+    );
+    assert!(
+        stderr.contains("lazypull convert"),
+        "message says how to fix it: {stderr}"
+    );
     assert!(mounts_under(dir.path()).is_empty());
     assert!(mounts_under(state.path()).is_empty());
-    assert!(!state.path().join("mounts").read_dir().is_ok_and(|mut d| d.next().is_some()), "no record is left");
+    assert!(
+        !state
+            .path()
+            .join("mounts")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some()),
+        "no record is left"
+    );
 }
 
 #[test]
 fn missing_mountpoint_is_an_error() {
     require_or_skip!(Prereq::Root);
-    let output = lazypull().args(["mount", "oci:/nonexistent:latest", "/nonexistent/lazypull-mount-point"]).output().unwrap();
+    let output = lazypull()
+        .args([
+            "mount",
+            "oci:/nonexistent:latest",
+            "/nonexistent/lazypull-mount-point",
+        ])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/nonexistent/lazypull-mount-point"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/lazypull-mount-point"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn prioritized_files_are_prefetched_before_ready() {
     require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
     let layout = tempfile::tempdir().unwrap();
-    let options = BuildOptions { prioritized: vec![b"usr/lib/big".to_vec()], ..BuildOptions::default() };
+    let options = BuildOptions {
+        prioritized: vec![b"usr/lib/big".to_vec()],
+        ..BuildOptions::default()
+    };
     write_estargz_layout(layout.path(), "latest", &[small_tar()], &options).unwrap();
-    let mount = Mount::start(&format!("oci:{}:latest", path_str(layout.path())), &["--no-disk-cache"]).unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
     let stats = mount.stats().unwrap();
     assert_eq!(stats["layers"][0]["prefetch_state"], "done", "{stats}");
-    assert!(stats["total"]["prefetch_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["total"]["prefetch_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     let chunks_before = stats["total"]["cache_misses"].as_u64().unwrap();
-    assert_eq!(std::fs::read(mount.path().join("usr/lib/big")).unwrap(), vec![9u8; 3 << 20]);
+    assert_eq!(
+        std::fs::read(mount.path().join("usr/lib/big")).unwrap(),
+        vec![9u8; 3 << 20]
+    );
     let after = mount.fresh_stats().unwrap();
-    assert_eq!(after["total"]["cache_misses"].as_u64().unwrap(), chunks_before, "prefetched file needed no fetch: {after}");
+    assert_eq!(
+        after["total"]["cache_misses"].as_u64().unwrap(),
+        chunks_before,
+        "prefetched file needed no fetch: {after}"
+    );
     mount.unmount().unwrap();
 }

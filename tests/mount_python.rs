@@ -49,7 +49,9 @@ fn converted_python() -> &'static (PathBuf, Vec<PathBuf>) {
     static CONVERTED: OnceLock<(PathBuf, Vec<PathBuf>)> = OnceLock::new();
     CONVERTED.get_or_init(|| {
         let source = python_image().expect("python test image builds");
-        let dir = cache_dir().join("images").join(format!("python-estargz-v{CONVERSION_VERSION}"));
+        let dir = cache_dir()
+            .join("images")
+            .join(format!("python-estargz-v{CONVERSION_VERSION}"));
         let tars = |dir: &Path| -> Vec<PathBuf> {
             let mut tars: Vec<PathBuf> = (0..)
                 .map(|n| dir.join(format!("layer-{n}.tar")))
@@ -64,11 +66,17 @@ fn converted_python() -> &'static (PathBuf, Vec<PathBuf>) {
         let started = Instant::now();
         let work = dir.with_extension("tmp");
         let _ = std::fs::remove_dir_all(&work);
-        let options = BuildOptions { threads: 2, ..BuildOptions::default() };
+        let options = BuildOptions {
+            threads: 2,
+            ..BuildOptions::default()
+        };
         convert_layout(&source, PYTHON_IMAGE_TAG, &work, &options).expect("python image converts");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&work, &dir).expect("converted layout moves into the cache");
-        eprintln!("converted the python image in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "converted the python image in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         (dir.clone(), tars(&dir))
     })
 }
@@ -77,16 +85,29 @@ fn converted_python() -> &'static (PathBuf, Vec<PathBuf>) {
 fn registry_with_python() -> (Registry, String) {
     let (layout, _) = converted_python();
     let registry = Registry::start().expect("registry starts");
-    let reference = registry.push_oci_layout(layout, PYTHON_IMAGE_TAG, "python:esgz").expect("push succeeds");
+    let reference = registry
+        .push_oci_layout(layout, PYTHON_IMAGE_TAG, "python:esgz")
+        .expect("push succeeds");
     (registry, reference)
 }
 
 fn run_workload(root: &Path) -> (String, Duration) {
     let started = Instant::now();
-    let output = Command::new("chroot").arg(root).args(["python3", "-c", WORKLOAD]).output().expect("chroot runs");
+    let output = Command::new("chroot")
+        .arg(root)
+        .args(["python3", "-c", WORKLOAD])
+        .output()
+        .expect("chroot runs");
     let elapsed = started.elapsed();
-    assert!(output.status.success(), "workload failed: {}", String::from_utf8_lossy(&output.stderr));
-    (String::from_utf8_lossy(&output.stdout).trim().to_owned(), elapsed)
+    assert!(
+        output.status.success(),
+        "workload failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        elapsed,
+    )
 }
 
 fn compressed_size(layout: &Path) -> u64 {
@@ -107,8 +128,16 @@ fn python_workload_fetches_small_fraction() {
     let cache = tempfile::tempdir().unwrap();
 
     let started = Instant::now();
-    let mount = Mount::start(&reference, &["--record-trace", path_str(&trace), "--cache-dir", path_str(cache.path())])
-        .unwrap();
+    let mount = Mount::start(
+        &reference,
+        &[
+            "--record-trace",
+            path_str(&trace),
+            "--cache-dir",
+            path_str(cache.path()),
+        ],
+    )
+    .unwrap();
     let mount_time = started.elapsed();
     let (printed, run_time) = run_workload(mount.path());
     assert_eq!(printed, "42");
@@ -129,14 +158,29 @@ fn python_workload_fetches_small_fraction() {
         100.0 * fetched as f64 / image_size as f64
     );
     assert!(fetched > 0, "the workload must fetch something");
-    assert!(fetched * 2 < image_size, "fetched {fetched} of {image_size} bytes: more than half the image");
-    assert!(served <= fetched, "the registry served {served} bytes but the mount counted {fetched}");
+    assert!(
+        fetched * 2 < image_size,
+        "fetched {fetched} of {image_size} bytes: more than half the image"
+    );
+    assert!(
+        served <= fetched,
+        "the registry served {served} bytes but the mount counted {fetched}"
+    );
 
     let recorded = std::fs::read_to_string(&trace).unwrap();
     let paths: Vec<&str> = recorded.lines().collect();
-    assert!(paths.iter().any(|p| p.starts_with("usr/bin/python3")), "trace lacks the interpreter: {recorded}");
-    assert!(paths.iter().any(|p| p.contains("sqlite3")), "trace lacks sqlite3: {recorded}");
-    assert!(paths.iter().all(|p| !p.starts_with('/')), "trace paths must be relative");
+    assert!(
+        paths.iter().any(|p| p.starts_with("usr/bin/python3")),
+        "trace lacks the interpreter: {recorded}"
+    );
+    assert!(
+        paths.iter().any(|p| p.contains("sqlite3")),
+        "trace lacks sqlite3: {recorded}"
+    );
+    assert!(
+        paths.iter().all(|p| !p.starts_with('/')),
+        "trace paths must be relative"
+    );
     let unique: std::collections::BTreeSet<&&str> = paths.iter().collect();
     assert_eq!(unique.len(), paths.len(), "every path is recorded once");
     eprintln!("trace: {} paths", paths.len());
@@ -154,10 +198,22 @@ fn python_mount_matches_tar_extraction() {
     let read_time = started.elapsed();
     let pairs: Vec<(&Path, bool)> = tars.iter().map(|tar| (tar.as_path(), false)).collect();
     let expected = extract_layers_merged(&pairs).unwrap();
-    let options = DiffOptions { ignore_dir_mtimes: true, ..DiffOptions::default() };
+    let options = DiffOptions {
+        ignore_dir_mtimes: true,
+        ..DiffOptions::default()
+    };
     let differences = expected.diff_with(&actual, &options);
-    assert!(differences.is_empty(), "{} differences, first: {:#?}", differences.len(), &differences[..differences.len().min(30)]);
-    eprintln!("python image: {} paths identical, read through the mount in {:.1} s", actual.nodes.len(), read_time.as_secs_f64());
+    assert!(
+        differences.is_empty(),
+        "{} differences, first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(30)]
+    );
+    eprintln!(
+        "python image: {} paths identical, read through the mount in {:.1} s",
+        actual.nodes.len(),
+        read_time.as_secs_f64()
+    );
     mount.unmount().unwrap();
 }
 
@@ -176,34 +232,70 @@ fn killed_server_is_cleaned_and_cache_reused() {
 
     let first = Mount::start(&reference, &["--cache-dir", &cache_arg]).unwrap();
     assert_eq!(run_workload(first.path()).0, "42");
-    let first_fetched = first.fresh_stats().unwrap()["total"]["bytes_fetched"].as_u64().unwrap();
+    let first_fetched = first.fresh_stats().unwrap()["total"]["bytes_fetched"]
+        .as_u64()
+        .unwrap();
     let pid = first.pid().unwrap();
-    let layer_dir = first.state_dir().read_dir().unwrap().flatten().map(|e| e.path()).find(|p| p.join("layers").is_dir()).unwrap();
+    let layer_dir = first
+        .state_dir()
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("layers").is_dir())
+        .unwrap();
 
-    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(is_dead_mount(&layer_dir.join("layers/0")), "a killed server leaves a dead FUSE mount");
+    assert!(
+        is_dead_mount(&layer_dir.join("layers/0")),
+        "a killed server leaves a dead FUSE mount"
+    );
 
     let started = Instant::now();
     first.unmount().unwrap();
-    eprintln!("unmount after kill -9 took {:.2} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "unmount after kill -9 took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     let leftover: Vec<_> = lazypull_testkit::mounts::mounts_under(first.state_dir())
         .into_iter()
         .chain(lazypull_testkit::mounts::mounts_under(first.path()))
         .collect();
-    assert!(leftover.is_empty(), "mounts left after unmount: {leftover:?}");
-    assert!(!first.state_dir().join("mounts").read_dir().unwrap().any(|_| true), "mount record left behind");
+    assert!(
+        leftover.is_empty(),
+        "mounts left after unmount: {leftover:?}"
+    );
+    assert!(
+        !first
+            .state_dir()
+            .join("mounts")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
+        "mount record left behind"
+    );
     assert!(!layer_dir.exists(), "mount directory left behind");
 
     let second = Mount::start(&reference, &["--cache-dir", &cache_arg]).unwrap();
     assert_eq!(run_workload(second.path()).0, "42");
-    let second_fetched = second.fresh_stats().unwrap()["total"]["bytes_fetched"].as_u64().unwrap();
-    eprintln!("bytes fetched: first mount {first_fetched}, second mount with the disk cache {second_fetched}");
-    assert!(second_fetched < first_fetched / 2, "second mount fetched {second_fetched}, first {first_fetched}");
+    let second_fetched = second.fresh_stats().unwrap()["total"]["bytes_fetched"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "bytes fetched: first mount {first_fetched}, second mount with the disk cache {second_fetched}"
+    );
+    assert!(
+        second_fetched < first_fetched / 2,
+        "second mount fetched {second_fetched}, first {first_fetched}"
+    );
     second.unmount().unwrap();
     drop(registry);
 }
@@ -212,7 +304,20 @@ fn killed_server_is_cleaned_and_cache_reused() {
 fn registry_loss_gives_eio_and_keeps_cached_files() {
     require_prerequisites!();
     let (registry, reference) = registry_with_python();
-    let mount = Mount::start(&reference, &["--no-disk-cache", "--no-prefetch", "--read-timeout", "30", "--request-timeout", "5", "--max-retries", "2"]).unwrap();
+    let mount = Mount::start(
+        &reference,
+        &[
+            "--no-disk-cache",
+            "--no-prefetch",
+            "--read-timeout",
+            "30",
+            "--request-timeout",
+            "5",
+            "--max-retries",
+            "2",
+        ],
+    )
+    .unwrap();
     let cached = mount.path().join("usr/lib/os-release");
     let cached_bytes = std::fs::read(&cached).unwrap();
     drop(registry);
@@ -223,10 +328,17 @@ fn registry_loss_gives_eio_and_keeps_cached_files() {
     let started = Instant::now();
     let error = std::fs::read(&uncached).unwrap_err();
     let elapsed = started.elapsed();
-    eprintln!("uncached read failed after {:.2} s with {error}", elapsed.as_secs_f64());
+    eprintln!(
+        "uncached read failed after {:.2} s with {error}",
+        elapsed.as_secs_f64()
+    );
     assert_eq!(error.raw_os_error(), Some(EIO), "{error}");
     assert!(elapsed < Duration::from_secs(60), "EIO took {elapsed:?}");
-    assert_eq!(std::fs::read(&cached).unwrap(), cached_bytes, "cached files keep being served");
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        cached_bytes,
+        "cached files keep being served"
+    );
     mount.unmount().unwrap();
 }
 
@@ -239,12 +351,20 @@ fn recorded_trace_optimizes_conversion() {
 
     // 1. Record what the workload opens on the unoptimized image.
     let plain_image = format!("oci:{}:{PYTHON_IMAGE_TAG}", path_str(layout));
-    let plain = Mount::start(&plain_image, &["--no-disk-cache", "--record-trace", path_str(&trace)]).unwrap();
+    let plain = Mount::start(
+        &plain_image,
+        &["--no-disk-cache", "--record-trace", path_str(&trace)],
+    )
+    .unwrap();
     assert_eq!(run_workload(plain.path()).0, "42");
     let plain_stats = plain.fresh_stats().unwrap();
     plain.unmount().unwrap();
     let recorded = std::fs::read_to_string(&trace).unwrap();
-    assert!(recorded.lines().count() > 50, "trace has {} paths", recorded.lines().count());
+    assert!(
+        recorded.lines().count() > 50,
+        "trace has {} paths",
+        recorded.lines().count()
+    );
 
     // 2. Convert the original image with the trace as the prioritized list.
     let source = python_image().unwrap();
@@ -260,10 +380,17 @@ fn recorded_trace_optimizes_conversion() {
         &format!("oci:{}:opt", path_str(&optimized_dir)),
     ])
     .unwrap();
-    eprintln!("lazypull convert --prioritize took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "lazypull convert --prioritize took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // 3. The optimized image prefetches the workload's files, so running it fetches little.
-    let optimized = Mount::start(&format!("oci:{}:opt", path_str(&optimized_dir)), &["--no-disk-cache"]).unwrap();
+    let optimized = Mount::start(
+        &format!("oci:{}:opt", path_str(&optimized_dir)),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
     let ready_stats = optimized.stats().unwrap();
     assert_eq!(run_workload(optimized.path()).0, "42");
     let after_stats = optimized.fresh_stats().unwrap();
@@ -276,7 +403,10 @@ fn recorded_trace_optimizes_conversion() {
         "unoptimized: {} chunk fetches during the run; optimized: {prefetched} bytes prefetched, {on_demand} chunk fetches during the run",
         misses(&plain_stats)
     );
-    assert!(prefetched > 0, "the optimized image prefetches: {ready_stats}");
+    assert!(
+        prefetched > 0,
+        "the optimized image prefetches: {ready_stats}"
+    );
     assert!(
         on_demand * 4 < misses(&plain_stats),
         "optimized run fetched {on_demand} chunks on demand, unoptimized {}",

@@ -7,7 +7,9 @@ use std::time::Duration;
 use estargz::build::BuildOptions;
 use estargz::index::NodeKind;
 use futures_util::FutureExt;
-use lazypull_snapshotter::fs::{Attr, FsCore, FsOptions, Ino, MemorySource, TraceRecorder, XattrReply, encode_dev};
+use lazypull_snapshotter::fs::{
+    Attr, FsCore, FsOptions, Ino, MemorySource, TraceRecorder, XattrReply, encode_dev,
+};
 use lazypull_testkit::tarbuild::{Builder, Entry, recipes};
 
 fn layer(tar: &[u8]) -> Arc<MemorySource> {
@@ -15,7 +17,10 @@ fn layer(tar: &[u8]) -> Arc<MemorySource> {
 }
 
 fn layer_with_chunk_size(tar: &[u8], chunk_size: u64) -> Arc<MemorySource> {
-    let options = BuildOptions { chunk_size, ..BuildOptions::default() };
+    let options = BuildOptions {
+        chunk_size,
+        ..BuildOptions::default()
+    };
     Arc::new(MemorySource::from_tar(tar, &options).expect("recipe converts"))
 }
 
@@ -34,7 +39,9 @@ fn tar_of(entries: &[Entry]) -> Vec<u8> {
 fn resolve(fs: &FsCore<MemorySource>, path: &str) -> Attr {
     let mut attr = fs.getattr(Ino::ROOT).unwrap();
     for part in path.split('/') {
-        attr = fs.lookup(attr.ino, part.as_bytes()).unwrap_or_else(|e| panic!("lookup {path}: {e}"));
+        attr = fs
+            .lookup(attr.ino, part.as_bytes())
+            .unwrap_or_else(|e| panic!("lookup {path}: {e}"));
     }
     attr
 }
@@ -42,7 +49,11 @@ fn resolve(fs: &FsCore<MemorySource>, path: &str) -> Attr {
 fn read_all(fs: &FsCore<MemorySource>, ino: Ino) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let bytes = fs.read(ino, out.len() as u64, 7000).now_or_never().unwrap().unwrap();
+        let bytes = fs
+            .read(ino, out.len() as u64, 7000)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
         if bytes.is_empty() {
             return out;
         }
@@ -51,7 +62,10 @@ fn read_all(fs: &FsCore<MemorySource>, ino: Ino) -> Vec<u8> {
 }
 
 fn names(fs: &FsCore<MemorySource>, ino: Ino) -> Vec<String> {
-    fs.readdir(ino, 0).unwrap().map(|e| String::from_utf8_lossy(e.name).into_owned()).collect()
+    fs.readdir(ino, 0)
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(e.name).into_owned())
+        .collect()
 }
 
 #[test]
@@ -70,7 +84,10 @@ fn regular_file_attributes_match_tar_header() {
     assert_eq!(attr.blocks, 2);
     assert_eq!(attr.blksize, 4096);
     assert_eq!(attr.nlink, 1);
-    assert_eq!((attr.mtime.secs, attr.mtime.nanos), (1_700_000_000, 123_456_789));
+    assert_eq!(
+        (attr.mtime.secs, attr.mtime.nanos),
+        (1_700_000_000, 123_456_789)
+    );
     assert_eq!(read_all(&fs, attr.ino), vec![7u8; 1000]);
 }
 
@@ -118,7 +135,9 @@ fn symlink_sizes_equal_target_length() {
 fn device_and_fifo_attributes() {
     let tar = tar_of(&[
         Entry::char_device("dev/null", 1, 3).mode(0o666),
-        Entry::block_device("dev/loop0", 7, 0).mode(0o660).owner(0, 6),
+        Entry::block_device("dev/loop0", 7, 0)
+            .mode(0o660)
+            .owner(0, 6),
         Entry::char_device("dev/big", 300, 70000),
         Entry::fifo("run/pipe").mode(0o600),
     ]);
@@ -165,8 +184,18 @@ fn zero_length_file_reads_eof_without_fetch() {
     assert_eq!(zero.size, 0);
     assert_eq!(zero.blocks, 0);
     let before = source.reads();
-    assert!(fs.read(zero.ino, 0, 4096).now_or_never().unwrap().unwrap().is_empty());
-    assert_eq!(source.reads(), before, "an empty file must not reach the source");
+    assert!(
+        fs.read(zero.ino, 0, 4096)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        source.reads(),
+        before,
+        "an empty file must not reach the source"
+    );
     assert_eq!(names(&fs, resolve(&fs, "data/emptydir").ino), [".", ".."]);
 }
 
@@ -177,23 +206,53 @@ fn reads_across_chunk_boundaries_match_content() {
     let fs = fs(layer_with_chunk_size(&tar, 4096));
     let ino = resolve(&fs, "big").ino;
     assert_eq!(read_all(&fs, ino), content);
-    for (offset, size) in [(4090u64, 20u32), (0, 1), (99_999, 10), (8192, 4096), (12_000, 50_000)] {
+    for (offset, size) in [
+        (4090u64, 20u32),
+        (0, 1),
+        (99_999, 10),
+        (8192, 4096),
+        (12_000, 50_000),
+    ] {
         let bytes = fs.read(ino, offset, size).now_or_never().unwrap().unwrap();
         let end = (offset as usize + size as usize).min(content.len());
-        assert_eq!(&bytes[..], &content[offset as usize..end], "offset {offset} size {size}");
+        assert_eq!(
+            &bytes[..],
+            &content[offset as usize..end],
+            "offset {offset} size {size}"
+        );
     }
-    assert!(fs.read(ino, 100_000, 10).now_or_never().unwrap().unwrap().is_empty());
-    assert!(fs.read(ino, 500_000, 10).now_or_never().unwrap().unwrap().is_empty());
+    assert!(
+        fs.read(ino, 100_000, 10)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        fs.read(ino, 500_000, 10)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn readdir_is_sorted_with_dot_entries() {
-    let tar = tar_of(&[Entry::file("d/zeta", b""), Entry::file("d/alpha", b""), Entry::dir("d/Mid/"), Entry::symlink("d/link", "alpha")]);
+    let tar = tar_of(&[
+        Entry::file("d/zeta", b""),
+        Entry::file("d/alpha", b""),
+        Entry::dir("d/Mid/"),
+        Entry::symlink("d/link", "alpha"),
+    ]);
     let fs = fs(layer(&tar));
     let d = resolve(&fs, "d");
     let entries: Vec<_> = fs.readdir(d.ino, 0).unwrap().collect();
     let listed: Vec<&[u8]> = entries.iter().map(|e| e.name).collect();
-    assert_eq!(listed, [&b"."[..], b"..", b"Mid", b"alpha", b"link", b"zeta"]);
+    assert_eq!(
+        listed,
+        [&b"."[..], b"..", b"Mid", b"alpha", b"link", b"zeta"]
+    );
     assert_eq!(entries[0].ino, d.ino);
     assert_eq!(entries[1].ino, Ino::ROOT);
     assert_eq!(entries[2].kind, NodeKind::Dir);
@@ -201,7 +260,11 @@ fn readdir_is_sorted_with_dot_entries() {
     let offsets: Vec<u64> = entries.iter().map(|e| e.next_offset).collect();
     assert_eq!(offsets, [1, 2, 3, 4, 5, 6]);
     let root_entries: Vec<_> = fs.readdir(Ino::ROOT, 0).unwrap().collect();
-    assert_eq!(root_entries[1].ino, Ino::ROOT, "`..` of the root is the root");
+    assert_eq!(
+        root_entries[1].ino,
+        Ino::ROOT,
+        "`..` of the root is the root"
+    );
 }
 
 #[test]
@@ -212,23 +275,39 @@ fn readdir_paging_resumes_at_offset() {
     }
     let fs = fs(layer(&tar_of(&entries)));
     let dir = resolve(&fs, "many").ino;
-    let full: Vec<Vec<u8>> = fs.readdir(dir, 0).unwrap().map(|e| e.name.to_vec()).collect();
+    let full: Vec<Vec<u8>> = fs
+        .readdir(dir, 0)
+        .unwrap()
+        .map(|e| e.name.to_vec())
+        .collect();
     assert_eq!(full.len(), 502);
     // Page through 37 entries at a time, as the kernel does when its buffer fills.
     let mut paged = Vec::new();
     let mut offset = 0;
     loop {
-        let page: Vec<_> = fs.readdir(dir, offset).unwrap().take(37).map(|e| (e.name.to_vec(), e.next_offset)).collect();
+        let page: Vec<_> = fs
+            .readdir(dir, offset)
+            .unwrap()
+            .take(37)
+            .map(|e| (e.name.to_vec(), e.next_offset))
+            .collect();
         let Some(last) = page.last() else { break };
         offset = last.1;
         paged.extend(page.into_iter().map(|(name, _)| name));
     }
     assert_eq!(paged, full);
     // Listing again from a remembered offset gives the same entries.
-    let again: Vec<Vec<u8>> = fs.readdir(dir, 300).unwrap().map(|e| e.name.to_vec()).collect();
+    let again: Vec<Vec<u8>> = fs
+        .readdir(dir, 300)
+        .unwrap()
+        .map(|e| e.name.to_vec())
+        .collect();
     assert_eq!(again, full[300..]);
     assert_eq!(fs.readdir(dir, 502).unwrap().count(), 0);
-    assert_eq!(fs.readdir(dir, 503).err().map(|e| e.errno()), Some(libc::EINVAL));
+    assert_eq!(
+        fs.readdir(dir, 503).err().map(|e| e.errno()),
+        Some(libc::EINVAL)
+    );
 }
 
 #[test]
@@ -236,20 +315,50 @@ fn xattrs_binary_values_and_size_probes() {
     let fs = fs(layer(&recipes::xattrs_pax()));
     let ping = resolve(&fs, "usr/bin/ping");
     let cap = recipes::CAP_NET_RAW_EP;
-    assert_eq!(fs.getxattr(ping.ino, b"security.capability", 0).unwrap(), XattrReply::Size(cap.len() as u32));
+    assert_eq!(
+        fs.getxattr(ping.ino, b"security.capability", 0).unwrap(),
+        XattrReply::Size(cap.len() as u32)
+    );
     assert_eq!(
         fs.getxattr(ping.ino, b"security.capability", 64).unwrap(),
         XattrReply::Data(cap.to_vec())
     );
-    assert_eq!(fs.getxattr(ping.ino, b"security.capability", 3).unwrap_err().errno(), libc::ERANGE);
-    assert_eq!(fs.getxattr(ping.ino, b"user.note", 5).unwrap(), XattrReply::Data(b"hello".to_vec()));
-    assert_eq!(fs.getxattr(ping.ino, b"user.missing", 10).unwrap_err().errno(), libc::ENODATA);
-    assert_eq!(fs.getxattr(ping.ino, b"mtime", 10).unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(
+        fs.getxattr(ping.ino, b"security.capability", 3)
+            .unwrap_err()
+            .errno(),
+        libc::ERANGE
+    );
+    assert_eq!(
+        fs.getxattr(ping.ino, b"user.note", 5).unwrap(),
+        XattrReply::Data(b"hello".to_vec())
+    );
+    assert_eq!(
+        fs.getxattr(ping.ino, b"user.missing", 10)
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.getxattr(ping.ino, b"mtime", 10).unwrap_err().errno(),
+        libc::ENODATA
+    );
 
     let list = b"security.capability\0user.note\0".to_vec();
-    assert_eq!(fs.listxattr(ping.ino, 0).unwrap(), XattrReply::Size(list.len() as u32));
-    assert_eq!(fs.listxattr(ping.ino, list.len() as u32).unwrap(), XattrReply::Data(list.clone()));
-    assert_eq!(fs.listxattr(ping.ino, list.len() as u32 - 1).unwrap_err().errno(), libc::ERANGE);
+    assert_eq!(
+        fs.listxattr(ping.ino, 0).unwrap(),
+        XattrReply::Size(list.len() as u32)
+    );
+    assert_eq!(
+        fs.listxattr(ping.ino, list.len() as u32).unwrap(),
+        XattrReply::Data(list.clone())
+    );
+    assert_eq!(
+        fs.listxattr(ping.ino, list.len() as u32 - 1)
+            .unwrap_err()
+            .errno(),
+        libc::ERANGE
+    );
     assert_eq!(resolve(&fs, "usr/bin/setuid-tool").perm, 0o4755);
 
     let plain = resolve(&fs, "usr");
@@ -265,36 +374,71 @@ fn whiteouts_become_char_devices() {
     assert_eq!(whiteout.kind, NodeKind::Char);
     assert_eq!(whiteout.rdev, 0);
     assert_eq!(whiteout.perm, 0);
-    assert_eq!(fs.lookup(etc.ino, b".wh.localtime").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.lookup(etc.ino, b".wh.localtime").unwrap_err().errno(),
+        libc::ENOENT
+    );
 }
 
 #[test]
 fn opaque_directory_answers_overlay_xattr() {
-    for tar in [recipes::whiteouts_upper(), recipes::whiteouts_upper_marker_last(), recipes::whiteouts_upper_only()] {
+    for tar in [
+        recipes::whiteouts_upper(),
+        recipes::whiteouts_upper_marker_last(),
+        recipes::whiteouts_upper_only(),
+    ] {
         let fs = fs(layer(&tar));
         let network = resolve(&fs, "etc/network");
         assert_eq!(
-            fs.getxattr(network.ino, b"trusted.overlay.opaque", 16).unwrap(),
+            fs.getxattr(network.ino, b"trusted.overlay.opaque", 16)
+                .unwrap(),
             XattrReply::Data(b"y".to_vec())
         );
-        assert_eq!(fs.getxattr(network.ino, b"trusted.overlay.opaque", 0).unwrap(), XattrReply::Size(1));
+        assert_eq!(
+            fs.getxattr(network.ino, b"trusted.overlay.opaque", 0)
+                .unwrap(),
+            XattrReply::Size(1)
+        );
         assert_eq!(
             fs.listxattr(network.ino, 256).unwrap(),
             XattrReply::Data(b"trusted.overlay.opaque\0".to_vec())
         );
-        assert!(!names(&fs, network.ino).iter().any(|n| n.starts_with(".wh.")));
+        assert!(
+            !names(&fs, network.ino)
+                .iter()
+                .any(|n| n.starts_with(".wh."))
+        );
         let etc = resolve(&fs, "etc");
-        assert_eq!(fs.getxattr(etc.ino, b"trusted.overlay.opaque", 16).unwrap_err().errno(), libc::ENODATA);
+        assert_eq!(
+            fs.getxattr(etc.ino, b"trusted.overlay.opaque", 16)
+                .unwrap_err()
+                .errno(),
+            libc::ENODATA
+        );
     }
 }
 
 #[test]
 fn user_opaque_xattr_for_rootless_overlay() {
     let source = layer(&recipes::whiteouts_upper());
-    let fs = FsCore::new(source, FsOptions { opaque_xattr: lazypull_snapshotter::fs::OpaqueXattr::User, ..FsOptions::default() });
+    let fs = FsCore::new(
+        source,
+        FsOptions {
+            opaque_xattr: lazypull_snapshotter::fs::OpaqueXattr::User,
+            ..FsOptions::default()
+        },
+    );
     let network = resolve_generic(&fs, "etc/network");
-    assert_eq!(fs.getxattr(network, b"user.overlay.opaque", 1).unwrap(), XattrReply::Data(b"y".to_vec()));
-    assert_eq!(fs.getxattr(network, b"trusted.overlay.opaque", 1).unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(
+        fs.getxattr(network, b"user.overlay.opaque", 1).unwrap(),
+        XattrReply::Data(b"y".to_vec())
+    );
+    assert_eq!(
+        fs.getxattr(network, b"trusted.overlay.opaque", 1)
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
 }
 
 fn resolve_generic(fs: &FsCore<MemorySource>, path: &str) -> Ino {
@@ -303,11 +447,21 @@ fn resolve_generic(fs: &FsCore<MemorySource>, path: &str) -> Ino {
 
 #[test]
 fn layer_overlay_xattrs_stay_hidden() {
-    let tar = tar_of(&[Entry::dir("d/").xattr("trusted.overlay.redirect", "/etc").xattr("user.keep", "1")]);
+    let tar = tar_of(&[Entry::dir("d/")
+        .xattr("trusted.overlay.redirect", "/etc")
+        .xattr("user.keep", "1")]);
     let fs = fs(layer(&tar));
     let d = resolve(&fs, "d");
-    assert_eq!(fs.getxattr(d.ino, b"trusted.overlay.redirect", 64).unwrap_err().errno(), libc::ENODATA);
-    assert_eq!(fs.listxattr(d.ino, 64).unwrap(), XattrReply::Data(b"user.keep\0".to_vec()));
+    assert_eq!(
+        fs.getxattr(d.ino, b"trusted.overlay.redirect", 64)
+            .unwrap_err()
+            .errno(),
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.listxattr(d.ino, 64).unwrap(),
+        XattrReply::Data(b"user.keep\0".to_vec())
+    );
 }
 
 #[test]
@@ -327,12 +481,26 @@ fn fs_top_level() -> FsCore<MemorySource> {
 #[test]
 fn landmarks_are_hidden_from_root() {
     let tar = tar_of(&[Entry::file("a", b"1"), Entry::file("b", b"2")]);
-    let options = BuildOptions { prioritized: vec![b"b".to_vec()], ..BuildOptions::default() };
+    let options = BuildOptions {
+        prioritized: vec![b"b".to_vec()],
+        ..BuildOptions::default()
+    };
     let fs = fs(Arc::new(MemorySource::from_tar(&tar, &options).unwrap()));
     assert_eq!(names(&fs, Ino::ROOT), [".", "..", "a", "b"]);
-    assert_eq!(fs.lookup(Ino::ROOT, b".prefetch.landmark").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        fs.lookup(Ino::ROOT, b".prefetch.landmark")
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
     let plain = fs_plain();
-    assert_eq!(plain.lookup(Ino::ROOT, b".no.prefetch.landmark").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        plain
+            .lookup(Ino::ROOT, b".no.prefetch.landmark")
+            .unwrap_err()
+            .errno(),
+        libc::ENOENT
+    );
 }
 
 fn fs_plain() -> FsCore<MemorySource> {
@@ -341,21 +509,46 @@ fn fs_plain() -> FsCore<MemorySource> {
 
 #[test]
 fn lookup_errors_map_to_errno() {
-    let fs = fs(layer(&tar_of(&[Entry::file("dir/file", b"abc"), Entry::symlink("link", "dir")])));
+    let fs = fs(layer(&tar_of(&[
+        Entry::file("dir/file", b"abc"),
+        Entry::symlink("link", "dir"),
+    ])));
     let file = resolve(&fs, "dir/file");
     let dir = resolve(&fs, "dir");
-    assert_eq!(fs.lookup(Ino::ROOT, b"missing").unwrap_err().errno(), libc::ENOENT);
-    assert_eq!(fs.lookup(file.ino, b"x").unwrap_err().errno(), libc::ENOTDIR);
-    assert_eq!(fs.lookup(Ino::ROOT, &[b'a'; 256]).unwrap_err().errno(), libc::ENAMETOOLONG);
+    assert_eq!(
+        fs.lookup(Ino::ROOT, b"missing").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs.lookup(file.ino, b"x").unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        fs.lookup(Ino::ROOT, &[b'a'; 256]).unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
     assert_eq!(fs.getattr(Ino(0)).unwrap_err().errno(), libc::ENOENT);
     assert_eq!(fs.getattr(Ino(9999)).unwrap_err().errno(), libc::ENOENT);
     assert_eq!(fs.readlink(file.ino).unwrap_err().errno(), libc::EINVAL);
-    assert_eq!(fs.readdir(file.ino, 0).err().map(|e| e.errno()), Some(libc::ENOTDIR));
-    assert_eq!(fs.read(dir.ino, 0, 10).now_or_never().unwrap().unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(
+        fs.readdir(file.ino, 0).err().map(|e| e.errno()),
+        Some(libc::ENOTDIR)
+    );
+    assert_eq!(
+        fs.read(dir.ino, 0, 10)
+            .now_or_never()
+            .unwrap()
+            .unwrap_err()
+            .errno(),
+        libc::EISDIR
+    );
     // Symlinks are never followed by lookup: `link` stays a symlink, with no children.
     let link = resolve(&fs, "link");
     assert_eq!(link.kind, NodeKind::Symlink);
-    assert_eq!(fs.lookup(link.ino, b"file").unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(
+        fs.lookup(link.ino, b"file").unwrap_err().errno(),
+        libc::ENOTDIR
+    );
     assert_eq!(fs.lookup(dir.ino, b"..").unwrap().ino, Ino::ROOT);
     assert_eq!(fs.lookup(dir.ino, b".").unwrap().ino, dir.ino);
 }
@@ -366,13 +559,34 @@ fn write_opens_are_read_only() {
     let file = resolve(&fs, "dir/file");
     let dir = resolve(&fs, "dir");
     assert!(fs.open(file.ino, libc::O_RDONLY).is_ok());
-    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC, libc::O_WRONLY | libc::O_APPEND] {
-        assert_eq!(fs.open(file.ino, flags).unwrap_err().errno(), libc::EROFS, "flags {flags:#o}");
+    for flags in [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_RDONLY | libc::O_TRUNC,
+        libc::O_WRONLY | libc::O_APPEND,
+    ] {
+        assert_eq!(
+            fs.open(file.ino, flags).unwrap_err().errno(),
+            libc::EROFS,
+            "flags {flags:#o}"
+        );
     }
-    assert_eq!(fs.open(dir.ino, libc::O_RDONLY).unwrap_err().errno(), libc::EISDIR);
-    assert!(fs.opendir(dir.ino, libc::O_RDONLY | libc::O_DIRECTORY).is_ok());
-    assert_eq!(fs.opendir(file.ino, libc::O_RDONLY).unwrap_err().errno(), libc::ENOTDIR);
-    assert_eq!(fs.access(file.ino, libc::W_OK).unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        fs.open(dir.ino, libc::O_RDONLY).unwrap_err().errno(),
+        libc::EISDIR
+    );
+    assert!(
+        fs.opendir(dir.ino, libc::O_RDONLY | libc::O_DIRECTORY)
+            .is_ok()
+    );
+    assert_eq!(
+        fs.opendir(file.ino, libc::O_RDONLY).unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        fs.access(file.ino, libc::W_OK).unwrap_err().errno(),
+        libc::EROFS
+    );
     assert!(fs.access(file.ino, libc::R_OK | libc::X_OK).is_ok());
 }
 
@@ -382,10 +596,17 @@ fn failed_fetch_is_eio() {
     let fs = fs(Arc::clone(&source));
     let file = resolve(&fs, "f");
     source.set_failing(true);
-    let error = fs.read(file.ino, 0, 10).now_or_never().unwrap().unwrap_err();
+    let error = fs
+        .read(file.ino, 0, 10)
+        .now_or_never()
+        .unwrap()
+        .unwrap_err();
     assert_eq!(error.errno(), libc::EIO);
     source.set_failing(false);
-    assert_eq!(&fs.read(file.ino, 0, 10).now_or_never().unwrap().unwrap()[..], b"payload");
+    assert_eq!(
+        &fs.read(file.ino, 0, 10).now_or_never().unwrap().unwrap()[..],
+        b"payload"
+    );
 }
 
 #[test]
@@ -400,24 +621,41 @@ fn slow_read_times_out_as_eio() {
             _node: estargz::index::NodeId,
             _offset: u64,
             _len: u64,
-        ) -> futures_util::future::BoxFuture<'_, Result<bytes::Bytes, lazypull_snapshotter::fs::FsReadError>> {
+        ) -> futures_util::future::BoxFuture<
+            '_,
+            Result<bytes::Bytes, lazypull_snapshotter::fs::FsReadError>,
+        > {
             Box::pin(futures_util::future::pending())
         }
     }
-    let inner = MemorySource::from_tar(&tar_of(&[Entry::file("f", b"payload")]), &BuildOptions::default()).unwrap();
+    let inner = MemorySource::from_tar(
+        &tar_of(&[Entry::file("f", b"payload")]),
+        &BuildOptions::default(),
+    )
+    .unwrap();
     let fs = FsCore::new(
         Arc::new(Stalled(inner)),
-        FsOptions { read_timeout: Some(Duration::from_millis(50)), ..FsOptions::default() },
+        FsOptions {
+            read_timeout: Some(Duration::from_millis(50)),
+            ..FsOptions::default()
+        },
     );
     let ino = fs.lookup(Ino::ROOT, b"f").unwrap().ino;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let error = runtime.block_on(fs.read(ino, 0, 7)).unwrap_err();
     assert_eq!(error.errno(), libc::EIO);
 }
 
 #[test]
 fn statfs_reports_layer_totals() {
-    let tar = tar_of(&[Entry::file("a", vec![1u8; 5000]), Entry::file("b", vec![2u8; 10]), Entry::dir("c/")]);
+    let tar = tar_of(&[
+        Entry::file("a", vec![1u8; 5000]),
+        Entry::file("b", vec![2u8; 10]),
+        Entry::dir("c/"),
+    ]);
     let fs = fs(layer(&tar));
     let stat = fs.statfs();
     assert_eq!(stat.block_size, 4096);
@@ -432,8 +670,18 @@ fn trace_records_opened_files_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("trace.txt");
     let recorder = Arc::new(TraceRecorder::create(&path).unwrap());
-    let tar = tar_of(&[Entry::file("usr/lib/b.so", b"b"), Entry::file("usr/bin/a", b"a"), Entry::symlink("usr/bin/l", "a")]);
-    let fs = FsCore::new(layer(&tar), FsOptions { trace: Some(Arc::clone(&recorder)), ..FsOptions::default() });
+    let tar = tar_of(&[
+        Entry::file("usr/lib/b.so", b"b"),
+        Entry::file("usr/bin/a", b"a"),
+        Entry::symlink("usr/bin/l", "a"),
+    ]);
+    let fs = FsCore::new(
+        layer(&tar),
+        FsOptions {
+            trace: Some(Arc::clone(&recorder)),
+            ..FsOptions::default()
+        },
+    );
     let a = resolve(&fs, "usr/bin/a");
     let b = resolve(&fs, "usr/lib/b.so");
     let l = resolve(&fs, "usr/bin/l");

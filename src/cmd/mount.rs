@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lazypull_snapshotter::mount::{
-    self, DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, Detached, MountOptions, MountPaths, Readiness,
+    self, DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, Detached, MountOptions, MountPaths,
+    Readiness,
 };
 use lazypull_snapshotter::remote::{HostConfig, ImageRef, Platform};
 
@@ -75,26 +76,38 @@ pub struct Args {
 
 /// Converts the arguments into library options.
 fn options(args: &Args) -> anyhow::Result<MountOptions> {
-    let dir = std::fs::canonicalize(&args.dir).with_context(|| format!("mount point {} not found", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("mount point {} not found", args.dir.display()))?;
     let state_dir = match &args.state_dir {
-        Some(dir) => std::path::absolute(dir).with_context(|| format!("invalid state directory {}", dir.display()))?,
+        Some(dir) => std::path::absolute(dir)
+            .with_context(|| format!("invalid state directory {}", dir.display()))?,
         None => mount::default_state_dir(),
     };
     let mut options = MountOptions::new(args.image.clone(), dir, state_dir);
     options.record_trace = match &args.record_trace {
-        Some(path) => Some(std::path::absolute(path).with_context(|| format!("invalid trace path {}", path.display()))?),
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("invalid trace path {}", path.display()))?,
+        ),
         None => None,
     };
     if let Some(text) = &args.platform {
-        options.platform = Platform::parse(text)
-            .with_context(|| format!("invalid platform {text:?}: expected OS/ARCH[/VARIANT], such as linux/amd64"))?;
+        options.platform = Platform::parse(text).with_context(|| {
+            format!("invalid platform {text:?}: expected OS/ARCH[/VARIANT], such as linux/amd64")
+        })?;
     }
     options.registry.request_timeout = Duration::from_secs(args.request_timeout.max(1));
     options.registry.max_retries = args.max_retries;
     if args.insecure
         && let Ok(ImageRef::Registry(reference)) = ImageRef::parse(&args.image)
     {
-        options.registry.hosts.insert(reference.registry().to_owned(), HostConfig { insecure: true, ..HostConfig::default() });
+        options.registry.hosts.insert(
+            reference.registry().to_owned(),
+            HostConfig {
+                insecure: true,
+                ..HostConfig::default()
+            },
+        );
     }
     options.layer.cache.disk_dir = (!args.no_disk_cache).then(|| args.cache_dir.clone());
     options.layer.cache.disk_bytes = args.disk_cache_mib << 20;
@@ -102,7 +115,10 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
     options.layer.prefetch.enabled = !args.no_prefetch;
     options.layer.prefetch.background = args.background_fetch;
     options.layer.allow_unverified = args.allow_unverified;
-    options.layer.validate().context("invalid cache or prefetch option")?;
+    options
+        .layer
+        .validate()
+        .context("invalid cache or prefetch option")?;
     options.prefetch_timeout = Duration::from_secs(args.prefetch_timeout);
     options.read_timeout = Duration::from_secs(args.read_timeout.max(1));
     options.fuse_threads = args.fuse_threads.max(1);

@@ -21,6 +21,10 @@ pub struct Args {
 /// Stops the serving process and removes every mount and state file of `DIR`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let state_dir = args.state_dir.unwrap_or_else(mount::default_state_dir);
-    mount::unmount(&state_dir, &args.dir, Duration::from_secs(args.stop_timeout))?;
+    mount::unmount(
+        &state_dir,
+        &args.dir,
+        Duration::from_secs(args.stop_timeout),
+    )?;
     Ok(())
 }

@@ -20,7 +20,10 @@ pub fn lazypull() -> Command {
 
 /// Runs `lazypull` with `args` and returns its output, failing with stderr on a non-zero exit.
 pub fn lazypull_ok(args: &[&str]) -> anyhow::Result<Output> {
-    let output = lazypull().args(args).output().context("failed to run lazypull")?;
+    let output = lazypull()
+        .args(args)
+        .output()
+        .context("failed to run lazypull")?;
     if !output.status.success() {
         anyhow::bail!(
             "lazypull {} failed with {}: {}",
@@ -58,7 +61,12 @@ pub struct ConvertedLayer {
 /// Writes an OCI layout at `dir` tagged `tag` whose layers are `tars` (uncompressed, bottom
 /// first) converted to eStargz with `options`, with the TOC-digest annotation on each layer.
 /// Keeps each input tar next to the layout for reference extraction.
-pub fn write_estargz_layout(dir: &Path, tag: &str, tars: &[Vec<u8>], options: &BuildOptions) -> anyhow::Result<Vec<ConvertedLayer>> {
+pub fn write_estargz_layout(
+    dir: &Path,
+    tag: &str,
+    tars: &[Vec<u8>],
+    options: &BuildOptions,
+) -> anyhow::Result<Vec<ConvertedLayer>> {
     let mut files = Vec::new();
     for (n, tar) in tars.iter().enumerate() {
         let path = dir.join(format!("layer-{n}.tar"));
@@ -80,7 +88,8 @@ pub fn write_estargz_layout_from_files(
     let mut diff_ids = Vec::new();
     let mut layers = Vec::new();
     for tar in tars {
-        let input = std::fs::File::open(tar).with_context(|| format!("failed to open {}", tar.display()))?;
+        let input = std::fs::File::open(tar)
+            .with_context(|| format!("failed to open {}", tar.display()))?;
         let mut blob = Vec::new();
         let out = build(std::io::BufReader::new(input), &mut blob, options)
             .with_context(|| format!("failed to convert {}", tar.display()))?;
@@ -95,13 +104,22 @@ pub fn write_estargz_layout_from_files(
             },
         }));
         diff_ids.push(out.diff_id.to_string());
-        layers.push(ConvertedLayer { digest, size: blob.len() as u64, tar: tar.clone() });
+        layers.push(ConvertedLayer {
+            digest,
+            size: blob.len() as u64,
+            tar: tar.clone(),
+        });
     }
     write_manifest(dir, tag, descriptors, diff_ids)?;
     Ok(layers)
 }
 
-fn write_manifest(dir: &Path, tag: &str, layers: Vec<Value>, diff_ids: Vec<String>) -> anyhow::Result<()> {
+fn write_manifest(
+    dir: &Path,
+    tag: &str,
+    layers: Vec<Value>,
+    diff_ids: Vec<String>,
+) -> anyhow::Result<()> {
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
@@ -133,16 +151,28 @@ fn write_manifest(dir: &Path, tag: &str, layers: Vec<Value>, diff_ids: Vec<Strin
 /// Reads the layer blob paths of the image tagged `tag` in the layout `dir`, bottom first.
 pub fn layout_layers(dir: &Path, tag: &str) -> anyhow::Result<Vec<PathBuf>> {
     let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
-    let manifests = index["manifests"].as_array().context("index has no manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index has no manifests")?;
     let entry = manifests
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .or_else(|| manifests.first())
         .context("no manifest in index")?;
-    let blob = |digest: &str| dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
-    let manifest: Value = serde_json::from_slice(&std::fs::read(blob(entry["digest"].as_str().unwrap_or_default()))?)?;
-    let layers = manifest["layers"].as_array().context("manifest has no layers")?;
-    Ok(layers.iter().map(|layer| blob(layer["digest"].as_str().unwrap_or_default())).collect())
+    let blob = |digest: &str| {
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(&std::fs::read(blob(
+        entry["digest"].as_str().unwrap_or_default(),
+    ))?)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .context("manifest has no layers")?;
+    Ok(layers
+        .iter()
+        .map(|layer| blob(layer["digest"].as_str().unwrap_or_default()))
+        .collect())
 }
 
 /// Decompresses a gzip layer (all members) into `out`.
@@ -156,7 +186,12 @@ pub fn gunzip_to(blob: &Path, out: &Path) -> anyhow::Result<()> {
 
 /// Converts the gzip image `tag` of layout `src` into an eStargz layout at `dst`, keeping the
 /// uncompressed original tars in `dst` for reference extraction.
-pub fn convert_layout(src: &Path, tag: &str, dst: &Path, options: &BuildOptions) -> anyhow::Result<Vec<ConvertedLayer>> {
+pub fn convert_layout(
+    src: &Path,
+    tag: &str,
+    dst: &Path,
+    options: &BuildOptions,
+) -> anyhow::Result<Vec<ConvertedLayer>> {
     std::fs::create_dir_all(dst)?;
     let mut tars = Vec::new();
     for (n, blob) in layout_layers(src, tag)?.iter().enumerate() {
@@ -192,10 +227,20 @@ impl Mount {
     /// Mounts `image` at a new directory inside `parent` (state directory in the system
     /// temporary directory).
     pub fn start_in(parent: &Path, image: &str, args: &[&str]) -> anyhow::Result<Mount> {
-        let dir = tempfile::Builder::new().prefix("lazypull-mnt-").tempdir_in(parent)?;
-        let state = tempfile::Builder::new().prefix("lazypull-state-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lazypull-mnt-")
+            .tempdir_in(parent)?;
+        let state = tempfile::Builder::new()
+            .prefix("lazypull-state-")
+            .tempdir()?;
         let mount = Mount { dir, state };
-        let mut all = vec!["mount", image, path_str(mount.path()), "--state-dir", path_str(mount.state_dir())];
+        let mut all = vec![
+            "mount",
+            image,
+            path_str(mount.path()),
+            "--state-dir",
+            path_str(mount.state_dir()),
+        ];
         all.extend_from_slice(args);
         lazypull_ok(&all)?;
         Ok(mount)
@@ -203,13 +248,20 @@ impl Mount {
 
     /// Runs `lazypull status` and returns the parsed JSON.
     pub fn stats(&self) -> anyhow::Result<Value> {
-        let output = lazypull_ok(&["status", path_str(self.path()), "--state-dir", path_str(self.state_dir())])?;
+        let output = lazypull_ok(&[
+            "status",
+            path_str(self.path()),
+            "--state-dir",
+            path_str(self.state_dir()),
+        ])?;
         Ok(serde_json::from_slice(&output.stdout)?)
     }
 
     /// Waits until the stats file shows a later update than `after_ms`, then returns it.
     pub fn fresh_stats(&self) -> anyhow::Result<Value> {
-        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as u64;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let stats = self.stats()?;
@@ -222,7 +274,13 @@ impl Mount {
 
     /// Runs `lazypull unmount`.
     pub fn unmount(&self) -> anyhow::Result<()> {
-        lazypull_ok(&["unmount", path_str(self.path()), "--state-dir", path_str(self.state_dir())]).map(|_| ())
+        lazypull_ok(&[
+            "unmount",
+            path_str(self.path()),
+            "--state-dir",
+            path_str(self.state_dir()),
+        ])
+        .map(|_| ())
     }
 
     /// Reads the serving process id from the mount record.
@@ -254,7 +312,12 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if self.state_dir().join("mounts").read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        if self
+            .state_dir()
+            .join("mounts")
+            .read_dir()
+            .is_ok_and(|mut d| d.next().is_some())
+        {
             let _ = self.unmount();
         }
         // Whatever remains (a failed unmount) must not outlive the test.

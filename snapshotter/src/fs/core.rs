@@ -72,7 +72,9 @@ pub struct FsCore<S: FileSource + ?Sized> {
 
 impl<S: FileSource + ?Sized> std::fmt::Debug for FsCore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsCore").field("statfs", &self.statfs).finish_non_exhaustive()
+        f.debug_struct("FsCore")
+            .field("statfs", &self.statfs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,8 +98,16 @@ impl<S: FileSource + ?Sized> FsCore<S> {
             block_size: BLOCK_SIZE,
             name_max: NAME_MAX as u32,
         };
-        let trace = options.trace.map(|recorder| (recorder, NodeNames::build(index)));
-        FsCore { source, opaque_xattr: options.opaque_xattr, trace, read_timeout: options.read_timeout, statfs }
+        let trace = options
+            .trace
+            .map(|recorder| (recorder, NodeNames::build(index)));
+        FsCore {
+            source,
+            opaque_xattr: options.opaque_xattr,
+            trace,
+            read_timeout: options.read_timeout,
+            statfs,
+        }
     }
 
     /// The source this filesystem reads from.
@@ -107,7 +117,11 @@ impl<S: FileSource + ?Sized> FsCore<S> {
 
     fn node(&self, ino: Ino) -> Result<(NodeId, &Node), FsError> {
         let id = ino.node().ok_or(FsError::UnknownInode(ino))?;
-        let node = self.source.index().node(id).ok_or(FsError::UnknownInode(ino))?;
+        let node = self
+            .source
+            .index()
+            .node(id)
+            .ok_or(FsError::UnknownInode(ino))?;
         Ok((id, node))
     }
 
@@ -137,16 +151,20 @@ impl<S: FileSource + ?Sized> FsCore<S> {
     /// never followed.
     pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
         if name.len() > NAME_MAX {
-            return Err(FsError::NameTooLong { len: name.len(), max: NAME_MAX });
+            return Err(FsError::NameTooLong {
+                len: name.len(),
+                max: NAME_MAX,
+            });
         }
         let (dir, _) = self.dir(parent)?;
         let index = self.source.index();
         let child = match name {
             b"." => dir,
             b".." => index.parent(dir),
-            _ => index
-                .lookup(dir, name)
-                .ok_or_else(|| FsError::NoEntry { parent, name: String::from_utf8_lossy(name).into_owned() })?,
+            _ => index.lookup(dir, name).ok_or_else(|| FsError::NoEntry {
+                parent,
+                name: String::from_utf8_lossy(name).into_owned(),
+            })?,
         };
         self.getattr(Ino::from_node(child))
     }
@@ -199,23 +217,46 @@ impl<S: FileSource + ?Sized> FsCore<S> {
     /// Entries of directory `ino` from `offset` on: `.` and `..` first, then the children in
     /// byte order of their names. Offset `n` resumes at the `n`-th entry, so offsets stay valid
     /// across calls (the layer never changes).
-    pub fn readdir(&self, ino: Ino, offset: u64) -> Result<impl Iterator<Item = DirEntry<'_>> + '_, FsError> {
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = DirEntry<'_>> + '_, FsError> {
         let (dir, _) = self.dir(ino)?;
         let index = self.source.index();
         let entries = 2 + index.child_count(dir) as u64;
         if offset > entries {
-            return Err(FsError::InvalidOffset { ino, offset, entries });
+            return Err(FsError::InvalidOffset {
+                ino,
+                offset,
+                entries,
+            });
         }
         let parent = index.parent(dir);
         Ok((offset..entries).filter_map(move |position| {
             let next_offset = position + 1;
             match position {
-                0 => Some(DirEntry { ino, next_offset, kind: NodeKind::Dir, name: b"." }),
-                1 => Some(DirEntry { ino: Ino::from_node(parent), next_offset, kind: NodeKind::Dir, name: b".." }),
+                0 => Some(DirEntry {
+                    ino,
+                    next_offset,
+                    kind: NodeKind::Dir,
+                    name: b".",
+                }),
+                1 => Some(DirEntry {
+                    ino: Ino::from_node(parent),
+                    next_offset,
+                    kind: NodeKind::Dir,
+                    name: b"..",
+                }),
                 _ => {
                     let (name, child) = index.child_at(dir, (position - 2) as usize)?;
                     let kind = index.node(child)?.kind;
-                    Some(DirEntry { ino: Ino::from_node(child), next_offset, kind, name })
+                    Some(DirEntry {
+                        ino: Ino::from_node(child),
+                        next_offset,
+                        kind,
+                        name,
+                    })
                 }
             }
         }))
@@ -232,7 +273,10 @@ impl<S: FileSource + ?Sized> FsCore<S> {
         {
             return reply_for(value.to_vec(), size);
         }
-        Err(FsError::NoXattr { ino, name: String::from_utf8_lossy(name).into_owned() })
+        Err(FsError::NoXattr {
+            ino,
+            name: String::from_utf8_lossy(name).into_owned(),
+        })
     }
 
     /// Names of the extended attributes, each followed by a NUL, with the size-probe protocol of
@@ -274,9 +318,14 @@ impl<S: FileSource + ?Sized> FsCore<S> {
         let read = self.source.read(id, offset, len);
         let result = match self.read_timeout {
             None => read.await,
-            Some(limit) => tokio::time::timeout(limit, read)
-                .await
-                .unwrap_or(Err(FsReadError::Timeout { node: id.0, seconds: limit.as_secs() })),
+            Some(limit) => {
+                tokio::time::timeout(limit, read)
+                    .await
+                    .unwrap_or(Err(FsReadError::Timeout {
+                        node: id.0,
+                        seconds: limit.as_secs(),
+                    }))
+            }
         };
         result.map_err(|source| FsError::Read { ino, source })
     }

@@ -105,35 +105,84 @@ mod tests {
         let ino = Ino(7);
         let cases: Vec<(FsError, i32)> = vec![
             (FsError::UnknownInode(ino), libc::ENOENT),
-            (FsError::NoEntry { parent: ino, name: "x".into() }, libc::ENOENT),
-            (FsError::NameTooLong { len: 300, max: 255 }, libc::ENAMETOOLONG),
+            (
+                FsError::NoEntry {
+                    parent: ino,
+                    name: "x".into(),
+                },
+                libc::ENOENT,
+            ),
+            (
+                FsError::NameTooLong { len: 300, max: 255 },
+                libc::ENAMETOOLONG,
+            ),
             (FsError::NotADirectory(ino), libc::ENOTDIR),
             (FsError::IsADirectory(ino), libc::EISDIR),
             (FsError::InvalidForType(ino), libc::EINVAL),
-            (FsError::InvalidOffset { ino, offset: 9, entries: 2 }, libc::EINVAL),
-            (FsError::NoXattr { ino, name: "user.x".into() }, libc::ENODATA),
-            (FsError::BufferTooSmall { needed: 4, given: 2 }, libc::ERANGE),
+            (
+                FsError::InvalidOffset {
+                    ino,
+                    offset: 9,
+                    entries: 2,
+                },
+                libc::EINVAL,
+            ),
+            (
+                FsError::NoXattr {
+                    ino,
+                    name: "user.x".into(),
+                },
+                libc::ENODATA,
+            ),
+            (
+                FsError::BufferTooSmall {
+                    needed: 4,
+                    given: 2,
+                },
+                libc::ERANGE,
+            ),
             (FsError::ReadOnly, libc::EROFS),
             (
-                FsError::Read { ino, source: FsReadError::Timeout { node: 6, seconds: 1 } },
-                libc::EIO,
-            ),
-            (
                 FsError::Read {
                     ino,
-                    source: FsReadError::Fetch { node: 6, offset: 0, end: 10, source: "refused".into() },
+                    source: FsReadError::Timeout {
+                        node: 6,
+                        seconds: 1,
+                    },
                 },
                 libc::EIO,
             ),
             (
                 FsError::Read {
                     ino,
-                    source: FsReadError::Verify { node: 6, offset: 0, source: "digest mismatch".into() },
+                    source: FsReadError::Fetch {
+                        node: 6,
+                        offset: 0,
+                        end: 10,
+                        source: "refused".into(),
+                    },
                 },
                 libc::EIO,
             ),
             (
-                FsError::Read { ino, source: FsReadError::Layer { node: 6, source: "registry gone".into() } },
+                FsError::Read {
+                    ino,
+                    source: FsReadError::Verify {
+                        node: 6,
+                        offset: 0,
+                        source: "digest mismatch".into(),
+                    },
+                },
+                libc::EIO,
+            ),
+            (
+                FsError::Read {
+                    ino,
+                    source: FsReadError::Layer {
+                        node: 6,
+                        source: "registry gone".into(),
+                    },
+                },
                 libc::EIO,
             ),
         ];
@@ -145,6 +194,13 @@ mod tests {
     #[test]
     fn enodata_is_linux_enoattr() {
         // Linux has no separate ENOATTR; getfattr and overlayfs expect ENODATA.
-        assert_eq!(FsError::NoXattr { ino: Ino(1), name: "a".into() }.errno(), libc::ENODATA);
+        assert_eq!(
+            FsError::NoXattr {
+                ino: Ino(1),
+                name: "a".into()
+            }
+            .errno(),
+            libc::ENODATA
+        );
     }
 }

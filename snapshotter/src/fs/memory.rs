@@ -26,18 +26,28 @@ pub struct MemorySource {
 
 /// Index options for a layer that overlayfs stacks: whiteouts as 0/0 devices, landmarks hidden.
 pub fn overlay_index_options() -> IndexOptions {
-    IndexOptions { overlay_whiteouts: true, hide_landmarks: true, ..IndexOptions::default() }
+    IndexOptions {
+        overlay_whiteouts: true,
+        hide_landmarks: true,
+        ..IndexOptions::default()
+    }
 }
 
 impl MemorySource {
     /// Converts an uncompressed tar into an eStargz blob with `options` and opens it with
     /// [`overlay_index_options`].
-    pub fn from_tar(tar: &[u8], options: &BuildOptions) -> Result<MemorySource, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn from_tar(
+        tar: &[u8],
+        options: &BuildOptions,
+    ) -> Result<MemorySource, Box<dyn std::error::Error + Send + Sync>> {
         let mut blob = Vec::new();
         let out = build(std::io::Cursor::new(tar), &mut blob, options)?;
         let opened = open_blob(
             &blob.as_slice(),
-            &BlobOptions { toc_digest: Some(out.toc_digest), index: overlay_index_options() },
+            &BlobOptions {
+                toc_digest: Some(out.toc_digest),
+                index: overlay_index_options(),
+            },
         )?;
         Ok(Self::from_opened(blob, opened))
     }
@@ -76,8 +86,14 @@ impl MemorySource {
                     source: "the in-memory source is set to fail".into(),
                 });
             }
-            let bytes = read_chunk(&self.blob.as_slice(), chunk, self.compression)
-                .map_err(|error| FsReadError::Verify { node: node.0, offset: chunk.comp_offset, source: Box::new(error) })?;
+            let bytes =
+                read_chunk(&self.blob.as_slice(), chunk, self.compression).map_err(|error| {
+                    FsReadError::Verify {
+                        node: node.0,
+                        offset: chunk.comp_offset,
+                        source: Box::new(error),
+                    }
+                })?;
             let from = offset.max(chunk.file_offset) - chunk.file_offset;
             let to = end.min(chunk.file_offset + chunk.size) - chunk.file_offset;
             out.extend_from_slice(&bytes[from as usize..to as usize]);
@@ -91,7 +107,12 @@ impl FileSource for MemorySource {
         &self.index
     }
 
-    fn read(&self, node: NodeId, offset: u64, len: u64) -> BoxFuture<'_, Result<Bytes, FsReadError>> {
+    fn read(
+        &self,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'_, Result<Bytes, FsReadError>> {
         let result = self.read_sync(node, offset, len);
         Box::pin(async move { result })
     }

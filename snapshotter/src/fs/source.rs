@@ -63,5 +63,10 @@ pub trait FileSource: Send + Sync + 'static {
     ///
     /// The caller guarantees that `node` is a regular file and that `offset + len` does not
     /// exceed its size, so a successful read returns exactly `len` bytes.
-    fn read(&self, node: NodeId, offset: u64, len: u64) -> BoxFuture<'_, Result<Bytes, FsReadError>>;
+    fn read(
+        &self,
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'_, Result<Bytes, FsReadError>>;
 }

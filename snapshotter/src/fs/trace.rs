@@ -43,7 +43,13 @@ impl TraceRecorder {
             .truncate(true)
             .custom_flags(libc::O_APPEND)
             .open(path)?;
-        Ok(TraceRecorder { path: path.to_path_buf(), state: Mutex::new(TraceState { seen: HashSet::new(), file }) })
+        Ok(TraceRecorder {
+            path: path.to_path_buf(),
+            state: Mutex::new(TraceState {
+                seen: HashSet::new(),
+                file,
+            }),
+        })
     }
 
     /// Returns the trace file's path.
@@ -57,7 +63,10 @@ impl TraceRecorder {
             tracing::warn!(path = %String::from_utf8_lossy(path), "path cannot be written to the trace file");
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !state.seen.insert(path.to_vec()) {
             return;
         }

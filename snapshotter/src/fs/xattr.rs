@@ -45,11 +45,17 @@ pub enum XattrReply {
 /// too small fails with `ERANGE`, anything else returns the bytes.
 pub fn reply_for(bytes: Vec<u8>, size: u32) -> Result<XattrReply, FsError> {
     if size == 0 {
-        let len = u32::try_from(bytes.len()).map_err(|_| FsError::BufferTooSmall { needed: bytes.len(), given: 0 })?;
+        let len = u32::try_from(bytes.len()).map_err(|_| FsError::BufferTooSmall {
+            needed: bytes.len(),
+            given: 0,
+        })?;
         return Ok(XattrReply::Size(len));
     }
     if bytes.len() > size as usize {
-        return Err(FsError::BufferTooSmall { needed: bytes.len(), given: size as usize });
+        return Err(FsError::BufferTooSmall {
+            needed: bytes.len(),
+            given: size as usize,
+        });
     }
     Ok(XattrReply::Data(bytes))
 }
@@ -65,7 +71,10 @@ mod tests {
 
     #[test]
     fn exact_buffer_returns_data() {
-        assert_eq!(reply_for(b"abc".to_vec(), 3).unwrap(), XattrReply::Data(b"abc".to_vec()));
+        assert_eq!(
+            reply_for(b"abc".to_vec(), 3).unwrap(),
+            XattrReply::Data(b"abc".to_vec())
+        );
     }
 
     #[test]

@@ -67,9 +67,10 @@ pub fn detach(log: &Path) -> std::io::Result<Detached> {
             let report = report.trim();
             Ok(Detached::Parent(match report.strip_prefix("error: ") {
                 None if report == "ok" => Ok(()),
-                None if report.is_empty() => {
-                    Err(format!("the serving process exited before it was ready; see {}", log.display()))
-                }
+                None if report.is_empty() => Err(format!(
+                    "the serving process exited before it was ready; see {}",
+                    log.display()
+                )),
                 None => Err(report.to_owned()),
                 Some(message) => Err(message.to_owned()),
             }))
@@ -81,7 +82,9 @@ pub fn detach(log: &Path) -> std::io::Result<Detached> {
             redirect(&null, libc::STDIN_FILENO)?;
             redirect(&log_file, libc::STDOUT_FILENO)?;
             redirect(&log_file, libc::STDERR_FILENO)?;
-            Ok(Detached::Child(Readiness { pipe: Some(File::from(write_end)) }))
+            Ok(Detached::Child(Readiness {
+                pipe: Some(File::from(write_end)),
+            }))
         }
     }
 }

@@ -19,7 +19,10 @@ mod system;
 mod unmount;
 
 pub use daemon::{Detached, Readiness, detach};
-pub use options::{DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT, MountOptions, default_layer_config};
+pub use options::{
+    DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT, MountOptions,
+    default_layer_config,
+};
 pub use record::{MountPaths, MountRecord, RecordError, default_state_dir, find_record};
 pub use serve::{MountError, error_chain, serve};
 pub use stats::{LayerStats, MountStats, read_stats};

@@ -7,7 +7,6 @@ use crate::fs::OpaqueXattr;
 use crate::layer::LayerConfig;
 use crate::remote::{Platform, RegistryConfig};
 
-
 /// Default wait for the prioritized prefetch of every layer before the mount reports ready.
 pub const DEFAULT_PREFETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit of one FUSE read; past it the reader gets `EIO` instead of hanging.

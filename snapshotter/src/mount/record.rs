@@ -83,7 +83,10 @@ impl MountPaths {
     pub fn new(state_dir: &Path, mountpoint: &Path) -> MountPaths {
         let hash = sha2::Sha256::digest(mountpoint.as_os_str().as_encoded_bytes());
         let id = hex::encode(&hash[..8]);
-        MountPaths { record: state_dir.join("mounts").join(format!("{id}.json")), work_dir: state_dir.join(id) }
+        MountPaths {
+            record: state_dir.join("mounts").join(format!("{id}.json")),
+            work_dir: state_dir.join(id),
+        }
     }
 
     /// FUSE mount point of layer `n`.
@@ -123,8 +126,14 @@ pub fn default_state_dir() -> PathBuf {
 
 /// Writes `record` to `path` through a temporary file and a rename.
 pub fn write_record(path: &Path, record: &MountRecord) -> Result<(), RecordError> {
-    let io = |source| RecordError::Io { path: path.to_path_buf(), source };
-    let json = serde_json::to_vec_pretty(record).map_err(|source| RecordError::Invalid { path: path.to_path_buf(), source })?;
+    let io = |source| RecordError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(record).map_err(|source| RecordError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -139,7 +148,10 @@ pub fn read_record(state_dir: &Path, mountpoint: &Path) -> Result<MountRecord, R
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RecordError::NotFound { mountpoint: mountpoint.to_path_buf(), state_dir: state_dir.to_path_buf() });
+            return Err(RecordError::NotFound {
+                mountpoint: mountpoint.to_path_buf(),
+                state_dir: state_dir.to_path_buf(),
+            });
         }
         Err(source) => return Err(RecordError::Io { path, source }),
     };
@@ -154,7 +166,10 @@ pub fn find_record(state_dir: &Path, mountpoint: &Path) -> Result<MountRecord, R
     match read_record(state_dir, &absolute) {
         Err(RecordError::NotFound { .. }) => match std::fs::canonicalize(mountpoint) {
             Ok(canonical) if canonical != absolute => read_record(state_dir, &canonical),
-            _ => Err(RecordError::NotFound { mountpoint: absolute, state_dir: state_dir.to_path_buf() }),
+            _ => Err(RecordError::NotFound {
+                mountpoint: absolute,
+                state_dir: state_dir.to_path_buf(),
+            }),
         },
         other => other,
     }
@@ -180,7 +195,10 @@ mod tests {
         };
         write_record(&paths.record, &record).unwrap();
         assert_eq!(read_record(dir.path(), &mountpoint).unwrap(), record);
-        assert!(matches!(read_record(dir.path(), Path::new("/other")), Err(RecordError::NotFound { .. })));
+        assert!(matches!(
+            read_record(dir.path(), Path::new("/other")),
+            Err(RecordError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use super::options::MountOptions;
 use super::record::{MountPaths, MountRecord, RecordError, write_record};
 use super::stats::{collect, write_stats};
 use super::system::{self, SystemError};
-use crate::fs::fuse::{LayerMount, MountSettings};
 use crate::cache::ChunkCache;
+use crate::fs::fuse::{LayerMount, MountSettings};
 use crate::fs::{FsCore, FsOptions, TraceRecorder};
 use crate::layer::{Layer, LayerError, LayerInfo};
 use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteError, image};
@@ -62,7 +62,9 @@ pub enum MountError {
         source: Box<RemoteError>,
     },
     /// A layer is not eStargz, or has no TOC digest to verify it with.
-    #[error("layer {index} ({digest}) cannot be mounted lazily; convert the image with `lazypull convert`")]
+    #[error(
+        "layer {index} ({digest}) cannot be mounted lazily; convert the image with `lazypull convert`"
+    )]
     NotLazy {
         /// Layer position, 0 = bottom.
         index: usize,
@@ -115,7 +117,10 @@ pub enum MountError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
-    move |source| MountError::Io { path: path.to_path_buf(), source }
+    move |source| MountError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The mounts made so far, torn down in reverse on exit or failure.
@@ -151,7 +156,10 @@ impl Mounted {
 /// still mounted.
 pub(crate) fn remove_mount_dirs(paths: &MountPaths) {
     let mounted = system::mount_points();
-    if mounted.iter().any(|point| point.starts_with(&paths.work_dir)) {
+    if mounted
+        .iter()
+        .any(|point| point.starts_with(&paths.work_dir))
+    {
         tracing::warn!(dir = %paths.work_dir.display(), "mounts remain below the mount directory; leaving it in place");
         return;
     }
@@ -183,7 +191,11 @@ pub fn serve(options: MountOptions, mut readiness: Readiness) -> Result<(), Moun
     result
 }
 
-async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::runtime::Handle) -> Result<(), MountError> {
+async fn run(
+    options: &MountOptions,
+    readiness: &mut Readiness,
+    handle: tokio::runtime::Handle,
+) -> Result<(), MountError> {
     let mountpoint = &options.mountpoint;
     if !mountpoint.is_dir() {
         return Err(MountError::MountpointMissing(mountpoint.clone()));
@@ -193,15 +205,22 @@ async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::r
         && existing.pid != std::process::id()
         && system::is_lazypull_process(existing.pid)
     {
-        return Err(MountError::AlreadyMounted { mountpoint: mountpoint.clone(), pid: existing.pid });
+        return Err(MountError::AlreadyMounted {
+            mountpoint: mountpoint.clone(),
+            pid: existing.pid,
+        });
     }
     prepare_state_dir(&options.state_dir)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(io_error(Path::new("SIGTERM handler")))?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(io_error(Path::new("SIGINT handler")))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(io_error(Path::new("SIGTERM handler")))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(io_error(Path::new("SIGINT handler")))?;
 
     let layers = open_layers(options).await?;
     let trace = match &options.record_trace {
-        Some(path) => Some(Arc::new(TraceRecorder::create(path).map_err(io_error(path))?)),
+        Some(path) => Some(Arc::new(
+            TraceRecorder::create(path).map_err(io_error(path))?,
+        )),
         None => None,
     };
     let layer_dirs: Vec<PathBuf> = (0..layers.len()).map(|n| paths.layer_dir(n)).collect();
@@ -217,16 +236,41 @@ async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::r
     // Recorded before anything is mounted, so `unmount` can clean up a half-finished mount.
     write_record(&paths.record, &record)?;
 
-    let mut mounted = Mounted { paths: paths.clone(), mountpoint: mountpoint.clone(), layers: Vec::new(), overlay: false };
-    let result = mount_all(options, &layers, &layer_dirs, trace, &paths, &mut mounted, handle).await;
+    let mut mounted = Mounted {
+        paths: paths.clone(),
+        mountpoint: mountpoint.clone(),
+        layers: Vec::new(),
+        overlay: false,
+    };
+    let result = mount_all(
+        options,
+        &layers,
+        &layer_dirs,
+        trace,
+        &paths,
+        &mut mounted,
+        handle,
+    )
+    .await;
     if let Err(error) = result {
         mounted.teardown();
         return Err(error);
     }
 
-    let prefetch = join_all(layers.iter().map(|layer| layer.wait_prefetch(options.prefetch_timeout))).await;
-    if prefetch.iter().any(|state| matches!(state, crate::fetch::PrefetchState::Running)) {
-        tracing::warn!(timeout_s = options.prefetch_timeout.as_secs(), "prefetch still running; reporting ready anyway");
+    let prefetch = join_all(
+        layers
+            .iter()
+            .map(|layer| layer.wait_prefetch(options.prefetch_timeout)),
+    )
+    .await;
+    if prefetch
+        .iter()
+        .any(|state| matches!(state, crate::fetch::PrefetchState::Running))
+    {
+        tracing::warn!(
+            timeout_s = options.prefetch_timeout.as_secs(),
+            "prefetch still running; reporting ready anyway"
+        );
     }
     let stats_path = paths.stats();
     if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
@@ -259,9 +303,14 @@ async fn run(options: &MountOptions, readiness: &mut Readiness, handle: tokio::r
 }
 
 fn prepare_state_dir(state_dir: &Path) -> Result<(), MountError> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io_error(state_dir))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io_error(state_dir))?;
     // The layer mounts below expose setuid programs and device nodes; only root may enter.
-    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error(state_dir))
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_error(state_dir))
 }
 
 async fn mount_all(
@@ -273,7 +322,10 @@ async fn mount_all(
     mounted: &mut Mounted,
     handle: tokio::runtime::Handle,
 ) -> Result<(), MountError> {
-    let settings = MountSettings { threads: options.fuse_threads, ..MountSettings::default() };
+    let settings = MountSettings {
+        threads: options.fuse_threads,
+        ..MountSettings::default()
+    };
     for (index, (layer, dir)) in layers.iter().zip(layer_dirs).enumerate() {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let fs_options = FsOptions {
@@ -285,10 +337,20 @@ async fn mount_all(
         let (dir_owned, handle_owned) = (dir.clone(), handle.clone());
         let settings = settings.clone();
         // Mounting blocks until the FUSE handshake (the kernel's INIT request) completes.
-        let mount = tokio::task::spawn_blocking(move || LayerMount::mount(core, handle_owned, &dir_owned, &settings))
-            .await
-            .map_err(|join| MountError::Fuse { index, path: dir.clone(), source: std::io::Error::other(join) })?
-            .map_err(|source| MountError::Fuse { index, path: dir.clone(), source })?;
+        let mount = tokio::task::spawn_blocking(move || {
+            LayerMount::mount(core, handle_owned, &dir_owned, &settings)
+        })
+        .await
+        .map_err(|join| MountError::Fuse {
+            index,
+            path: dir.clone(),
+            source: std::io::Error::other(join),
+        })?
+        .map_err(|source| MountError::Fuse {
+            index,
+            path: dir.clone(),
+            source,
+        })?;
         mounted.layers.push(mount);
     }
     for dir in [paths.upper(), paths.work()] {
@@ -302,36 +364,62 @@ async fn mount_all(
 
 /// Resolves the image and opens every layer in parallel, sharing one chunk cache.
 async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<Layer>>, MountError> {
-    let resolve_error = |source| MountError::Resolve { image: options.image.clone(), source: Box::new(source) };
+    let resolve_error = |source| MountError::Resolve {
+        image: options.image.clone(),
+        source: Box::new(source),
+    };
     let reference = ImageRef::parse(&options.image).map_err(resolve_error)?;
-    let client = RegistryClient::new(options.registry.clone(), Arc::new(DockerConfigCredentials::new()))
+    let client = RegistryClient::new(
+        options.registry.clone(),
+        Arc::new(DockerConfigCredentials::new()),
+    )
+    .map_err(resolve_error)?;
+    let resolved = image::resolve_with(&client, &reference, &options.platform)
+        .await
         .map_err(resolve_error)?;
-    let resolved = image::resolve_with(&client, &reference, &options.platform).await.map_err(resolve_error)?;
     if resolved.layers.is_empty() {
         return Err(MountError::NoLayers(options.image.clone()));
     }
     let cache = Arc::new(ChunkCache::new(&options.layer.cache).map_err(MountError::Cache)?);
-    let opens = resolved.layers.iter().enumerate().map(|(index, descriptor)| {
-        let (resolved, cache) = (&resolved, Arc::clone(&cache));
-        async move {
-            let digest = descriptor.digest;
-            let layer_error = |source: LayerError| {
-                let not_lazy = source.is_not_lazy_pullable() || matches!(source, LayerError::MissingTocDigest { .. });
-                let source = Box::new(source);
-                if not_lazy {
-                    MountError::NotLazy { index, digest, source }
-                } else {
-                    MountError::Layer { index, digest, source }
-                }
-            };
-            let info = LayerInfo::from_descriptor(descriptor).map_err(layer_error)?;
-            let source = resolved
-                .open_layer(descriptor)
-                .await
-                .map_err(|source| MountError::OpenBlob { index, digest, source: Box::new(source) })?;
-            Layer::open(&info, source, cache, &options.layer).await.map_err(layer_error)
-        }
-    });
+    let opens = resolved
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(index, descriptor)| {
+            let (resolved, cache) = (&resolved, Arc::clone(&cache));
+            async move {
+                let digest = descriptor.digest;
+                let layer_error = |source: LayerError| {
+                    let not_lazy = source.is_not_lazy_pullable()
+                        || matches!(source, LayerError::MissingTocDigest { .. });
+                    let source = Box::new(source);
+                    if not_lazy {
+                        MountError::NotLazy {
+                            index,
+                            digest,
+                            source,
+                        }
+                    } else {
+                        MountError::Layer {
+                            index,
+                            digest,
+                            source,
+                        }
+                    }
+                };
+                let info = LayerInfo::from_descriptor(descriptor).map_err(layer_error)?;
+                let source = resolved.open_layer(descriptor).await.map_err(|source| {
+                    MountError::OpenBlob {
+                        index,
+                        digest,
+                        source: Box::new(source),
+                    }
+                })?;
+                Layer::open(&info, source, cache, &options.layer)
+                    .await
+                    .map_err(layer_error)
+            }
+        });
     try_join_all(opens).await
 }
 

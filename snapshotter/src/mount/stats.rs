@@ -84,14 +84,18 @@ impl MountStats {
 /// Reads the counters of `layers` now.
 pub fn collect(layers: &[Arc<Layer>]) -> MountStats {
     let mut stats = MountStats {
-        updated_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        updated_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         ..MountStats::default()
     };
     for layer in layers {
         let counters = layer.stats();
         let hits = counters.memory_hits + counters.disk_hits + counters.waits;
         // Every lookup that missed memory was a wait, a disk hit, or a fetch.
-        let misses = counters.memory_misses.saturating_sub(counters.waits + counters.disk_hits);
+        let misses = counters
+            .memory_misses
+            .saturating_sub(counters.waits + counters.disk_hits);
         let state = layer.prefetch_state();
         let blob_size = layer.source().size();
         let one = LayerStats {
@@ -114,7 +118,11 @@ pub fn collect(layers: &[Arc<Layer>]) -> MountStats {
         stats.layers.push(one);
     }
     // The total weighs each layer by its blob size.
-    let weighted: u128 = stats.layers.iter().map(|l| u128::from(l.fetched_per_mille) * u128::from(l.blob_size)).sum();
+    let weighted: u128 = stats
+        .layers
+        .iter()
+        .map(|l| u128::from(l.fetched_per_mille) * u128::from(l.blob_size))
+        .sum();
     stats.total.fetched_per_mille = (weighted / u128::from(stats.total.blob_size.max(1))) as u64;
     stats
 }

@@ -21,7 +21,9 @@ pub enum SystemError {
         source: nix::Error,
     },
     /// The overlay option string does not fit the one page mount(2) accepts.
-    #[error("overlayfs options for {target} are {len} bytes, above the {max}-byte limit of mount(2)")]
+    #[error(
+        "overlayfs options for {target} are {len} bytes, above the {max}-byte limit of mount(2)"
+    )]
     OptionsTooLong {
         /// Mount point.
         target: PathBuf,
@@ -45,7 +47,12 @@ pub enum SystemError {
 const MAX_MOUNT_DATA: usize = 4095;
 
 /// Mounts overlayfs at `target` with `lowers` (top layer first), `upper` and `work`.
-pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<(), SystemError> {
+pub fn mount_overlay(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), SystemError> {
     let lowerdir: Vec<String> = lowers.iter().map(|dir| escape_overlay_path(dir)).collect();
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -54,10 +61,24 @@ pub fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Pat
         escape_overlay_path(work)
     );
     if options.len() > MAX_MOUNT_DATA {
-        return Err(SystemError::OptionsTooLong { target: target.to_path_buf(), len: options.len(), max: MAX_MOUNT_DATA });
+        return Err(SystemError::OptionsTooLong {
+            target: target.to_path_buf(),
+            len: options.len(),
+            max: MAX_MOUNT_DATA,
+        });
     }
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|source| SystemError::Overlay { target: target.to_path_buf(), options, source })
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|source| SystemError::Overlay {
+        target: target.to_path_buf(),
+        options,
+        source,
+    })
 }
 
 /// Escapes the characters overlayfs treats as separators in its path options.
@@ -94,8 +115,14 @@ fn unescape_octal(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -115,25 +142,38 @@ pub fn unmount(path: &Path) -> Result<bool, SystemError> {
     }
     match nix::mount::umount2(path, MntFlags::empty()) {
         Ok(()) => return Ok(true),
-        Err(error) => tracing::debug!(path = %path.display(), %error, "plain unmount failed; detaching lazily"),
+        Err(error) => {
+            tracing::debug!(path = %path.display(), %error, "plain unmount failed; detaching lazily")
+        }
     }
     let detach = nix::mount::umount2(path, MntFlags::MNT_DETACH);
     if detach.is_ok() || !is_mount_point(path) {
         return Ok(true);
     }
-    let fusermount = Command::new("fusermount3").arg("-u").arg("-z").arg(path).output();
+    let fusermount = Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(path)
+        .output();
     if matches!(&fusermount, Ok(output) if output.status.success()) && !is_mount_point(path) {
         return Ok(true);
     }
-    Err(SystemError::Unmount { target: path.to_path_buf(), source: detach.err().unwrap_or(nix::Error::EBUSY) })
+    Err(SystemError::Unmount {
+        target: path.to_path_buf(),
+        source: detach.err().unwrap_or(nix::Error::EBUSY),
+    })
 }
 
 /// Checks that process `pid` exists and runs a `lazypull` binary, which guards against a reused
 /// pid.
 pub fn is_lazypull_process(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
-    let name = Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name().map(|n| n.as_bytes().to_vec());
+    let name = Path::new(std::ffi::OsStr::from_bytes(argv0))
+        .file_name()
+        .map(|n| n.as_bytes().to_vec());
     name.is_some_and(|n| n.starts_with(b"lazypull"))
 }
 
@@ -143,7 +183,10 @@ mod tests {
 
     #[test]
     fn overlay_paths_escape_separators() {
-        assert_eq!(escape_overlay_path(Path::new("/a:b,c\\d")), "/a\\:b\\,c\\\\d");
+        assert_eq!(
+            escape_overlay_path(Path::new("/a:b,c\\d")),
+            "/a\\:b\\,c\\\\d"
+        );
     }
 
     #[test]

@@ -32,13 +32,18 @@ pub enum UnmountError {
 /// Unmounts `mountpoint` as recorded in `state_dir`: SIGTERM to the serving process (SIGKILL
 /// after `stop_timeout`), then the overlay and every layer mount, lazily when busy, then the
 /// record and the mount's directory.
-pub fn unmount(state_dir: &Path, mountpoint: &Path, stop_timeout: Duration) -> Result<(), UnmountError> {
+pub fn unmount(
+    state_dir: &Path,
+    mountpoint: &Path,
+    stop_timeout: Duration,
+) -> Result<(), UnmountError> {
     let record = find_record(state_dir, mountpoint)?;
     stop_server(record.pid, stop_timeout);
 
     let mut failed = Vec::new();
     let mut first_error = None;
-    let targets = std::iter::once(record.mountpoint.clone()).chain(record.layer_mounts.iter().rev().cloned());
+    let targets =
+        std::iter::once(record.mountpoint.clone()).chain(record.layer_mounts.iter().rev().cloned());
     for target in targets {
         match system::unmount(&target) {
             Ok(removed) => {
@@ -81,7 +86,11 @@ fn stop_server(pid: u32, timeout: Duration) {
     if wait_gone(pid, timeout) {
         return;
     }
-    tracing::warn!(pid, timeout_s = timeout.as_secs(), "serving process ignored SIGTERM; sending SIGKILL");
+    tracing::warn!(
+        pid,
+        timeout_s = timeout.as_secs(),
+        "serving process ignored SIGTERM; sending SIGKILL"
+    );
     let _ = kill(target, Signal::SIGKILL);
     wait_gone(pid, Duration::from_secs(5));
 }

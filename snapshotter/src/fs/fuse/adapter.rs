@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use estargz::index::NodeKind;
 use estargz::toc::Timestamp;
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use tokio::runtime::Handle;
 
@@ -39,7 +39,11 @@ pub struct LayerFs<S: FileSource + ?Sized> {
 impl<S: FileSource + ?Sized> LayerFs<S> {
     /// Creates the adapter. Reads are spawned on `runtime`; `layer` names the layer in logs.
     pub fn new(core: Arc<FsCore<S>>, runtime: Handle, layer: String) -> Self {
-        LayerFs { core, runtime, layer }
+        LayerFs {
+            core,
+            runtime,
+            layer,
+        }
     }
 }
 
@@ -52,7 +56,8 @@ fn system_time(time: Timestamp) -> SystemTime {
         UNIX_EPOCH + Duration::new(time.secs as u64, time.nanos)
     } else {
         // Before 1970: step back whole seconds, then forward by the nanoseconds.
-        UNIX_EPOCH - Duration::from_secs(time.secs.unsigned_abs()) + Duration::from_nanos(u64::from(time.nanos))
+        UNIX_EPOCH - Duration::from_secs(time.secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(time.nanos))
     }
 }
 
@@ -168,19 +173,33 @@ impl<S: FileSource + ?Sized> Filesystem for LayerFs<S> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(Ino(ino.0), flags.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
+            Ok(()) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
             Err(error) => reply.error(errno(&error)),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let entries = match self.core.readdir(Ino(ino.0), offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(errno(&error)),
         };
         for entry in entries {
-            let full =
-                reply.add(INodeNo(entry.ino.0), entry.next_offset, file_type(entry.kind), OsStr::from_bytes(entry.name));
+            let full = reply.add(
+                INodeNo(entry.ino.0),
+                entry.next_offset,
+                file_type(entry.kind),
+                OsStr::from_bytes(entry.name),
+            );
             if full {
                 break;
             }
@@ -188,7 +207,14 @@ impl<S: FileSource + ?Sized> Filesystem for LayerFs<S> {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let entries = match self.core.readdir(Ino(ino.0), offset) {
             Ok(entries) => entries,
             Err(error) => return reply.error(errno(&error)),
@@ -261,9 +287,21 @@ mod tests {
 
     #[test]
     fn times_before_epoch_convert() {
-        let time = system_time(Timestamp { secs: -2, nanos: 500_000_000 });
-        assert_eq!(UNIX_EPOCH.duration_since(time).unwrap(), Duration::from_millis(1500));
-        let time = system_time(Timestamp { secs: 1_700_000_000, nanos: 5 });
-        assert_eq!(time.duration_since(UNIX_EPOCH).unwrap(), Duration::new(1_700_000_000, 5));
+        let time = system_time(Timestamp {
+            secs: -2,
+            nanos: 500_000_000,
+        });
+        assert_eq!(
+            UNIX_EPOCH.duration_since(time).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let time = system_time(Timestamp {
+            secs: 1_700_000_000,
+            nanos: 5,
+        });
+        assert_eq!(
+            time.duration_since(UNIX_EPOCH).unwrap(),
+            Duration::new(1_700_000_000, 5)
+        );
     }
 }

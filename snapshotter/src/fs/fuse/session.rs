@@ -29,7 +29,11 @@ pub struct MountSettings {
 
 impl Default for MountSettings {
     fn default() -> Self {
-        MountSettings { threads: 2, fsname: "lazypull".to_owned(), allow_other: true }
+        MountSettings {
+            threads: 2,
+            fsname: "lazypull".to_owned(),
+            allow_other: true,
+        }
     }
 }
 
@@ -41,7 +45,9 @@ pub struct LayerMount {
 
 impl std::fmt::Debug for LayerMount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerMount").field("mountpoint", &self.mountpoint).finish_non_exhaustive()
+        f.debug_struct("LayerMount")
+            .field("mountpoint", &self.mountpoint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,21 +64,28 @@ impl LayerMount {
         let fs = LayerFs::new(core, runtime, mountpoint.display().to_string());
         let mut config = Config::default();
         config.mount_options = vec![
-                MountOption::RO,
-                MountOption::FSName(settings.fsname.clone()),
-                MountOption::DefaultPermissions,
-                // fuser defaults to nodev and nosuid; image layers carry device nodes (overlayfs
-                // whiteouts among them) and setuid programs that must keep working.
-                MountOption::Dev,
-                MountOption::Suid,
-                MountOption::CUSTOM(format!("max_read={MAX_READ}")),
+            MountOption::RO,
+            MountOption::FSName(settings.fsname.clone()),
+            MountOption::DefaultPermissions,
+            // fuser defaults to nodev and nosuid; image layers carry device nodes (overlayfs
+            // whiteouts among them) and setuid programs that must keep working.
+            MountOption::Dev,
+            MountOption::Suid,
+            MountOption::CUSTOM(format!("max_read={MAX_READ}")),
         ];
-        config.acl = if settings.allow_other { SessionACL::All } else { SessionACL::Owner };
+        config.acl = if settings.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
         config.n_threads = Some(settings.threads.max(1));
         config.clone_fd = true;
         let session = fuser::spawn_mount(fs, mountpoint, &config)?;
         raise_read_ahead(mountpoint);
-        Ok(LayerMount { mountpoint: mountpoint.to_path_buf(), session: Some(session) })
+        Ok(LayerMount {
+            mountpoint: mountpoint.to_path_buf(),
+            session: Some(session),
+        })
     }
 
     /// Returns the layer's mount point.
