@@ -216,3 +216,59 @@ fn prioritized_files_are_prefetched_before_ready() {
     );
     mount.unmount().unwrap();
 }
+
+#[test]
+fn remount_after_kill_replaces_dead_mounts() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("kill")
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let image = format!("oci:{}:latest", path_str(layout.path()));
+    let mount = Mount::start(&image, &["--no-disk-cache"]).unwrap();
+    let pid = mount.pid().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the killed server to exit", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    // Mounting again at the same place removes the dead mounts first.
+    mount_util::lazypull_ok(&[
+        "mount",
+        &image,
+        path_str(mount.path()),
+        "--state-dir",
+        path_str(mount.state_dir()),
+        "--no-disk-cache",
+    ])
+    .unwrap();
+    assert_eq!(
+        std::fs::read(mount.path().join("etc/hostname")).unwrap(),
+        b"lazy\n"
+    );
+    let overlays = mounts_under(mount.path());
+    assert_eq!(
+        overlays.len(),
+        1,
+        "one overlay at the mount point: {overlays:?}"
+    );
+    let layers = mounts_under(mount.state_dir());
+    assert_eq!(layers.len(), 1, "one live layer mount: {layers:?}");
+    assert_ne!(mount.pid().unwrap(), pid);
+    mount.unmount().unwrap();
+    assert!(mounts_under(mount.path()).is_empty());
+    assert!(mounts_under(mount.state_dir()).is_empty());
+}

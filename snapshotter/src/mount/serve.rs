@@ -197,18 +197,28 @@ async fn run(
     handle: tokio::runtime::Handle,
 ) -> Result<(), MountError> {
     let mountpoint = &options.mountpoint;
+    let paths = MountPaths::new(&options.state_dir, mountpoint);
+    if let Ok(existing) = super::record::read_record(&options.state_dir, mountpoint) {
+        if existing.pid != std::process::id() && system::is_lazypull_process(existing.pid) {
+            return Err(MountError::AlreadyMounted {
+                mountpoint: mountpoint.clone(),
+                pid: existing.pid,
+            });
+        }
+        // A server that died left its mounts (dead FUSE layers under an overlay) and record;
+        // remove them first, so the new mount does not stack on top of them.
+        tracing::warn!(mountpoint = %mountpoint.display(), pid = existing.pid, "removing the mounts of a dead server");
+        let (state_dir, target) = (options.state_dir.clone(), mountpoint.clone());
+        let cleanup = tokio::task::spawn_blocking(move || {
+            super::unmount::unmount(&state_dir, &target, Duration::from_secs(1))
+        })
+        .await;
+        if let Ok(Err(error)) = cleanup {
+            tracing::error!(mountpoint = %mountpoint.display(), error = %error_chain(&error), "failed to remove the stale mount");
+        }
+    }
     if !mountpoint.is_dir() {
         return Err(MountError::MountpointMissing(mountpoint.clone()));
-    }
-    let paths = MountPaths::new(&options.state_dir, mountpoint);
-    if let Ok(existing) = super::record::read_record(&options.state_dir, mountpoint)
-        && existing.pid != std::process::id()
-        && system::is_lazypull_process(existing.pid)
-    {
-        return Err(MountError::AlreadyMounted {
-            mountpoint: mountpoint.clone(),
-            pid: existing.pid,
-        });
     }
     prepare_state_dir(&options.state_dir)?;
     let mut terminate =
