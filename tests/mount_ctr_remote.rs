@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use lazypull_testkit::containerd::{Containerd, ContainerdOptions};
-use lazypull_testkit::image::write_oci_layout;
+use lazypull_testkit::image::{PYTHON_IMAGE_TAG, python_image, write_oci_layout};
 use lazypull_testkit::registry::Registry;
 use lazypull_testkit::tarbuild::recipes;
 use lazypull_testkit::tree::{DiffOptions, extract_layers_merged, implied_parent_dirs, snapshot};
@@ -90,24 +90,35 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
     }
     // ctr-remote keeps its landmark and TOC files in the tar stream. The mount hides the
     // landmark, and the TOC is never a TOC entry, so neither appears on either side.
-    // The reference writes `modtime` rounded to whole seconds (Go's `Round(time.Second)`), so
-    // sub-second PAX mtimes come back up to half a second off; they are compared separately.
+    assert_matches_with_whole_second_mtimes(&expected, &actual, implied);
+    mount.unmount().unwrap();
+}
+
+/// Compares the mount with tar's extraction. The reference writes `modtime` rounded to whole
+/// seconds (Go's `Round(time.Second)`), so sub-second PAX mtimes come back up to half a second
+/// off. Mtimes are therefore compared separately with that tolerance.
+fn assert_matches_with_whole_second_mtimes(
+    expected: &lazypull_testkit::tree::Tree,
+    actual: &lazypull_testkit::tree::Tree,
+    implied: BTreeSet<PathBuf>,
+) {
     let options = DiffOptions {
         ignore_dir_metadata: implied,
         ignore_mtimes: true,
         ..DiffOptions::default()
     };
-    let differences = expected.diff_with(&actual, &options);
+    let differences = expected.diff_with(actual, &options);
     assert!(
         differences.is_empty(),
-        "mount of the ctr-remote image differs from tar -x:\n{}",
-        differences.join("\n")
+        "{} differences from tar -x, first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(30)]
     );
     for (path, node) in &expected.nodes {
-        let served = &actual.nodes[path];
         if node.kind == lazypull_testkit::tree::NodeKind::Directory {
             continue;
         }
+        let served = &actual.nodes[path];
         let off = (node.mtime_ns - served.mtime_ns).abs();
         assert!(
             off <= 500_000_000,
@@ -117,5 +128,67 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
             served.mtime_ns
         );
     }
+}
+
+#[test]
+fn ctr_remote_python_image_mounts_byte_exact() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("tar"),
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr"),
+        Prereq::Binary("ctr-remote"),
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo")
+    );
+    let layout = python_image().unwrap();
+    let registry = Registry::start().unwrap();
+    let source = registry
+        .push_oci_layout(&layout, PYTHON_IMAGE_TAG, "python:gz")
+        .unwrap();
+    let containerd = Containerd::start(ContainerdOptions::default()).unwrap();
+    containerd
+        .ctr_ok(["images", "pull", "--plain-http", &source])
+        .unwrap();
+    let converted = format!("{}/python:ctr-remote-esgz", registry.host());
+    let started = std::time::Instant::now();
+    let output = containerd.ctr_remote([
+        "image",
+        "convert",
+        "--estargz",
+        "--oci",
+        &source,
+        &converted,
+    ]);
+    assert!(
+        output.status.success(),
+        "ctr-remote convert failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "ctr-remote converted the python image in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    containerd
+        .ctr_ok(["images", "push", "--plain-http", &converted])
+        .unwrap();
+
+    let blobs = mount_util::layout_layers(&layout, PYTHON_IMAGE_TAG).unwrap();
+    let pairs: Vec<(&Path, bool)> = blobs.iter().map(|blob| (blob.as_path(), true)).collect();
+    let expected = extract_layers_merged(&pairs).unwrap();
+    let mut implied = BTreeSet::new();
+    for blob in &blobs {
+        implied.extend(implied_parent_dirs(blob).unwrap());
+    }
+
+    let mount = Mount::start(&converted, &["--no-disk-cache"]).unwrap();
+    let actual = snapshot(mount.path()).unwrap();
+    assert_matches_with_whole_second_mtimes(&expected, &actual, implied);
+    eprintln!(
+        "ctr-remote python image: {} paths identical",
+        actual.nodes.len()
+    );
     mount.unmount().unwrap();
 }
