@@ -272,3 +272,50 @@ fn remount_after_kill_replaces_dead_mounts() {
     assert!(mounts_under(mount.path()).is_empty());
     assert!(mounts_under(mount.state_dir()).is_empty());
 }
+
+#[test]
+fn busy_mount_is_detached_by_unmount() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("sleep")
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
+    // A process whose working directory is inside the mount keeps it busy.
+    let mut busy = Command::new("sleep")
+        .arg("30")
+        .current_dir(mount.path().join("etc"))
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    mount.unmount().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "unmount took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        mounts_under(mount.path()).is_empty(),
+        "the busy overlay is detached"
+    );
+    assert!(
+        mounts_under(mount.state_dir()).is_empty(),
+        "the layer mounts are detached"
+    );
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+}
