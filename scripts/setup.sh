@@ -59,3 +59,10 @@ fi
 if [[ ! -c /dev/fuse ]]; then
     echo "setup.sh: /dev/fuse is missing; FUSE tests will fail" >&2
 fi
+
+# lazypull needs a recent stable Rust (edition 2024, 1.91 or later); Debian's rustc is older.
+# Install one with rustup when no cargo is found.
+if ! command -v cargo >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+    echo "setup.sh: cargo not found; installing the stable Rust toolchain with rustup into $HOME/.cargo"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi

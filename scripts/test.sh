@@ -21,6 +21,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SECONDS=0
+# rustup installs cargo here; sudo and CI shells may not have it on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH=$HOME/.cargo/bin:$PATH
+fi
 profile=${LAZYPULL_TEST_PROFILE:-release}
 budget=${LAZYPULL_TEST_BUDGET_SECONDS:-5100}
 
