@@ -268,6 +268,10 @@ fn remount_after_kill_replaces_dead_mounts() {
     let layers = mounts_under(mount.state_dir());
     assert_eq!(layers.len(), 1, "one live layer mount: {layers:?}");
     assert_ne!(mount.pid().unwrap(), pid);
+    assert!(
+        mount.log().contains("mounted"),
+        "the new server's log survives the cleanup"
+    );
     mount.unmount().unwrap();
     assert!(mounts_under(mount.path()).is_empty());
     assert!(mounts_under(mount.state_dir()).is_empty());

@@ -208,9 +208,10 @@ async fn run(
         // A server that died left its mounts (dead FUSE layers under an overlay) and record;
         // remove them first, so the new mount does not stack on top of them.
         tracing::warn!(mountpoint = %mountpoint.display(), pid = existing.pid, "removing the mounts of a dead server");
-        let (state_dir, target) = (options.state_dir.clone(), mountpoint.clone());
+        // The mount directory stays: this process already writes its log there.
+        let state_dir = options.state_dir.clone();
         let cleanup = tokio::task::spawn_blocking(move || {
-            super::unmount::unmount(&state_dir, &target, Duration::from_secs(1))
+            super::unmount::remove_mounts(&state_dir, &existing, Duration::from_secs(1))
         })
         .await;
         if let Ok(Err(error)) = cleanup {

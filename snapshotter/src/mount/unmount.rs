@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::record::{MountPaths, RecordError, find_record};
+use super::record::{MountPaths, MountRecord, RecordError, find_record};
 use super::serve::remove_mount_dirs;
 use super::system::{self, SystemError};
 
@@ -38,6 +38,22 @@ pub fn unmount(
     stop_timeout: Duration,
 ) -> Result<(), UnmountError> {
     let record = find_record(state_dir, mountpoint)?;
+    remove_mounts(state_dir, &record, stop_timeout)?;
+    if let Err(error) = std::fs::remove_dir_all(&record.work_dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %record.work_dir.display(), %error, "failed to remove the mount directory");
+    }
+    Ok(())
+}
+
+/// Stops the server of `record` and removes its mounts, its layer, upper and work directories
+/// and the record, keeping the log and stats files of the mount directory.
+pub(crate) fn remove_mounts(
+    state_dir: &Path,
+    record: &MountRecord,
+    stop_timeout: Duration,
+) -> Result<(), UnmountError> {
     stop_server(record.pid, stop_timeout);
 
     let mut failed = Vec::new();
@@ -63,11 +79,6 @@ pub fn unmount(
 
     let paths = MountPaths::new(state_dir, &record.mountpoint);
     remove_mount_dirs(&paths);
-    if let Err(error) = std::fs::remove_dir_all(&record.work_dir)
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(dir = %record.work_dir.display(), %error, "failed to remove the mount directory");
-    }
     let _ = std::fs::remove_file(&paths.record);
     Ok(())
 }
