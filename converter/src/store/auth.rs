@@ -17,6 +17,10 @@ const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 /// (an OAuth2 refresh token) cannot be used by the registry client, so it also falls back to
 /// anonymous access, with a warning.
 pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
+    // docker_credential reports a missing file as unreadable, so check for it first.
+    if !docker_config_file().is_some_and(|path| path.is_file()) {
+        return Ok(RegistryAuth::Anonymous);
+    }
     let mut keys = vec![registry.to_string()];
     if matches!(registry, "index.docker.io" | "docker.io" | "registry-1.docker.io") {
         keys.push(DOCKER_HUB_KEY.to_string());
@@ -54,6 +58,14 @@ pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
     Ok(RegistryAuth::Anonymous)
 }
 
+/// `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`, as the docker CLI reads it.
+fn docker_config_file() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker")))?;
+    Some(dir.join("config.json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +90,9 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
         let err = registry_auth("registry.example.com:5000").unwrap_err();
         assert!(err.to_string().contains("registry.example.com:5000"), "{err}");
+
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        assert!(matches!(registry_auth("registry.example.com:5000").unwrap(), RegistryAuth::Anonymous));
         // SAFETY: as above.
         unsafe { std::env::remove_var("DOCKER_CONFIG") };
     }
