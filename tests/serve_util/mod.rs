@@ -190,6 +190,17 @@ impl Stack {
         Ok(Stack { containerd, serve, registry })
     }
 
+    /// Restarts the daemon and waits until containerd reaches it again: after a failed dial,
+    /// containerd 1.6 waits up to about 3 s before it dials a proxy snapshotter again.
+    pub fn restart_serve(&mut self) -> anyhow::Result<()> {
+        self.serve.restart()?;
+        let reached = wait_until(Duration::from_secs(30), || {
+            self.containerd.ctr(["snapshots", "--snapshotter", SNAPSHOTTER, "usage"]).status.success()
+        });
+        anyhow::ensure!(reached, "containerd did not reach the restarted daemon within 30 s");
+        Ok(())
+    }
+
     /// Runs `ctr ARGS` and returns stdout, failing with stderr and the daemon's log tail.
     pub fn ctr(&self, args: &[&str]) -> String {
         let output = self.containerd.ctr(args);

@@ -78,12 +78,24 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT: binds `config.socket`, then [`run`].
+/// Runs the daemon until SIGTERM or SIGINT: [`Daemon::start`], then binds `config.socket`
+/// and serves on it.
+///
+/// The socket appears only after the restore, so containerd's connection attempts fail fast
+/// (and are retried) while remote snapshots are mounted again, instead of waiting on a socket
+/// that does not answer.
 pub async fn serve(config: &ServeConfig) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).map_err(io_error("handle SIGTERM for", &config.socket))?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(io_error("handle SIGINT for", &config.socket))?;
-    let listener = bind_socket(&config.socket)?;
+    let daemon = Daemon::start(config).await?;
+    let listener = match bind_socket(&config.socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            daemon.stop().await;
+            return Err(error);
+        }
+    };
     let shutdown = async move {
         let signal = tokio::select! {
             _ = terminate.recv() => "SIGTERM",
@@ -91,7 +103,7 @@ pub async fn serve(config: &ServeConfig) -> Result<(), DaemonError> {
         };
         tracing::info!(signal, "stopping");
     };
-    let result = run(config, listener, shutdown).await;
+    let result = daemon.serve(listener, shutdown).await;
     if let Err(error) = std::fs::remove_file(&config.socket)
         && error.kind() != std::io::ErrorKind::NotFound
     {
@@ -100,74 +112,116 @@ pub async fn serve(config: &ServeConfig) -> Result<(), DaemonError> {
     result
 }
 
-/// Runs the daemon on `listener` until `shutdown` completes.
-///
-/// Start: opens the snapshot store and chunk cache under `config.root`, removes stale mounts
-/// and mounts every remote snapshot again (see [`restore`]), starts the metrics endpoint,
-/// notifies systemd, and serves the snapshots API. Stop: stops accepting calls, lets calls in
-/// flight finish, then unmounts every remote layer and flushes the cache. A layer that a
-/// running container still uses is detached, and that container gets ENOTCONN from then on.
+/// Runs the daemon on `listener` until `shutdown` completes: [`Daemon::start`], then
+/// [`Daemon::serve`].
 pub async fn run(
     config: &ServeConfig,
     listener: UnixListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        root = %config.root.display(),
-        socket = %config.socket.display(),
-        "lazypull snapshotter starting"
-    );
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.root).map_err(io_error("create", &config.root))?;
-    let metrics = Arc::new(Metrics::new());
-    let root = config.root.clone();
-    let core = tokio::task::spawn_blocking(move || OverlaySnapshotter::open(&root))
-        .await
-        .map_err(|join| DaemonError::Io { action: "open", path: config.root.clone(), source: std::io::Error::other(join) })?
-        .map_err(DaemonError::Store)?;
-    let cache = Arc::new(ChunkCache::new(&config.effective_cache()).map_err(DaemonError::Cache)?);
-    let client = RegistryClient::new(config.registry.clone(), Arc::new(DockerConfigCredentials::new())).map_err(DaemonError::Registry)?;
-    let settings = LayerSettings {
-        layers_dir: config.root.join("layers"),
-        layer: config.layer_config(),
-        fuse_threads: config.fuse.threads,
-        read_timeout: config.timeouts.read,
-        resolve_timeout: config.timeouts.resolve,
-        resolve_ttl: config.timeouts.resolve_ttl,
-        check_interval: config.timeouts.check_interval,
-        prefetch_wait: config.timeouts.prefetch_wait,
-    };
-    let layers = LayerManager::new(settings, client, Arc::clone(&cache), Some(Arc::clone(&metrics)), tokio::runtime::Handle::current());
-    let snapshotter = Arc::new(LazySnapshotter::new(core.clone(), layers.clone(), config.allow_unverified));
-    restore(&snapshotter).await;
-    metrics.register_collector(Box::new(DaemonCollector { layers: layers.clone(), cache, core }));
+    Daemon::start(config).await?.serve(listener, shutdown).await
+}
 
-    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    let metrics_task = match config.metrics.address {
-        Some(address) => {
-            let listener = TcpListener::bind(address).await.map_err(|source| DaemonError::Metrics { address, source })?;
+/// A started daemon: store open, remote snapshots restored, metrics served.
+pub struct Daemon {
+    snapshotter: Arc<LazySnapshotter>,
+    metrics: Arc<Metrics>,
+    stop_metrics: tokio::sync::watch::Sender<bool>,
+    metrics_task: Option<tokio::task::JoinHandle<Result<(), metrics::MetricsServerError>>>,
+    socket: PathBuf,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("socket", &self.socket).finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// Opens the snapshot store and chunk cache under `config.root`, removes stale mounts and
+    /// mounts every remote snapshot again (see [`restore`]), and starts the metrics endpoint.
+    pub async fn start(config: &ServeConfig) -> Result<Daemon, DaemonError> {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            root = %config.root.display(),
+            socket = %config.socket.display(),
+            "lazypull snapshotter starting"
+        );
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.root).map_err(io_error("create", &config.root))?;
+        let metrics = Arc::new(Metrics::new());
+        let root = config.root.clone();
+        let core = tokio::task::spawn_blocking(move || OverlaySnapshotter::open(&root))
+            .await
+            .map_err(|join| DaemonError::Io { action: "open", path: config.root.clone(), source: std::io::Error::other(join) })?
+            .map_err(DaemonError::Store)?;
+        let cache = Arc::new(ChunkCache::new(&config.effective_cache()).map_err(DaemonError::Cache)?);
+        let credentials = Arc::new(DockerConfigCredentials::new());
+        let client = RegistryClient::new(config.registry.clone(), credentials).map_err(DaemonError::Registry)?;
+        let settings = LayerSettings {
+            layers_dir: config.root.join("layers"),
+            layer: config.layer_config(),
+            fuse_threads: config.fuse.threads,
+            read_timeout: config.timeouts.read,
+            resolve_timeout: config.timeouts.resolve,
+            resolve_ttl: config.timeouts.resolve_ttl,
+            check_interval: config.timeouts.check_interval,
+            prefetch_wait: config.timeouts.prefetch_wait,
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let layers = LayerManager::new(settings, client, Arc::clone(&cache), Some(Arc::clone(&metrics)), runtime);
+        let snapshotter = Arc::new(LazySnapshotter::new(core.clone(), layers.clone(), config.allow_unverified));
+        restore(&snapshotter).await;
+        metrics.register_collector(Box::new(DaemonCollector { layers, cache, core }));
+
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+        let mut daemon = Daemon { snapshotter, metrics, stop_metrics, metrics_task: None, socket: config.socket.clone() };
+        if let Some(address) = config.metrics.address {
+            let listener = match TcpListener::bind(address).await {
+                Ok(listener) => listener,
+                Err(source) => {
+                    daemon.stop().await;
+                    return Err(DaemonError::Metrics { address, source });
+                }
+            };
             let mut stopped = metrics_stopped;
             let stop = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            Some(tokio::spawn(metrics::serve_http(listener, Arc::clone(&metrics), stop)))
+            daemon.metrics_task = Some(tokio::spawn(metrics::serve_http(listener, Arc::clone(&daemon.metrics), stop)));
         }
-        None => None,
-    };
-
-    notify("READY=1");
-    tracing::info!(socket = %config.socket.display(), "lazypull snapshotter ready");
-    let served = grpc::serve(Arc::clone(&snapshotter), listener, Some(Arc::clone(&metrics)), shutdown).await;
-    notify("STOPPING=1");
-    layers.shutdown().await;
-    let _ = stop_metrics.send(true);
-    if let Some(task) = metrics_task {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(error = %grpc::error_chain(&error), "metrics endpoint failed"),
-            Err(error) => tracing::error!(%error, "metrics task failed"),
-        }
+        Ok(daemon)
     }
-    tracing::info!("lazypull snapshotter stopped");
-    served.map_err(DaemonError::from)
+
+    /// The snapshotter the daemon serves.
+    pub fn snapshotter(&self) -> &Arc<LazySnapshotter> {
+        &self.snapshotter
+    }
+
+    /// Serves the snapshots API on `listener` until `shutdown` completes, then [`Daemon::stop`].
+    ///
+    /// Stopping lets calls in flight finish, then unmounts every remote layer and flushes the
+    /// cache. A layer that a running container still uses is detached, and that container gets
+    /// ENOTCONN from then on.
+    pub async fn serve(self, listener: UnixListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), DaemonError> {
+        notify("READY=1");
+        tracing::info!(socket = %self.socket.display(), "lazypull snapshotter ready");
+        let served = grpc::serve(Arc::clone(&self.snapshotter), listener, Some(Arc::clone(&self.metrics)), shutdown).await;
+        notify("STOPPING=1");
+        self.stop().await;
+        served.map_err(DaemonError::from)
+    }
+
+    /// Unmounts every remote layer, flushes the cache and stops the metrics endpoint.
+    pub async fn stop(self) {
+        self.snapshotter.layers().shutdown().await;
+        let _ = self.stop_metrics.send(true);
+        if let Some(task) = self.metrics_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(error = %grpc::error_chain(&error), "metrics endpoint failed"),
+                Err(error) => tracing::error!(%error, "metrics task failed"),
+            }
+        }
+        tracing::info!("lazypull snapshotter stopped");
+    }
 }

@@ -20,7 +20,7 @@ use super::error::RemoteLayerError;
 use super::labels::RemoteSpec;
 use super::layer_files::LayerFiles;
 use super::persisted::{PersistedSource, TailIndex};
-use crate::cache::ChunkCache;
+use crate::cache::{ChunkCache, ChunkKey};
 use crate::fetch::{LayerStatsSnapshot, PrefetchState};
 use crate::fs::fuse::{LayerMount, MountSettings};
 use crate::fs::{FileSource, FsCore, FsOptions};
@@ -330,8 +330,8 @@ impl LayerManager {
             let check_due = mounted.checked_at.is_none_or(|at| interval.is_zero() || at.elapsed() >= interval);
             (mounted.digest, layer, check_due, wait_prefetch && !mounted.prefetch_waited)
         };
-        // A fully fetched layer never needs the registry again.
-        if check_due && layer.fetched_fraction() < 1.0 {
+        // A fully cached layer never needs the registry again.
+        if check_due && !self.fully_cached(&layer) {
             if let Err(error) = layer.source().check().await {
                 return Err((Some(digest), format!("is unreachable in its registry: {}", crate::grpc::error_chain(&error))));
             }
@@ -356,6 +356,17 @@ impl LayerManager {
             }
         }
         Ok(())
+    }
+
+    /// Tells whether every chunk of `layer` is in the cache. The fetched fraction covers chunks
+    /// obtained since the layer opened; the cache lookup also counts chunks a previous run of the
+    /// daemon left on disk.
+    fn fully_cached(&self, layer: &Layer) -> bool {
+        if layer.fetched_fraction() >= 1.0 {
+            return true;
+        }
+        let digest = layer.digest();
+        layer.index().all_chunks().iter().all(|chunk| self.shared.cache.contains(&ChunkKey::new(digest, chunk)))
     }
 
     /// Unmounts the layer of snapshot `id` and clears any recorded failure. When no other snapshot

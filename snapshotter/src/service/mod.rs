@@ -32,7 +32,7 @@ mod persisted;
 mod restore;
 
 pub use collector::DaemonCollector;
-pub use daemon::{DaemonError, bind_socket, run, serve};
+pub use daemon::{Daemon, DaemonError, bind_socket, run, serve};
 pub use error::RemoteLayerError;
 pub use labels::{
     CRI_IMAGE_LAYERS, CRI_IMAGE_REF, CRI_LAYER_DIGEST, Fallback, REMOTE, REMOTE_VALUE, RemoteSpec, SNAPSHOT_REF,
