@@ -130,6 +130,9 @@ fn rpull_mounts_lazily_and_python_runs() {
     let events = stack.serve.log_events();
     let prepared = events_with_message(&events, "prepared remote snapshot");
     assert_eq!(prepared.len(), layers.len(), "{}", tail(&stack.serve.log(), 40));
+    // The first Prepare names the second layer in its layers label, so it opens ahead.
+    let ahead = events_with_message(&events, "using the layer opened ahead");
+    assert_eq!(ahead.len(), 1, "{}", tail(&stack.serve.log(), 40));
     let mut pulled_bytes = Vec::new();
     for (digest, size, toc) in &layers {
         assert!(toc.is_some(), "layer {digest} has no TOC digest annotation");
