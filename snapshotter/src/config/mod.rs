@@ -345,6 +345,17 @@ mod tests {
     }
 
     #[test]
+    fn documented_example_config_is_valid() {
+        let doc = include_str!("../../../docs/containerd.md");
+        let start = doc.find("```toml\n").expect("docs/containerd.md has a TOML block") + "```toml\n".len();
+        let end = start + doc[start..].find("```").expect("the TOML block ends");
+        let config = ServeConfig::parse(&doc[start..end]).unwrap();
+        assert_eq!(config.socket, Path::new("/run/lazypull/lazypull.sock"));
+        assert_eq!(config.registry.hosts["docker.io"].mirrors.len(), 1);
+        assert_eq!(config, ServeConfig { registry: config.registry.clone(), metrics: config.metrics.clone(), ..ServeConfig::default() });
+    }
+
+    #[test]
     fn bad_durations_are_parse_errors() {
         let error = ServeConfig::parse("[timeouts]\nread = \"soon\"").unwrap_err();
         assert!(matches!(error, ConfigError::Parse { .. }), "{error}");
