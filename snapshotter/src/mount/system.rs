@@ -133,10 +133,26 @@ fn unescape_octal(field: &str) -> Vec<u8> {
     out
 }
 
-/// Removes the mount at `path`: a plain unmount first, a lazy detach if it is busy or its
+/// Most mounts stacked at one mount point that [`unmount`] removes.
+const MAX_STACKED: usize = 8;
+
+/// Removes every mount stacked at `path` (at most [`MAX_STACKED`]), each with
+/// [`unmount_one`]. Returns whether a mount was removed.
+pub fn unmount(path: &Path) -> Result<bool, SystemError> {
+    let mut removed = false;
+    for _ in 0..MAX_STACKED {
+        if !unmount_one(path)? {
+            break;
+        }
+        removed = true;
+    }
+    Ok(removed)
+}
+
+/// Removes the top mount at `path`: a plain unmount first, a lazy detach if it is busy or its
 /// server is gone, and for FUSE mounts `fusermount3 -u -z` as a last resort. Does nothing when
 /// nothing is mounted there. Returns whether a mount was removed.
-pub fn unmount(path: &Path) -> Result<bool, SystemError> {
+fn unmount_one(path: &Path) -> Result<bool, SystemError> {
     if !is_mount_point(path) {
         return Ok(false);
     }
@@ -147,7 +163,7 @@ pub fn unmount(path: &Path) -> Result<bool, SystemError> {
         }
     }
     let detach = nix::mount::umount2(path, MntFlags::MNT_DETACH);
-    if detach.is_ok() || !is_mount_point(path) {
+    if detach.is_ok() {
         return Ok(true);
     }
     let fusermount = Command::new("fusermount3")
@@ -155,7 +171,7 @@ pub fn unmount(path: &Path) -> Result<bool, SystemError> {
         .arg("-z")
         .arg(path)
         .output();
-    if matches!(&fusermount, Ok(output) if output.status.success()) && !is_mount_point(path) {
+    if matches!(&fusermount, Ok(output) if output.status.success()) {
         return Ok(true);
     }
     Err(SystemError::Unmount {
@@ -193,6 +209,26 @@ mod tests {
     fn mountinfo_escapes_decode() {
         assert_eq!(unescape_octal("/mnt/with\\040space"), b"/mnt/with space");
         assert_eq!(unescape_octal("/plain"), b"/plain");
+    }
+
+    #[test]
+    fn unmount_removes_stacked_mounts() {
+        lazypull_testkit::require_or_skip!(lazypull_testkit::Prereq::Root);
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..3 {
+            nix::mount::mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .unwrap();
+        }
+        assert!(is_mount_point(dir.path()));
+        assert!(unmount(dir.path()).unwrap());
+        assert!(!is_mount_point(dir.path()));
+        assert!(!unmount(dir.path()).unwrap(), "nothing left to remove");
     }
 
     #[test]
