@@ -39,15 +39,14 @@ pub enum ConvertError {
     },
 
     /// A registry could not be reached at all.
-    #[error(
-        "cannot connect to registry {registry} ({url}): check the host and port; pass --insecure if the \
-         registry serves plain HTTP, or drop it if it serves HTTPS"
-    )]
+    #[error("cannot connect to registry {registry} ({url}): {hint}")]
     RegistryUnreachable {
         /// `host[:port]` of the registry.
         registry: String,
         /// The URL scheme and host that were tried.
         url: String,
+        /// What to check, depending on the scheme that was tried.
+        hint: &'static str,
         /// Underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -102,6 +101,17 @@ pub enum ConvertError {
         registry: String,
         /// What went wrong, without any secret.
         reason: String,
+    },
+
+    /// An OCI layout has no image with the requested tag.
+    #[error("OCI layout {layout} has no image tagged {tag:?} (tags present: {available}); check the tag after oci:DIR:")]
+    TagNotInLayout {
+        /// Layout directory.
+        layout: PathBuf,
+        /// The tag asked for.
+        tag: String,
+        /// Tags the layout has, comma-separated, or "none".
+        available: String,
     },
 
     /// An OCI layout directory is missing or invalid.

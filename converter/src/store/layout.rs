@@ -81,13 +81,10 @@ impl Layout {
         }
         let available: Vec<&str> =
             index.manifests.iter().filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str)).collect();
-        Err(ConvertError::NotFound {
-            reference: format!(
-                "tag {tag:?} in OCI layout {} (tags present: {})",
-                self.dir.display(),
-                if available.is_empty() { "none".to_string() } else { available.join(", ") }
-            ),
-            source: None,
+        Err(ConvertError::TagNotInLayout {
+            layout: self.dir.clone(),
+            tag: tag.to_string(),
+            available: if available.is_empty() { "none".to_string() } else { available.join(", ") },
         })
     }
 

@@ -258,7 +258,12 @@ impl RegistryStore {
         };
         match &error {
             OciDistributionError::RequestError(request) if request.is_connect() || request.is_timeout() => {
-                ConvertError::RegistryUnreachable { url: format!("{}://{registry}", self.scheme), registry, source: Box::new(error) }
+                let hint = if self.scheme == "http" {
+                    "check that the registry is running and the port is right (plain HTTP was used)"
+                } else {
+                    "check the host and port, and pass --insecure if the registry serves plain HTTP"
+                };
+                ConvertError::RegistryUnreachable { url: format!("{}://{registry}", self.scheme), registry, hint, source: Box::new(error) }
             }
             OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
                 ConvertError::Unauthorized { registry, reference, operation: op_name, source: Box::new(error) }
