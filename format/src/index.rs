@@ -645,6 +645,10 @@ impl Builder {
             n.chunks = begin as u32..chunks.len() as u32;
         }
 
+        // The vectors grew by doubling; the index lives as long as the mount, so drop the slack.
+        self.nodes.shrink_to_fit();
+        self.xattrs.shrink_to_fit();
+        self.strings.shrink_to_fit();
         Ok(LayerIndex {
             nodes: self.nodes,
             dirents: dirents.into_iter().map(|(_, span, node)| (span, node)).collect(),

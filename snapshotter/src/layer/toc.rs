@@ -74,7 +74,7 @@ pub(crate) async fn load_toc(
 
     let expected = info.toc_digest;
     let decoded =
-        tokio::task::spawn_blocking(move || index_toc(&compressed, &location, expected, limits))
+        tokio::task::spawn_blocking(move || index_toc(compressed, &location, expected, limits))
             .await
             .map_err(|_| LayerError::TocTask { layer })?;
     decoded.map_err(|source| LayerError::Toc { layer, source })
@@ -131,12 +131,14 @@ async fn read(
 
 /// Decompresses, verifies and indexes the TOC. CPU-bound: runs on the blocking pool.
 fn index_toc(
-    compressed: &[u8],
+    compressed: Bytes,
     location: &TocLocation,
     expected: Option<Digest>,
     limits: Limits,
 ) -> Result<LoadedToc, TocError> {
-    let json = decode_toc(compressed, location, &limits)?;
+    let json = decode_toc(&compressed, location, &limits)?;
+    // Peak memory is the JSON plus the index being built; the compressed copy is not needed.
+    drop(compressed);
     let toc_digest = verify_toc(&json, expected)?;
     let payload_end = match location.kind {
         FooterKind::ZstdChunked => location.offset.saturating_sub(ZSTD_SKIPPABLE_HEADER),

@@ -340,3 +340,59 @@ pub fn chunk_offsets(layer: &Layer, path: &str) -> Vec<u64> {
         .map(|c| c.comp_offset)
         .collect()
 }
+
+/// The TOC JSON of a built blob, as the blob stores it.
+pub fn toc_json(built: &Built) -> Vec<u8> {
+    let size = built.blob.len() as u64;
+    let tail = &built.blob[(size - estargz::footer::GZIP_FOOTER_SIZE as u64) as usize..];
+    let location = estargz::footer::parse_footer(tail, size).expect("built blob has a footer");
+    let start = location.offset as usize;
+    let compressed = &built.blob[start..start + location.compressed_len as usize];
+    estargz::blob::decode_toc(compressed, &location, &estargz::Limits::default())
+        .expect("TOC decodes")
+}
+
+/// The same blob with its landmark entry removed from the TOC, as writers without landmarks
+/// produce: the data members stay, a new TOC member and footer replace the old ones.
+pub fn without_landmark(built: &Built) -> Built {
+    use std::io::Write;
+
+    use estargz::Limits;
+    use estargz::tar::encode::{HeaderSpec, encode};
+
+    let size = built.blob.len() as u64;
+    let tail = &built.blob[(size - estargz::footer::GZIP_FOOTER_SIZE as u64) as usize..];
+    let location = estargz::footer::parse_footer(tail, size).expect("built blob has a footer");
+    let toc_start = location.offset as usize;
+    let compressed = &built.blob[toc_start..toc_start + location.compressed_len as usize];
+    let json = estargz::blob::decode_toc(compressed, &location, &Limits::default()).unwrap();
+    let mut toc = estargz::toc::parse_toc(&json, &Limits::default()).unwrap();
+    let before = toc.entries.len();
+    toc.entries
+        .retain(|e| !e.name.ends_with("prefetch.landmark"));
+    assert_eq!(toc.entries.len(), before - 1, "the blob had one landmark");
+    let json = toc.to_json().unwrap();
+
+    // TOC member: the tar header, the JSON, padding to 512 bytes, then the end-of-archive blocks.
+    let header = HeaderSpec {
+        name: b"stargz.index.json",
+        typeflag: b'0',
+        size: json.len() as u64,
+        ..Default::default()
+    };
+    let mut tar = encode(&header);
+    tar.extend_from_slice(&json);
+    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(&tar).unwrap();
+
+    let mut blob = built.blob[..toc_start].to_vec();
+    blob.extend_from_slice(&gzip.finish().unwrap());
+    blob.extend_from_slice(&estargz::footer::gzip_footer(location.offset));
+    Built {
+        toc_digest: Digest::of(&json),
+        digest: Digest::of(&blob),
+        blob: Bytes::from(blob),
+        files: built.files.clone(),
+    }
+}
