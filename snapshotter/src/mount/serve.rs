@@ -186,7 +186,8 @@ pub fn serve(options: MountOptions, mut readiness: Readiness) -> Result<(), Moun
     if let Err(error) = &result {
         readiness.failed(&error_chain(error));
     }
-    // Pending reads own their replies. Dropping a reply sends EIO, so shutdown never waits on them.
+    // Pending reads own their replies, and fuser sends EIO for a reply dropped unsent, so
+    // shutdown waits at most this long for reads still running.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -205,8 +206,8 @@ async fn run(
                 pid: existing.pid,
             });
         }
-        // A server that died left its mounts (dead FUSE layers under an overlay) and record;
-        // remove them first, so the new mount does not stack on top of them.
+        // A server that died left its record and its mounts: dead FUSE layers under an overlay.
+        // They are removed first, so the new mount does not stack on top of them.
         tracing::warn!(mountpoint = %mountpoint.display(), pid = existing.pid, "removing the mounts of a dead server");
         // The mount directory stays: this process already writes its log there.
         let state_dir = options.state_dir.clone();

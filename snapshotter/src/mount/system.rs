@@ -133,7 +133,7 @@ fn unescape_octal(field: &str) -> Vec<u8> {
     out
 }
 
-/// Most mounts stacked at one mount point that [`unmount`] removes.
+/// Maximum number of mounts stacked at one mount point that [`unmount`] removes.
 const MAX_STACKED: usize = 8;
 
 /// Removes every mount stacked at `path` (at most [`MAX_STACKED`]), each with
