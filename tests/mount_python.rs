@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use estargz::build::BuildOptions;
+use sha2::Digest as _;
 use lazypull_testkit::image::{PYTHON_IMAGE_TAG, cache_dir, python_image};
 use lazypull_testkit::registry::Registry;
 use lazypull_testkit::tree::{DiffOptions, extract_layers_merged, snapshot};
@@ -49,9 +50,12 @@ fn converted_python() -> &'static (PathBuf, Vec<PathBuf>) {
     static CONVERTED: OnceLock<(PathBuf, Vec<PathBuf>)> = OnceLock::new();
     CONVERTED.get_or_init(|| {
         let source = python_image().expect("python test image builds");
+        // Keyed by the source image too, so a rebuilt test image is converted again.
+        let index = std::fs::read(source.join("index.json")).expect("source layout has an index");
+        let source_id = &hex::encode(sha2::Sha256::digest(&index))[..12];
         let dir = cache_dir()
             .join("images")
-            .join(format!("python-estargz-v{CONVERSION_VERSION}"));
+            .join(format!("python-estargz-v{CONVERSION_VERSION}-{source_id}"));
         let tars = |dir: &Path| -> Vec<PathBuf> {
             let mut tars: Vec<PathBuf> = (0..)
                 .map(|n| dir.join(format!("layer-{n}.tar")))
