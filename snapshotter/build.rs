@@ -16,22 +16,58 @@ const EMPTY: &str = "crate::grpc::Empty";
 
 /// (method, route name, request type, response type, server streaming)
 const METHODS: [(&str, &str, &str, &str, bool); 10] = [
-    ("prepare", "Prepare", "PrepareSnapshotRequest", "PrepareSnapshotResponse", false),
-    ("view", "View", "ViewSnapshotRequest", "ViewSnapshotResponse", false),
+    (
+        "prepare",
+        "Prepare",
+        "PrepareSnapshotRequest",
+        "PrepareSnapshotResponse",
+        false,
+    ),
+    (
+        "view",
+        "View",
+        "ViewSnapshotRequest",
+        "ViewSnapshotResponse",
+        false,
+    ),
     ("mounts", "Mounts", "MountsRequest", "MountsResponse", false),
     ("commit", "Commit", "CommitSnapshotRequest", "", false),
     ("remove", "Remove", "RemoveSnapshotRequest", "", false),
-    ("stat", "Stat", "StatSnapshotRequest", "StatSnapshotResponse", false),
-    ("update", "Update", "UpdateSnapshotRequest", "UpdateSnapshotResponse", false),
-    ("list", "List", "ListSnapshotsRequest", "ListSnapshotsResponse", true),
+    (
+        "stat",
+        "Stat",
+        "StatSnapshotRequest",
+        "StatSnapshotResponse",
+        false,
+    ),
+    (
+        "update",
+        "Update",
+        "UpdateSnapshotRequest",
+        "UpdateSnapshotResponse",
+        false,
+    ),
+    (
+        "list",
+        "List",
+        "ListSnapshotsRequest",
+        "ListSnapshotsResponse",
+        true,
+    ),
     ("usage", "Usage", "UsageRequest", "UsageResponse", false),
     ("cleanup", "Cleanup", "CleanupRequest", "", false),
 ];
 
 fn main() {
-    let mut service = Service::builder().name("Snapshots").package("containerd.services.snapshots.v1");
+    let mut service = Service::builder()
+        .name("Snapshots")
+        .package("containerd.services.snapshots.v1");
     for (name, route, input, output, streaming) in METHODS {
-        let output = if output.is_empty() { EMPTY.to_owned() } else { format!("{MESSAGES}::{output}") };
+        let output = if output.is_empty() {
+            EMPTY.to_owned()
+        } else {
+            format!("{MESSAGES}::{output}")
+        };
         let mut method = Method::builder()
             .name(name)
             .route_name(route)
@@ -43,6 +79,8 @@ fn main() {
         }
         service = service.method(method.build());
     }
-    Builder::new().build_client(false).compile(&[service.build()]);
+    Builder::new()
+        .build_client(false)
+        .compile(&[service.build()]);
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -36,16 +36,29 @@ fn prerequisites(with_ctr_remote: bool) -> bool {
 /// Returns the source directory of a `mount -t bind SRC ...` or the `upperdir=` of an overlay,
 /// from `ctr snapshots mounts` output.
 fn upper_dir(mount_command: &str) -> String {
-    if let Some(upper) = mount_command.split([',', ' ']).find_map(|part| part.strip_prefix("upperdir=")) {
+    if let Some(upper) = mount_command
+        .split([',', ' '])
+        .find_map(|part| part.strip_prefix("upperdir="))
+    {
         return upper.to_owned();
     }
     let words: Vec<&str> = mount_command.split_whitespace().collect();
-    let at = words.iter().position(|word| *word == "bind").expect("a bind mount") + 1;
+    let at = words
+        .iter()
+        .position(|word| *word == "bind")
+        .expect("a bind mount")
+        + 1;
     words[at].to_owned()
 }
 
-fn events_with_message<'a>(events: &'a [serde_json::Value], message: &str) -> Vec<&'a serde_json::Value> {
-    events.iter().filter(|event| event["message"] == message).collect()
+fn events_with_message<'a>(
+    events: &'a [serde_json::Value],
+    message: &str,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|event| event["message"] == message)
+        .collect()
 }
 
 #[test]
@@ -60,28 +73,52 @@ fn ctr_snapshot_commands_reach_the_daemon() {
     assert!(base_mounts.contains("-t bind"), "{base_mounts}");
     assert!(base_mounts.contains("-o rw,rbind"), "{base_mounts}");
     let base_dir = upper_dir(&base_mounts);
-    assert!(base_dir.starts_with(&stack.serve.root().display().to_string()), "{base_dir}");
+    assert!(
+        base_dir.starts_with(&stack.serve.root().display().to_string()),
+        "{base_dir}"
+    );
     std::fs::write(Path::new(&base_dir).join("hello"), b"from base").unwrap();
     stack.snapshots(&["commit", "base-c", "base"]);
 
     stack.snapshots(&["prepare", "child", "base-c"]);
     let child_mounts = stack.snapshots(&["mounts", "/mnt", "child"]);
     assert!(child_mounts.contains("-t overlay"), "{child_mounts}");
-    assert!(child_mounts.contains(&format!("lowerdir={base_dir}")), "{child_mounts}");
+    assert!(
+        child_mounts.contains(&format!("lowerdir={base_dir}")),
+        "{child_mounts}"
+    );
     assert!(child_mounts.contains("workdir="), "{child_mounts}");
-    std::fs::write(Path::new(&upper_dir(&child_mounts)).join("big"), vec![1u8; 1 << 20]).unwrap();
+    std::fs::write(
+        Path::new(&upper_dir(&child_mounts)).join("big"),
+        vec![1u8; 1 << 20],
+    )
+    .unwrap();
 
     stack.snapshots(&["view", "view-1", "base-c"]);
     let view_mounts = stack.snapshots(&["mounts", "/mnt", "view-1"]);
-    assert!(view_mounts.contains(&format!("-t bind {base_dir} /mnt -o ro,rbind")), "{view_mounts}");
+    assert!(
+        view_mounts.contains(&format!("-t bind {base_dir} /mnt -o ro,rbind")),
+        "{view_mounts}"
+    );
 
     let listing = stack.snapshots(&["ls"]);
-    let rows: Vec<Vec<&str>> = listing.lines().skip(1).map(|line| line.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
     assert!(rows.contains(&vec!["base-c", "Committed"]), "{listing}");
-    assert!(rows.contains(&vec!["child", "base-c", "Active"]), "{listing}");
-    assert!(rows.contains(&vec!["view-1", "base-c", "View"]), "{listing}");
+    assert!(
+        rows.contains(&vec!["child", "base-c", "Active"]),
+        "{listing}"
+    );
+    assert!(
+        rows.contains(&vec!["view-1", "base-c", "View"]),
+        "{listing}"
+    );
 
-    let info: serde_json::Value = serde_json::from_str(&stack.snapshots(&["info", "child"])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&stack.snapshots(&["info", "child"])).unwrap();
     assert_eq!(info["Kind"], "Active");
     assert_eq!(info["Parent"], "base-c");
 
@@ -95,12 +132,28 @@ fn ctr_snapshot_commands_reach_the_daemon() {
     // containerd keeps its own labels and passes `containerd.io/snapshot/` ones to the backend.
     stack.snapshots(&["label", "child", "containerd.io/snapshot/team=storage"]);
     let metadata = std::fs::read_to_string(stack.serve.root().join("metadata.log")).unwrap();
-    assert!(metadata.contains("containerd.io/snapshot/team"), "{metadata}");
+    assert!(
+        metadata.contains("containerd.io/snapshot/team"),
+        "{metadata}"
+    );
 
-    let commit_view = stack.containerd.ctr(["snapshots", "--snapshotter", "lazypull", "commit", "view-c", "view-1"]);
+    let commit_view = stack.containerd.ctr([
+        "snapshots",
+        "--snapshotter",
+        "lazypull",
+        "commit",
+        "view-c",
+        "view-1",
+    ]);
     assert!(!commit_view.status.success(), "committing a view succeeded");
-    let remove_parent = stack.containerd.ctr(["snapshots", "--snapshotter", "lazypull", "rm", "base-c"]);
-    assert!(!remove_parent.status.success(), "removing a parent succeeded");
+    let remove_parent =
+        stack
+            .containerd
+            .ctr(["snapshots", "--snapshotter", "lazypull", "rm", "base-c"]);
+    assert!(
+        !remove_parent.status.success(),
+        "removing a parent succeeded"
+    );
     let stderr = String::from_utf8_lossy(&remove_parent.stderr);
     assert!(stderr.contains("failed precondition"), "{stderr}");
 
@@ -108,10 +161,23 @@ fn ctr_snapshot_commands_reach_the_daemon() {
     stack.snapshots(&["rm", "base-c"]);
     // containerd removes backend snapshots in its garbage collection, children first.
     let snapshots_dir = stack.serve.root().join("snapshots");
-    let emptied = wait_until(Duration::from_secs(20), || std::fs::read_dir(&snapshots_dir).unwrap().count() == 0);
-    assert!(emptied, "snapshot directories remain: {:?}", std::fs::read_dir(&snapshots_dir).unwrap().collect::<Vec<_>>());
+    let emptied = wait_until(Duration::from_secs(20), || {
+        std::fs::read_dir(&snapshots_dir).unwrap().count() == 0
+    });
+    assert!(
+        emptied,
+        "snapshot directories remain: {:?}",
+        std::fs::read_dir(&snapshots_dir)
+            .unwrap()
+            .collect::<Vec<_>>()
+    );
     let events = stack.serve.log_events();
-    assert_eq!(events_with_message(&events, "removed snapshot").len(), 3, "{}", tail(&stack.serve.log(), 30));
+    assert_eq!(
+        events_with_message(&events, "removed snapshot").len(),
+        3,
+        "{}",
+        tail(&stack.serve.log(), 30)
+    );
 }
 
 #[test]
@@ -122,14 +188,22 @@ fn rpull_mounts_lazily_and_python_runs() {
     let layout = converted_python();
     // Background fetch off, so the bytes served are what the pull and the workload needed.
     let stack = Stack::start("[prefetch]\nbackground = false\n").unwrap();
-    let reference = stack.registry.push_oci_layout(layout, "latest", "python-esgz:latest").unwrap();
+    let reference = stack
+        .registry
+        .push_oci_layout(layout, "latest", "python-esgz:latest")
+        .unwrap();
 
     let pull = stack.rpull(&reference);
     let layers = layout_layers(layout, "latest");
     assert_eq!(layers.len(), 2);
     let events = stack.serve.log_events();
     let prepared = events_with_message(&events, "prepared remote snapshot");
-    assert_eq!(prepared.len(), layers.len(), "{}", tail(&stack.serve.log(), 40));
+    assert_eq!(
+        prepared.len(),
+        layers.len(),
+        "{}",
+        tail(&stack.serve.log(), 40)
+    );
     // The first Prepare names the second layer in its layers label, so it opens ahead.
     let ahead = events_with_message(&events, "using the layer opened ahead");
     assert_eq!(ahead.len(), 1, "{}", tail(&stack.serve.log(), 40));
@@ -138,7 +212,10 @@ fn rpull_mounts_lazily_and_python_runs() {
         assert!(toc.is_some(), "layer {digest} has no TOC digest annotation");
         let served = stack.registry.blob_bytes_served(digest);
         pulled_bytes.push(served);
-        assert!(served < size / 4, "layer {digest}: {served} of {size} bytes served during rpull");
+        assert!(
+            served < size / 4,
+            "layer {digest}: {served} of {size} bytes served during rpull"
+        );
     }
 
     let started = Instant::now();
@@ -147,19 +224,49 @@ fn rpull_mounts_lazily_and_python_runs() {
     assert_eq!(output.trim(), "42");
     for ((digest, size, _), before) in layers.iter().zip(&pulled_bytes) {
         let served = stack.registry.blob_bytes_served(digest);
-        eprintln!("layer {digest}: {size} bytes, {before} served by rpull, {served} after the workload");
-        assert!(served < size / 2, "layer {digest}: {served} of {size} bytes served after the workload");
+        eprintln!(
+            "layer {digest}: {size} bytes, {before} served by rpull, {served} after the workload"
+        );
+        assert!(
+            served < size / 2,
+            "layer {digest}: {served} of {size} bytes served after the workload"
+        );
     }
-    eprintln!("rpull took {:.2} s, the first run {:.2} s", pull.as_secs_f64(), run.as_secs_f64());
+    eprintln!(
+        "rpull took {:.2} s, the first run {:.2} s",
+        pull.as_secs_f64(),
+        run.as_secs_f64()
+    );
 
     let metrics = stack.serve.metrics().unwrap();
-    assert!(metrics.contains(r#"lazypull_snapshot_operations_total{operation="prepare",code="already_exists"} 2"#), "{metrics}");
-    assert!(metrics.contains(r#"lazypull_remote_snapshots{state="mounted"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"lazypull_snapshot_operations_total{operation="prepare",code="already_exists"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"lazypull_remote_snapshots{state="mounted"} 2"#),
+        "{metrics}"
+    );
     for (digest, _, _) in &layers {
-        assert!(metrics.contains(&format!("lazypull_layer_fetched_bytes_total{{layer=\"{digest}\"}}")), "{metrics}");
-        assert!(metrics.contains(&format!("lazypull_layer_fetched_ratio{{layer=\"{digest}\"}}")), "{metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "lazypull_layer_fetched_bytes_total{{layer=\"{digest}\"}}"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "lazypull_layer_fetched_ratio{{layer=\"{digest}\"}}"
+            )),
+            "{metrics}"
+        );
     }
-    assert!(metrics.contains("lazypull_fetch_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("lazypull_fetch_duration_seconds_bucket"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -169,30 +276,59 @@ fn plain_image_falls_back_and_runs() {
     }
     let source = lazypull_testkit::image::python_image().unwrap();
     let stack = Stack::start("").unwrap();
-    let reference = stack.registry.push_oci_layout(&source, "latest", "python:latest").unwrap();
+    let reference = stack
+        .registry
+        .push_oci_layout(&source, "latest", "python:latest")
+        .unwrap();
 
     // A plain pull sends Prepare without labels: containerd unpacks every layer.
-    stack.ctr(&["images", "pull", "--plain-http", "--snapshotter", "lazypull", &reference]);
+    stack.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "lazypull",
+        &reference,
+    ]);
     let events = stack.serve.log_events();
-    let fallbacks = events_with_message(&events, "layer is not mounted lazily; containerd unpacks it");
+    let fallbacks = events_with_message(
+        &events,
+        "layer is not mounted lazily; containerd unpacks it",
+    );
     assert_eq!(fallbacks.len(), 2, "{}", tail(&stack.serve.log(), 30));
     for event in &fallbacks {
         let reason = event["reason"].as_str().unwrap_or_default();
         assert!(reason.contains("containerd.io/snapshot.ref"), "{event}");
     }
     assert!(events_with_message(&events, "prepared remote snapshot").is_empty());
-    assert_eq!(stack.run(&reference, "plain", &PYTHON_WORKLOAD).trim(), "42");
+    assert_eq!(
+        stack.run(&reference, "plain", &PYTHON_WORKLOAD).trim(),
+        "42"
+    );
     stack.ctr(&["images", "rm", "--sync", &reference]);
 
     // rpull sends the remote labels, but the layers have no TOC digest.
     stack.rpull(&reference);
     let events = stack.serve.log_events();
-    let missing_toc: Vec<_> = events_with_message(&events, "layer is not mounted lazily; containerd unpacks it")
-        .into_iter()
-        .filter(|event| event["reason"].as_str().unwrap_or_default().contains("containerd.io/snapshot/stargz/toc.digest"))
-        .collect();
+    let missing_toc: Vec<_> = events_with_message(
+        &events,
+        "layer is not mounted lazily; containerd unpacks it",
+    )
+    .into_iter()
+    .filter(|event| {
+        event["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("containerd.io/snapshot/stargz/toc.digest")
+    })
+    .collect();
     assert_eq!(missing_toc.len(), 2, "{}", tail(&stack.serve.log(), 30));
-    assert_eq!(stack.run(&reference, "plain-rpull", &PYTHON_WORKLOAD).trim(), "42");
+    assert_eq!(
+        stack
+            .run(&reference, "plain-rpull", &PYTHON_WORKLOAD)
+            .trim(),
+        "42"
+    );
 }
 
 #[test]
@@ -202,7 +338,10 @@ fn removing_the_image_frees_layer_caches() {
     }
     let layout = converted_python();
     let stack = Stack::start("[prefetch]\nbackground = false\n").unwrap();
-    let reference = stack.registry.push_oci_layout(layout, "latest", "python-esgz:latest").unwrap();
+    let reference = stack
+        .registry
+        .push_oci_layout(layout, "latest", "python-esgz:latest")
+        .unwrap();
     stack.rpull(&reference);
     assert_eq!(stack.run(&reference, "t1", &PYTHON_WORKLOAD).trim(), "42");
 
@@ -221,9 +360,22 @@ fn removing_the_image_frees_layer_caches() {
     assert_eq!(fuse_mounts(), 2);
 
     stack.ctr(&["images", "rm", "--sync", &reference]);
-    let freed = wait_until(Duration::from_secs(20), || layers.iter().all(|(digest, _, _)| dirs_of(digest).iter().all(|dir| !dir.exists())));
-    assert!(freed, "layer directories remain; log:\n{}", tail(&stack.serve.log(), 30));
+    let freed = wait_until(Duration::from_secs(20), || {
+        layers
+            .iter()
+            .all(|(digest, _, _)| dirs_of(digest).iter().all(|dir| !dir.exists()))
+    });
+    assert!(
+        freed,
+        "layer directories remain; log:\n{}",
+        tail(&stack.serve.log(), 30)
+    );
     assert_eq!(fuse_mounts(), 0);
     let events = stack.serve.log_events();
-    assert_eq!(events_with_message(&events, "freed layer cache").len(), 2, "{}", tail(&stack.serve.log(), 30));
+    assert_eq!(
+        events_with_message(&events, "freed layer cache").len(),
+        2,
+        "{}",
+        tail(&stack.serve.log(), 30)
+    );
 }

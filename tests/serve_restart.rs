@@ -54,7 +54,10 @@ fn prerequisites() -> bool {
 
 /// Pulls the converted python image lazily and returns its reference.
 fn pull_python(stack: &Stack) -> String {
-    let reference = stack.registry.push_oci_layout(converted_python(), "latest", "python-esgz:latest").unwrap();
+    let reference = stack
+        .registry
+        .push_oci_layout(converted_python(), "latest", "python-esgz:latest")
+        .unwrap();
     stack.rpull(&reference);
     reference
 }
@@ -63,9 +66,24 @@ fn pull_python(stack: &Stack) -> String {
 fn start_reader(stack: &Stack, reference: &str, out: &Path) {
     std::fs::write(out.join("reader.py"), READER).unwrap();
     let bind = format!("type=bind,src={},dst=/out,options=rbind:rw", out.display());
-    stack.ctr(&["run", "-d", "--snapshotter", "lazypull", "--mount", &bind, reference, "reader", "python3", "/out/reader.py"]);
+    stack.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "lazypull",
+        "--mount",
+        &bind,
+        reference,
+        "reader",
+        "python3",
+        "/out/reader.py",
+    ]);
     let reading = wait_until(Duration::from_secs(30), || last_line(out) == "ok");
-    assert!(reading, "the reader never succeeded; its log:\n{}", read_log(out));
+    assert!(
+        reading,
+        "the reader never succeeded; its log:\n{}",
+        read_log(out)
+    );
 }
 
 fn read_log(out: &Path) -> String {
@@ -83,8 +101,13 @@ fn line_count(out: &Path) -> usize {
 /// The fields of the last "restored remote snapshots" event.
 fn last_restore(stack: &Stack) -> Value {
     let events = stack.serve.log_events();
-    let restore = events.iter().rev().find(|event| event["message"] == "restored remote snapshots");
-    restore.cloned().unwrap_or_else(|| panic!("no restore logged:\n{}", tail(&stack.serve.log(), 30)))
+    let restore = events
+        .iter()
+        .rev()
+        .find(|event| event["message"] == "restored remote snapshots");
+    restore
+        .cloned()
+        .unwrap_or_else(|| panic!("no restore logged:\n{}", tail(&stack.serve.log(), 30)))
 }
 
 /// Mount points of the remote layers below the daemon's snapshots directory.
@@ -119,10 +142,20 @@ fn sigterm_restart_remounts_and_keeps_snapshots() {
     let status = stack.serve.terminate().unwrap();
     assert!(status.success(), "lazypull serve exited with {status}");
     let events = stack.serve.log_events();
-    assert!(events.iter().any(|event| event["message"] == "unmounted remote layers" && event["layers"] == 2));
+    assert!(
+        events
+            .iter()
+            .any(|event| event["message"] == "unmounted remote layers" && event["layers"] == 2)
+    );
     assert_eq!(layer_mounts(&stack), 0, "SIGTERM left layer mounts behind");
-    let broken = wait_until(Duration::from_secs(10), || last_line(out.path()) == NOT_CONNECTED);
-    assert!(broken, "the running container kept reading; last line {:?}", last_line(out.path()));
+    let broken = wait_until(Duration::from_secs(10), || {
+        last_line(out.path()) == NOT_CONNECTED
+    });
+    assert!(
+        broken,
+        "the running container kept reading; last line {:?}",
+        last_line(out.path())
+    );
 
     stack.restart_serve().unwrap();
     let restore = last_restore(&stack);
@@ -133,13 +166,27 @@ fn sigterm_restart_remounts_and_keeps_snapshots() {
 
     // The running container stays on the old connections.
     let before = line_count(out.path());
-    assert!(wait_until(Duration::from_secs(5), || line_count(out.path()) > before + 3));
+    assert!(wait_until(Duration::from_secs(5), || line_count(
+        out.path()
+    ) > before + 3));
     assert_eq!(last_line(out.path()), NOT_CONNECTED);
 
-    assert_eq!(stack.run(&reference, "after-sigterm", &PYTHON_WORKLOAD).trim(), "42");
-    assert_eq!(std::fs::read(&kept).unwrap(), b"ordinary", "the ordinary snapshot lost its file");
+    assert_eq!(
+        stack
+            .run(&reference, "after-sigterm", &PYTHON_WORKLOAD)
+            .trim(),
+        "42"
+    );
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        b"ordinary",
+        "the ordinary snapshot lost its file"
+    );
     let listing = stack.snapshots(&["ls"]);
-    assert!(listing.lines().any(|line| line.starts_with("keep ")), "{listing}");
+    assert!(
+        listing.lines().any(|line| line.starts_with("keep ")),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -159,8 +206,14 @@ fn kill9_restart_removes_dead_mounts() {
     assert_eq!(dead.len(), 2);
     let error = std::fs::read_dir(&dead[0].mount_point).unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::NotConnected, "{error}");
-    let broken = wait_until(Duration::from_secs(10), || last_line(out.path()) == NOT_CONNECTED);
-    assert!(broken, "the running container kept reading; last line {:?}", last_line(out.path()));
+    let broken = wait_until(Duration::from_secs(10), || {
+        last_line(out.path()) == NOT_CONNECTED
+    });
+    assert!(
+        broken,
+        "the running container kept reading; last line {:?}",
+        last_line(out.path())
+    );
 
     stack.restart_serve().unwrap();
     let restore = last_restore(&stack);
@@ -170,20 +223,29 @@ fn kill9_restart_removes_dead_mounts() {
     let mounts = mounts_under(&stack.serve.root().join("snapshots"));
     assert_eq!(mounts.len(), 2);
     for mount in &mounts {
-        std::fs::read_dir(&mount.mount_point).unwrap_or_else(|error| panic!("{}: {error}", mount.mount_point.display()));
+        std::fs::read_dir(&mount.mount_point)
+            .unwrap_or_else(|error| panic!("{}: {error}", mount.mount_point.display()));
     }
 
-    assert_eq!(stack.run(&reference, "after-kill", &PYTHON_WORKLOAD).trim(), "42");
+    assert_eq!(
+        stack.run(&reference, "after-kill", &PYTHON_WORKLOAD).trim(),
+        "42"
+    );
     assert_eq!(std::fs::read(&kept).unwrap(), b"ordinary");
     assert_eq!(last_line(out.path()), NOT_CONNECTED);
 }
 
 fn kill_registry(stack: &Stack) {
-    let status = Command::new("kill").args(["-KILL", &stack.registry.pid().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &stack.registry.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     // The registry stays a zombie until the testkit reaps it, so watch its port instead.
     let port = stack.registry.port();
-    let gone = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let gone = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
     assert!(gone, "the registry still accepts connections");
 }
 
@@ -193,7 +255,11 @@ fn fetched_ratios(stack: &Stack, layers: &[(String, u64, Option<String>)]) -> Ve
         .iter()
         .map(|(digest, _, _)| {
             let prefix = format!("lazypull_layer_fetched_ratio{{layer=\"{digest}\"}} ");
-            metrics.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.parse().ok()).unwrap_or(0.0)
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0.0)
         })
         .collect()
 }
@@ -207,8 +273,16 @@ fn restart_without_registry_runs_from_cache() {
     let mut stack = Stack::start("").unwrap();
     let reference = pull_python(&stack);
     let layers = layout_layers(converted_python(), "latest");
-    let complete = |stack: &Stack| fetched_ratios(stack, &layers).iter().all(|ratio| *ratio >= 1.0);
-    assert!(wait_until(Duration::from_secs(300), || complete(&stack)), "ratios {:?}", fetched_ratios(&stack, &layers));
+    let complete = |stack: &Stack| {
+        fetched_ratios(stack, &layers)
+            .iter()
+            .all(|ratio| *ratio >= 1.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(300), || complete(&stack)),
+        "ratios {:?}",
+        fetched_ratios(&stack, &layers)
+    );
 
     stack.serve.terminate().unwrap();
     kill_registry(&stack);
@@ -217,7 +291,10 @@ fn restart_without_registry_runs_from_cache() {
     assert_eq!(restore["restored"], 2, "{restore}");
     assert_eq!(restore["failed"], 0, "{restore}");
     // Every chunk is on disk, so the mounts need no reachability check and every read is local.
-    assert_eq!(stack.run(&reference, "offline", &PYTHON_WORKLOAD).trim(), "42");
+    assert_eq!(
+        stack.run(&reference, "offline", &PYTHON_WORKLOAD).trim(),
+        "42"
+    );
 }
 
 #[test]
@@ -236,9 +313,23 @@ fn restart_without_registry_reports_uncached_layers() {
     assert_eq!(restore["restored"], 2, "{restore}");
 
     // A new container would read uncached files from a dead registry: refused up front.
-    let output = stack.containerd.ctr(["run", "--snapshotter", "lazypull", "--rm", &reference, "refused", "true"]);
-    assert!(!output.status.success(), "the container started without its registry");
+    let output = stack.containerd.ctr([
+        "run",
+        "--snapshotter",
+        "lazypull",
+        "--rm",
+        &reference,
+        "refused",
+        "true",
+    ]);
+    assert!(
+        !output.status.success(),
+        "the container started without its registry"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unavailable"), "{stderr}");
-    assert!(stderr.contains("is unreachable in its registry"), "{stderr}");
+    assert!(
+        stderr.contains("is unreachable in its registry"),
+        "{stderr}"
+    );
 }

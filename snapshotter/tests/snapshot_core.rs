@@ -9,7 +9,10 @@ use lazypull_snapshotter::snapshot::{
 use lazypull_testkit::{Prereq, require_or_skip};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn open() -> (tempfile::TempDir, OverlaySnapshotter) {
@@ -30,11 +33,15 @@ fn committed(core: &OverlaySnapshotter, name: &str, parent: Option<&str>, files:
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
     }
-    core.commit(name, &key, Labels::new(), UsagePolicy::Measure).unwrap();
+    core.commit(name, &key, Labels::new(), UsagePolicy::Measure)
+        .unwrap();
 }
 
 fn option<'a>(mount: &'a Mount, name: &str) -> Option<&'a str> {
-    mount.options.iter().find_map(|option| option.strip_prefix(&format!("{name}=")))
+    mount
+        .options
+        .iter()
+        .find_map(|option| option.strip_prefix(&format!("{name}=")))
 }
 
 fn code(result: Result<impl std::fmt::Debug, SnapshotError>) -> ErrorCode {
@@ -60,17 +67,39 @@ fn active_on_a_chain_is_overlay_with_nearest_parent_first() {
     committed(&core, "l1", None, &[]);
     committed(&core, "l2", Some("l1"), &[]);
     committed(&core, "l3", Some("l2"), &[]);
-    let mounts = core.prepare("container", Some("l3"), Labels::new()).unwrap();
+    let mounts = core
+        .prepare("container", Some("l3"), Labels::new())
+        .unwrap();
     assert_eq!(mounts.len(), 1);
     let mount = &mounts[0];
     assert_eq!(mount.kind, "overlay");
     assert_eq!(mount.source, "overlay");
 
-    let ids: Vec<u64> = core.chain("container").unwrap().iter().map(|link| link.id).collect();
-    let lowers: Vec<String> = ids[1..].iter().map(|id| core.fs_dir(*id).display().to_string()).collect();
+    let ids: Vec<u64> = core
+        .chain("container")
+        .unwrap()
+        .iter()
+        .map(|link| link.id)
+        .collect();
+    let lowers: Vec<String> = ids[1..]
+        .iter()
+        .map(|id| core.fs_dir(*id).display().to_string())
+        .collect();
     assert_eq!(option(mount, "lowerdir"), Some(lowers.join(":").as_str()));
-    assert_eq!(option(mount, "upperdir"), Some(core.fs_dir(ids[0]).display().to_string().as_str()));
-    assert_eq!(option(mount, "workdir"), Some(core.snapshot_dir(ids[0]).join("work").display().to_string().as_str()));
+    assert_eq!(
+        option(mount, "upperdir"),
+        Some(core.fs_dir(ids[0]).display().to_string().as_str())
+    );
+    assert_eq!(
+        option(mount, "workdir"),
+        Some(
+            core.snapshot_dir(ids[0])
+                .join("work")
+                .display()
+                .to_string()
+                .as_str()
+        )
+    );
 }
 
 #[test]
@@ -102,13 +131,18 @@ fn commit_turns_active_into_committed() {
     let (_root, core) = open();
     core.prepare("k", None, labels(&[("a", "1")])).unwrap();
     let id = core.chain("k").unwrap()[0].id;
-    core.commit("name", "k", labels(&[("b", "2")]), UsagePolicy::Measure).unwrap();
+    core.commit("name", "k", labels(&[("b", "2")]), UsagePolicy::Measure)
+        .unwrap();
 
     assert_eq!(code(core.stat("k")), ErrorCode::NotFound);
     let info = core.stat("name").unwrap();
     assert_eq!(info.kind, Kind::Committed);
     assert_eq!(info.labels, labels(&[("b", "2")]));
-    assert_eq!(core.chain("name").unwrap()[0].id, id, "commit keeps the directory");
+    assert_eq!(
+        core.chain("name").unwrap()[0].id,
+        id,
+        "commit keeps the directory"
+    );
 }
 
 #[test]
@@ -118,22 +152,52 @@ fn only_active_snapshots_commit() {
     core.view("view", Some("base"), Labels::new()).unwrap();
     core.prepare("active", Some("base"), Labels::new()).unwrap();
 
-    assert_eq!(code(core.commit("x", "view", Labels::new(), UsagePolicy::Measure)), ErrorCode::FailedPrecondition);
-    assert_eq!(code(core.commit("x", "base", Labels::new(), UsagePolicy::Measure)), ErrorCode::FailedPrecondition);
-    assert_eq!(code(core.commit("base", "active", Labels::new(), UsagePolicy::Measure)), ErrorCode::AlreadyExists);
-    assert_eq!(code(core.commit("x", "missing", Labels::new(), UsagePolicy::Measure)), ErrorCode::NotFound);
-    assert_eq!(code(core.commit("", "active", Labels::new(), UsagePolicy::Measure)), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(core.commit("x", "view", Labels::new(), UsagePolicy::Measure)),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        code(core.commit("x", "base", Labels::new(), UsagePolicy::Measure)),
+        ErrorCode::FailedPrecondition
+    );
+    assert_eq!(
+        code(core.commit("base", "active", Labels::new(), UsagePolicy::Measure)),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(core.commit("x", "missing", Labels::new(), UsagePolicy::Measure)),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(core.commit("", "active", Labels::new(), UsagePolicy::Measure)),
+        ErrorCode::InvalidArgument
+    );
 }
 
 #[test]
 fn prepare_checks_key_and_parent() {
     let (_root, core) = open();
     core.prepare("active", None, Labels::new()).unwrap();
-    assert_eq!(code(core.prepare("active", None, Labels::new())), ErrorCode::AlreadyExists);
-    assert_eq!(code(core.prepare("k", Some("missing"), Labels::new())), ErrorCode::NotFound);
-    assert_eq!(code(core.prepare("k", Some("active"), Labels::new())), ErrorCode::InvalidArgument);
-    assert_eq!(code(core.prepare("", None, Labels::new())), ErrorCode::InvalidArgument);
-    assert_eq!(code(core.view("v", Some("active"), Labels::new())), ErrorCode::InvalidArgument);
+    assert_eq!(
+        code(core.prepare("active", None, Labels::new())),
+        ErrorCode::AlreadyExists
+    );
+    assert_eq!(
+        code(core.prepare("k", Some("missing"), Labels::new())),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        code(core.prepare("k", Some("active"), Labels::new())),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(core.prepare("", None, Labels::new())),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(core.view("v", Some("active"), Labels::new())),
+        ErrorCode::InvalidArgument
+    );
 }
 
 #[test]
@@ -145,7 +209,10 @@ fn remove_with_children_is_rejected() {
 
     let error = core.remove("base").unwrap_err();
     assert_eq!(error.code(), ErrorCode::FailedPrecondition);
-    assert!(matches!(error, SnapshotError::HasChildren { children: 1, .. }), "{error}");
+    assert!(
+        matches!(error, SnapshotError::HasChildren { children: 1, .. }),
+        "{error}"
+    );
     assert!(base_dir.is_dir());
 
     core.remove("child").unwrap();
@@ -157,11 +224,14 @@ fn remove_with_children_is_rejected() {
 #[test]
 fn update_changes_labels_only() {
     let (_root, core) = open();
-    core.prepare("k", None, labels(&[("keep", "1"), ("drop", "2")])).unwrap();
+    core.prepare("k", None, labels(&[("keep", "1"), ("drop", "2")]))
+        .unwrap();
     let mut info = core.stat("k").unwrap();
 
     info.labels = labels(&[("new", "3")]);
-    let updated = core.update(&info, &["labels.new".into(), "labels.drop".into()]).unwrap();
+    let updated = core
+        .update(&info, &["labels.new".into(), "labels.drop".into()])
+        .unwrap();
     assert_eq!(updated.labels, labels(&[("keep", "1"), ("new", "3")]));
     assert!(updated.updated >= updated.created);
 
@@ -172,7 +242,10 @@ fn update_changes_labels_only() {
     assert_eq!(error.code(), ErrorCode::InvalidArgument);
     assert_eq!(core.stat("k").unwrap().labels, labels(&[("new", "3")]));
 
-    let missing = Info { name: "missing".into(), ..info };
+    let missing = Info {
+        name: "missing".into(),
+        ..info
+    };
     assert_eq!(code(core.update(&missing, &[])), ErrorCode::NotFound);
 }
 
@@ -189,7 +262,8 @@ fn usage_counts_the_upper_directory() {
     assert_eq!(active.inodes, 3);
     assert!(active.size >= 1 << 20, "size {}", active.size);
 
-    core.commit("c", "k", Labels::new(), UsagePolicy::Measure).unwrap();
+    core.commit("c", "k", Labels::new(), UsagePolicy::Measure)
+        .unwrap();
     assert_eq!(core.usage("c").unwrap(), active);
 }
 
@@ -199,7 +273,8 @@ fn commit_without_measuring_reports_zero_usage() {
     core.prepare("k", None, Labels::new()).unwrap();
     let fs = core.fs_dir(core.chain("k").unwrap()[0].id);
     std::fs::write(fs.join("big"), vec![7u8; 1 << 20]).unwrap();
-    core.commit("c", "k", Labels::new(), UsagePolicy::Skip).unwrap();
+    core.commit("c", "k", Labels::new(), UsagePolicy::Skip)
+        .unwrap();
     assert_eq!(core.usage("c").unwrap().size, 0);
 }
 
@@ -207,17 +282,32 @@ fn commit_without_measuring_reports_zero_usage() {
 fn walk_applies_filters() {
     let (_root, core) = open();
     committed(&core, "sha256:c1", None, &[]);
-    core.prepare("k1", Some("sha256:c1"), labels(&[("containerd.io/snapshot.ref", "sha256:c2")])).unwrap();
-    core.view("v1", Some("sha256:c1"), labels(&[("team", "a")])).unwrap();
+    core.prepare(
+        "k1",
+        Some("sha256:c1"),
+        labels(&[("containerd.io/snapshot.ref", "sha256:c2")]),
+    )
+    .unwrap();
+    core.view("v1", Some("sha256:c1"), labels(&[("team", "a")]))
+        .unwrap();
 
     let names = |filters: &[&str]| -> Vec<String> {
-        core.walk(&Filters::parse(filters).unwrap()).into_iter().map(|info| info.name).collect()
+        core.walk(&Filters::parse(filters).unwrap())
+            .into_iter()
+            .map(|info| info.name)
+            .collect()
     };
     assert_eq!(names(&[]), ["k1", "sha256:c1", "v1"]);
     assert_eq!(names(&["kind==committed"]), ["sha256:c1"]);
     assert_eq!(names(&["parent==sha256:c1"]), ["k1", "v1"]);
-    assert_eq!(names(&[r#"labels."containerd.io/snapshot.ref"==sha256:c2,parent==sha256:c1"#]), ["k1"]);
-    assert_eq!(names(&["labels.team==a", "kind==committed"]), ["sha256:c1", "v1"]);
+    assert_eq!(
+        names(&[r#"labels."containerd.io/snapshot.ref"==sha256:c2,parent==sha256:c1"#]),
+        ["k1"]
+    );
+    assert_eq!(
+        names(&["labels.team==a", "kind==committed"]),
+        ["sha256:c1", "v1"]
+    );
     assert_eq!(names(&["name~=^k"]), ["k1"]);
     assert!(names(&["kind==active,labels.team"]).is_empty());
 }
@@ -228,7 +318,8 @@ fn snapshots_survive_reopen() {
     {
         let core = OverlaySnapshotter::open(root.path()).unwrap();
         committed(&core, "base", None, &[("etc/hostname", b"box\n")]);
-        core.prepare("active", Some("base"), labels(&[("x", "y")])).unwrap();
+        core.prepare("active", Some("base"), labels(&[("x", "y")]))
+            .unwrap();
         core.view("view", Some("base"), Labels::new()).unwrap();
     }
     let core = OverlaySnapshotter::open(root.path()).unwrap();
@@ -240,12 +331,18 @@ fn snapshots_survive_reopen() {
     assert_eq!(core.stat("view").unwrap().kind, Kind::View);
 
     let base_fs = core.fs_dir(core.chain("base").unwrap()[0].id);
-    assert_eq!(std::fs::read(base_fs.join("etc/hostname")).unwrap(), b"box\n");
+    assert_eq!(
+        std::fs::read(base_fs.join("etc/hostname")).unwrap(),
+        b"box\n"
+    );
     assert_eq!(core.mounts("active").unwrap()[0].kind, "overlay");
 
     // A new snapshot never reuses a directory number.
     core.prepare("later", None, Labels::new()).unwrap();
-    let ids: Vec<u64> = ["base", "active", "view", "later"].iter().map(|k| core.chain(k).unwrap()[0].id).collect();
+    let ids: Vec<u64> = ["base", "active", "view", "later"]
+        .iter()
+        .map(|k| core.chain(k).unwrap()[0].id)
+        .collect();
     let mut unique = ids.clone();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "ids {ids:?}");
@@ -282,9 +379,19 @@ fn mount_all(mounts: &[Mount], target: &Path) {
             }
         }
         let data = data.join(",");
-        let fstype = if mount.kind == "bind" { None } else { Some(mount.kind.as_str()) };
-        nix::mount::mount(Some(mount.source.as_str()), target, fstype, flags, Some(data.as_str()))
-            .unwrap_or_else(|error| panic!("mount {mount:?} on {}: {error}", target.display()));
+        let fstype = if mount.kind == "bind" {
+            None
+        } else {
+            Some(mount.kind.as_str())
+        };
+        nix::mount::mount(
+            Some(mount.source.as_str()),
+            target,
+            fstype,
+            flags,
+            Some(data.as_str()),
+        )
+        .unwrap_or_else(|error| panic!("mount {mount:?} on {}: {error}", target.display()));
         // The kernel ignores MS_RDONLY on the first bind; a read-only bind takes a remount.
         if fstype.is_none() && flags.contains(nix::mount::MsFlags::MS_RDONLY) {
             let remount = flags | nix::mount::MsFlags::MS_REMOUNT;
@@ -299,7 +406,9 @@ fn overlay_mounts_assemble_the_layers() {
     let (root, core) = open();
     committed(&core, "l1", None, &[("a", b"from l1"), ("b", b"from l1")]);
     committed(&core, "l2", Some("l1"), &[("b", b"from l2")]);
-    let mounts = core.prepare("container", Some("l2"), Labels::new()).unwrap();
+    let mounts = core
+        .prepare("container", Some("l2"), Labels::new())
+        .unwrap();
 
     let target = root.path().join("rootfs");
     std::fs::create_dir(&target).unwrap();

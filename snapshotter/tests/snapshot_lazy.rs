@@ -10,10 +10,12 @@ use lazypull_snapshotter::cache::ChunkCache;
 use lazypull_snapshotter::layer::LayerConfig;
 use lazypull_snapshotter::remote::{Anonymous, RegistryClient, RegistryConfig};
 use lazypull_snapshotter::service::{
-    self, LayerManager, LayerSettings, LazySnapshotter, REMOTE, REMOTE_VALUE, SNAPSHOT_REF, STARGZ_DIGEST,
-    STARGZ_LAYERS, STARGZ_REFERENCE, TOC_DIGEST,
+    self, LayerManager, LayerSettings, LazySnapshotter, REMOTE, REMOTE_VALUE, SNAPSHOT_REF,
+    STARGZ_DIGEST, STARGZ_LAYERS, STARGZ_REFERENCE, TOC_DIGEST,
 };
-use lazypull_snapshotter::snapshot::{ErrorCode, Kind, Labels, SnapshotError, Snapshotter, UsagePolicy};
+use lazypull_snapshotter::snapshot::{
+    ErrorCode, Kind, Labels, SnapshotError, Snapshotter, UsagePolicy,
+};
 
 const LAYER: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const NEXT_LAYER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -23,7 +25,11 @@ const DEAD_REGISTRY_IMAGE: &str = "127.0.0.1:9/python-esgz:latest";
 
 fn snapshotter(root: &Path) -> LazySnapshotter {
     let core = lazypull_snapshotter::snapshot::OverlaySnapshotter::open(root).unwrap();
-    let registry = RegistryConfig { request_timeout: Duration::from_secs(2), max_retries: 0, ..RegistryConfig::default() };
+    let registry = RegistryConfig {
+        request_timeout: Duration::from_secs(2),
+        max_retries: 0,
+        ..RegistryConfig::default()
+    };
     let client = RegistryClient::new(registry, Arc::new(Anonymous)).unwrap();
     let settings = LayerSettings {
         layers_dir: root.join("layers"),
@@ -36,7 +42,13 @@ fn snapshotter(root: &Path) -> LazySnapshotter {
         prefetch_wait: Duration::from_secs(1),
     };
     let cache = Arc::new(ChunkCache::in_memory(1 << 20));
-    let layers = LayerManager::new(settings, client, cache, None, tokio::runtime::Handle::current());
+    let layers = LayerManager::new(
+        settings,
+        client,
+        cache,
+        None,
+        tokio::runtime::Handle::current(),
+    );
     LazySnapshotter::new(core, layers, false)
 }
 
@@ -62,7 +74,8 @@ fn committed_remote(lazy: &LazySnapshotter, target: &str) -> u64 {
     let id = core.chain("extract").unwrap()[0].id;
     let mut labels = rpull_labels(target);
     labels.insert(REMOTE.to_owned(), REMOTE_VALUE.to_owned());
-    core.commit(target, "extract", labels, UsagePolicy::Skip).unwrap();
+    core.commit(target, "extract", labels, UsagePolicy::Skip)
+        .unwrap();
     id
 }
 
@@ -72,7 +85,10 @@ async fn unreachable_registry_falls_back_to_unpack() {
     let lazy = snapshotter(root.path());
     let key = "ns/1/extract-1 sha256:c1".to_owned();
 
-    let mounts = lazy.prepare(key.clone(), None, rpull_labels("sha256:c1")).await.unwrap();
+    let mounts = lazy
+        .prepare(key.clone(), None, rpull_labels("sha256:c1"))
+        .await
+        .unwrap();
     assert_eq!(mounts.len(), 1);
     assert_eq!(mounts[0].kind, "bind");
     let info = lazy.stat(key).await.unwrap();
@@ -88,9 +104,15 @@ async fn missing_toc_digest_falls_back_without_network() {
     let mut labels = rpull_labels("sha256:c1");
     labels.remove(TOC_DIGEST);
 
-    let mounts = lazy.prepare("ns/1/extract-2 sha256:c1".into(), None, labels).await.unwrap();
+    let mounts = lazy
+        .prepare("ns/1/extract-2 sha256:c1".into(), None, labels)
+        .await
+        .unwrap();
     assert_eq!(mounts[0].kind, "bind");
-    assert!(!root.path().join("layers").exists(), "a layer was resolved without a TOC digest");
+    assert!(
+        !root.path().join("layers").exists(),
+        "a layer was resolved without a TOC digest"
+    );
 }
 
 #[tokio::test]
@@ -99,10 +121,26 @@ async fn existing_target_returns_already_exists() {
     let lazy = snapshotter(root.path());
     committed_remote(&lazy, "sha256:c1");
 
-    let error = lazy.prepare("other-ns/7/extract-3 sha256:c1".into(), None, rpull_labels("sha256:c1")).await.unwrap_err();
+    let error = lazy
+        .prepare(
+            "other-ns/7/extract-3 sha256:c1".into(),
+            None,
+            rpull_labels("sha256:c1"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::AlreadyExists);
-    assert!(matches!(&error, SnapshotError::AlreadyExists { key } if key == "sha256:c1"), "{error}");
-    assert_eq!(lazy.stat("other-ns/7/extract-3 sha256:c1".into()).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(
+        matches!(&error, SnapshotError::AlreadyExists { key } if key == "sha256:c1"),
+        "{error}"
+    );
+    assert_eq!(
+        lazy.stat("other-ns/7/extract-3 sha256:c1".into())
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotFound
+    );
 }
 
 #[tokio::test]
@@ -111,14 +149,27 @@ async fn unmountable_remote_parent_is_unavailable() {
     let lazy = snapshotter(root.path());
     committed_remote(&lazy, "sha256:c1");
 
-    let error = lazy.prepare("ns/9/container".into(), Some("sha256:c1".into()), Labels::new()).await.unwrap_err();
+    let error = lazy
+        .prepare(
+            "ns/9/container".into(),
+            Some("sha256:c1".into()),
+            Labels::new(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), ErrorCode::Unavailable);
     let message = error.to_string();
     assert!(message.contains(LAYER), "{message}");
     assert!(message.contains("cannot be mounted"), "{message}");
-    assert_eq!(lazy.stat("ns/9/container".into()).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(
+        lazy.stat("ns/9/container".into()).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
 
-    let view = lazy.view("ns/10/view".into(), Some("sha256:c1".into()), Labels::new()).await.unwrap_err();
+    let view = lazy
+        .view("ns/10/view".into(), Some("sha256:c1".into()), Labels::new())
+        .await
+        .unwrap_err();
     assert_eq!(view.code(), ErrorCode::Unavailable);
     let mounts = lazy.mounts("sha256:c1".into()).await.unwrap_err();
     assert_eq!(mounts.code(), ErrorCode::Unavailable);
@@ -134,7 +185,8 @@ async fn restore_reports_failures_and_keeps_ordinary_snapshots() {
         core.prepare("plain", None, Labels::new()).unwrap();
         let file = core.fs_dir(core.chain("plain").unwrap()[0].id).join("data");
         std::fs::write(&file, b"kept").unwrap();
-        core.commit("plain-c", "plain", Labels::new(), UsagePolicy::Measure).unwrap();
+        core.commit("plain-c", "plain", Labels::new(), UsagePolicy::Measure)
+            .unwrap();
         file
     };
 
@@ -144,9 +196,15 @@ async fn restore_reports_failures_and_keeps_ordinary_snapshots() {
     assert_eq!(report.failed, 1);
     assert_eq!(lazy.layers().counts(), (0, 1));
     assert_eq!(std::fs::read(&ordinary_file).unwrap(), b"kept");
-    assert_eq!(lazy.stat("plain-c".into()).await.unwrap().kind, Kind::Committed);
+    assert_eq!(
+        lazy.stat("plain-c".into()).await.unwrap().kind,
+        Kind::Committed
+    );
     let remote = lazy.stat("sha256:c1".into()).await.unwrap();
-    assert_eq!(remote.labels.get(REMOTE).map(String::as_str), Some(REMOTE_VALUE));
+    assert_eq!(
+        remote.labels.get(REMOTE).map(String::as_str),
+        Some(REMOTE_VALUE)
+    );
 }
 
 #[tokio::test]
@@ -161,5 +219,8 @@ async fn removing_a_failed_remote_snapshot_clears_it() {
     assert!(lazy.layers().failure(id).is_none());
     assert_eq!(lazy.layers().counts(), (0, 0));
     assert!(!lazy.core().snapshot_dir(id).exists());
-    assert_eq!(lazy.stat("sha256:c1".into()).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(
+        lazy.stat("sha256:c1".into()).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
 }

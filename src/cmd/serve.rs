@@ -61,7 +61,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
         std::fs::write(&file, "socket = \"/run/a.sock\"\nroot = \"/var/lib/a\"\n").unwrap();
-        let args = Args { config: Some(file), socket: Some("/run/b.sock".into()), root: None };
+        let args = Args {
+            config: Some(file),
+            socket: Some("/run/b.sock".into()),
+            root: None,
+        };
         let config = config_of(&args).unwrap();
         assert_eq!(config.socket, PathBuf::from("/run/b.sock"));
         assert_eq!(config.root, PathBuf::from("/var/lib/a"));
@@ -69,8 +73,15 @@ mod tests {
 
     #[test]
     fn relative_override_is_rejected() {
-        let args = Args { config: None, socket: Some("relative.sock".into()), root: None };
+        let args = Args {
+            config: None,
+            socket: Some("relative.sock".into()),
+            root: None,
+        };
         let error = config_of(&args).unwrap_err();
-        assert!(format!("{error:#}").contains("socket: must be an absolute path"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("socket: must be an absolute path"),
+            "{error:#}"
+        );
     }
 }

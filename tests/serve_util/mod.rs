@@ -34,7 +34,9 @@ impl Serve {
     /// Writes a config (socket, root and metrics address inside a new temporary directory, plus
     /// `extra` TOML) and starts the daemon.
     pub fn start(extra: &str) -> anyhow::Result<Serve> {
-        let dir = tempfile::Builder::new().prefix("lazypull-serve-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("lazypull-serve-")
+            .tempdir()?;
         let metrics_port = free_port()?;
         let config = format!(
             "socket = {socket:?}\nroot = {root:?}\n{extra}\n[metrics]\naddress = \"127.0.0.1:{metrics_port}\"\n",
@@ -42,13 +44,20 @@ impl Serve {
             root = dir.path().join("root").display().to_string(),
         );
         std::fs::write(dir.path().join("config.toml"), config)?;
-        let mut serve = Serve { dir, child: None, metrics_port };
+        let mut serve = Serve {
+            dir,
+            child: None,
+            metrics_port,
+        };
         serve.spawn()?;
         Ok(serve)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
         let offset = log.metadata()?.len();
         let child = Command::new(env!("CARGO_BIN_EXE_lazypull"))
             .args(["--log-format", "json", "serve", "--config"])
@@ -66,11 +75,19 @@ impl Serve {
             if text.contains("lazypull snapshotter ready") {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten()) {
-                anyhow::bail!("lazypull serve exited with {status} before it was ready; log:\n{text}");
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                anyhow::bail!(
+                    "lazypull serve exited with {status} before it was ready; log:\n{text}"
+                );
             }
             if started.elapsed() > READY_TIMEOUT {
-                anyhow::bail!("lazypull serve was not ready within {READY_TIMEOUT:?}; log:\n{text}");
+                anyhow::bail!(
+                    "lazypull serve was not ready within {READY_TIMEOUT:?}; log:\n{text}"
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -95,7 +112,10 @@ impl Serve {
     fn signal_and_wait(&mut self, signal: &str) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("the daemon is not running")?;
         // The child is not reaped before the wait below, so its pid still names it.
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {} failed", child.id());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -136,7 +156,10 @@ impl Serve {
 
     /// The log lines as JSON objects.
     pub fn log_events(&self) -> Vec<Value> {
-        self.log().lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+        self.log()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// The Prometheus text from `/metrics`.
@@ -146,7 +169,9 @@ impl Serve {
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").context("response without a head")?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("response without a head")?;
         anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "metrics answered {head}");
         Ok(body.to_owned())
     }
@@ -159,7 +184,10 @@ impl Drop for Serve {
             let _ = child.wait();
         }
         for (mount_point, error) in lazypull_testkit::mounts::unmount_all_under(self.dir.path()) {
-            eprintln!("serve cleanup: failed to unmount {}: {error}", mount_point.display());
+            eprintln!(
+                "serve cleanup: failed to unmount {}: {error}",
+                mount_point.display()
+            );
         }
     }
 }
@@ -187,7 +215,11 @@ impl Stack {
         let serve = Serve::start(extra)?;
         let options = ContainerdOptions::default().proxy_snapshotter(SNAPSHOTTER, serve.socket());
         let containerd = Containerd::start(options)?;
-        Ok(Stack { containerd, serve, registry })
+        Ok(Stack {
+            containerd,
+            serve,
+            registry,
+        })
     }
 
     /// Restarts the daemon and waits until containerd reaches it again: after a failed dial,
@@ -195,9 +227,15 @@ impl Stack {
     pub fn restart_serve(&mut self) -> anyhow::Result<()> {
         self.serve.restart()?;
         let reached = wait_until(Duration::from_secs(30), || {
-            self.containerd.ctr(["snapshots", "--snapshotter", SNAPSHOTTER, "usage"]).status.success()
+            self.containerd
+                .ctr(["snapshots", "--snapshotter", SNAPSHOTTER, "usage"])
+                .status
+                .success()
         });
-        anyhow::ensure!(reached, "containerd did not reach the restarted daemon within 30 s");
+        anyhow::ensure!(
+            reached,
+            "containerd did not reach the restarted daemon within 30 s"
+        );
         Ok(())
     }
 
@@ -224,9 +262,14 @@ impl Stack {
     /// `ctr-remote image rpull --plain-http --snapshotter lazypull REFERENCE`, timed.
     pub fn rpull(&self, reference: &str) -> Duration {
         let started = Instant::now();
-        let output = self
-            .containerd
-            .ctr_remote(["image", "rpull", "--plain-http", "--snapshotter", SNAPSHOTTER, reference]);
+        let output = self.containerd.ctr_remote([
+            "image",
+            "rpull",
+            "--plain-http",
+            "--snapshotter",
+            SNAPSHOTTER,
+            reference,
+        ]);
         let elapsed = started.elapsed();
         assert!(
             output.status.success(),
@@ -260,13 +303,20 @@ pub fn converted_python() -> &'static Path {
     static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| {
         let source = python_image().expect("python test image builds");
-        let source_index = std::fs::read(source.join("index.json")).expect("python layout has an index");
+        let source_index =
+            std::fs::read(source.join("index.json")).expect("python layout has an index");
         let stamp = hex::encode(Sha256::digest(&source_index));
         let dir = cache_dir().join("images").join("python-esgz-serve");
-        if std::fs::read_to_string(dir.join(".source-index")).ok().as_deref() == Some(stamp.as_str()) {
+        if std::fs::read_to_string(dir.join(".source-index"))
+            .ok()
+            .as_deref()
+            == Some(stamp.as_str())
+        {
             return dir;
         }
-        let work = cache_dir().join("images").join(format!("python-esgz-serve.tmp-{}", std::process::id()));
+        let work = cache_dir()
+            .join("images")
+            .join(format!("python-esgz-serve.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&work);
         let started = Instant::now();
         let output = Command::new(env!("CARGO_BIN_EXE_lazypull"))
@@ -275,26 +325,39 @@ pub fn converted_python() -> &'static Path {
             .arg(format!("oci:{}:{PYTHON_IMAGE_TAG}", work.display()))
             .output()
             .expect("lazypull convert runs");
-        assert!(output.status.success(), "lazypull convert failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "lazypull convert failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         std::fs::write(work.join(".source-index"), &stamp).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&work, &dir).expect("converted layout moves into the cache");
-        eprintln!("converted the python image in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "converted the python image in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         dir
     })
 }
 
 /// The layer descriptors (digest, size) of the image tagged `tag` in the OCI layout `dir`.
 pub fn layout_layers(dir: &Path, tag: &str) -> Vec<(String, u64, Option<String>)> {
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let manifest = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .expect("tag in layout");
-    let digest = manifest["digest"].as_str().unwrap().trim_start_matches("sha256:");
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    let digest = manifest["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(digest)).unwrap())
+            .unwrap();
     manifest["layers"]
         .as_array()
         .unwrap()
@@ -303,7 +366,9 @@ pub fn layout_layers(dir: &Path, tag: &str) -> Vec<(String, u64, Option<String>)
             (
                 layer["digest"].as_str().unwrap().to_owned(),
                 layer["size"].as_u64().unwrap(),
-                layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"].as_str().map(str::to_owned),
+                layer["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+                    .as_str()
+                    .map(str::to_owned),
             )
         })
         .collect()

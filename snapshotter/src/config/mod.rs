@@ -183,23 +183,32 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { field: field.into(), reason: reason.into() }
+        ConfigError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl ServeConfig {
     /// Reads, parses and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config: ServeConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: Some(path.to_owned()), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: ServeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: Some(path.to_owned()),
+            source,
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<ServeConfig, ConfigError> {
-        let config: ServeConfig = toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })?;
+        let config: ServeConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: None, source })?;
         config.validate()?;
         Ok(config)
     }
@@ -232,22 +241,32 @@ impl ServeConfig {
         if self.cache.disk_bytes == 0 {
             return Err(ConfigError::invalid("cache.disk_bytes", "must be > 0"));
         }
-        self.layer_config().validate().map_err(|error| ConfigError::invalid(error.field, error.reason))?;
+        self.layer_config()
+            .validate()
+            .map_err(|error| ConfigError::invalid(error.field, error.reason))?;
         match self.registry.validate() {
             Ok(()) => Ok(()),
-            Err(RemoteError::InvalidConfig { field, reason }) => Err(ConfigError::invalid(format!("registry.{field}"), reason)),
+            Err(RemoteError::InvalidConfig { field, reason }) => {
+                Err(ConfigError::invalid(format!("registry.{field}"), reason))
+            }
             Err(other) => Err(ConfigError::invalid("registry", other.to_string())),
         }
     }
 
     /// The directory of the disk chunk cache: `cache.disk_dir`, or `<root>/cache`.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache.disk_dir.clone().unwrap_or_else(|| self.root.join("cache"))
+        self.cache
+            .disk_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join("cache"))
     }
 
     /// The cache section with the disk directory filled in.
     pub fn effective_cache(&self) -> CacheConfig {
-        CacheConfig { disk_dir: Some(self.cache_dir()), ..self.cache.clone() }
+        CacheConfig {
+            disk_dir: Some(self.cache_dir()),
+            ..self.cache.clone()
+        }
     }
 
     /// The settings every lazily read layer gets.
@@ -312,13 +331,24 @@ mod tests {
         assert!(!config.prefetch.background);
         assert_eq!(config.fetch.merge_gap_bytes, 0);
         assert_eq!(config.cache_dir(), Path::new("/srv/chunks"));
-        assert_eq!(config.registry.hosts["docker.io"].mirrors[0].host, "mirror.local:5000");
-        assert_eq!(config.metrics.address, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            config.registry.hosts["docker.io"].mirrors[0].host,
+            "mirror.local:5000"
+        );
+        assert_eq!(
+            config.metrics.address,
+            Some("127.0.0.1:9000".parse().unwrap())
+        );
     }
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        for text in ["sockets = \"/x\"", "[cache]\nmemory = 1", "[registry]\ntimeout = \"1s\"", "[metrics]\naddr = \"x\""] {
+        for text in [
+            "sockets = \"/x\"",
+            "[cache]\nmemory = 1",
+            "[registry]\ntimeout = \"1s\"",
+            "[metrics]\naddr = \"x\"",
+        ] {
             let error = ServeConfig::parse(text).unwrap_err();
             let message = format!("{}", std::error::Error::source(&error).unwrap());
             assert!(message.contains("unknown field"), "{text}: {message}");
@@ -331,10 +361,22 @@ mod tests {
         assert_eq!(invalid_field("socket = \"relative.sock\""), "socket");
         assert_eq!(invalid_field("root = \"var/lib\""), "root");
         assert_eq!(invalid_field("[fuse]\nthreads = 0"), "fuse.threads");
-        assert_eq!(invalid_field("[timeouts]\nresolve = \"0s\""), "timeouts.resolve");
-        assert_eq!(invalid_field("[fetch]\nparallel_requests = 0"), "fetch.parallel_requests");
-        assert_eq!(invalid_field("[prefetch]\nconcurrency = 0"), "prefetch.concurrency");
-        assert_eq!(invalid_field("[registry]\nrequest_timeout = \"0s\""), "registry.request_timeout");
+        assert_eq!(
+            invalid_field("[timeouts]\nresolve = \"0s\""),
+            "timeouts.resolve"
+        );
+        assert_eq!(
+            invalid_field("[fetch]\nparallel_requests = 0"),
+            "fetch.parallel_requests"
+        );
+        assert_eq!(
+            invalid_field("[prefetch]\nconcurrency = 0"),
+            "prefetch.concurrency"
+        );
+        assert_eq!(
+            invalid_field("[registry]\nrequest_timeout = \"0s\""),
+            "registry.request_timeout"
+        );
         assert_eq!(invalid_field("toc_tail_bytes = 10"), "toc_tail_bytes");
     }
 
@@ -347,12 +389,22 @@ mod tests {
     #[test]
     fn documented_example_config_is_valid() {
         let doc = include_str!("../../../docs/containerd.md");
-        let start = doc.find("```toml\n").expect("docs/containerd.md has a TOML block") + "```toml\n".len();
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/containerd.md has a TOML block")
+            + "```toml\n".len();
         let end = start + doc[start..].find("```").expect("the TOML block ends");
         let config = ServeConfig::parse(&doc[start..end]).unwrap();
         assert_eq!(config.socket, Path::new("/run/lazypull/lazypull.sock"));
         assert_eq!(config.registry.hosts["docker.io"].mirrors.len(), 1);
-        assert_eq!(config, ServeConfig { registry: config.registry.clone(), metrics: config.metrics.clone(), ..ServeConfig::default() });
+        assert_eq!(
+            config,
+            ServeConfig {
+                registry: config.registry.clone(),
+                metrics: config.metrics.clone(),
+                ..ServeConfig::default()
+            }
+        );
     }
 
     #[test]

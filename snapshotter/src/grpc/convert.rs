@@ -26,7 +26,12 @@ pub(super) fn parent(text: String) -> Option<String> {
 pub(super) fn mounts(mounts: Vec<Mount>) -> Vec<PbMount> {
     mounts
         .into_iter()
-        .map(|mount| PbMount { r#type: mount.kind, source: mount.source, target: String::new(), options: mount.options })
+        .map(|mount| PbMount {
+            r#type: mount.kind,
+            source: mount.source,
+            target: String::new(),
+            options: mount.options,
+        })
         .collect()
 }
 
@@ -134,10 +139,29 @@ mod tests {
     fn errors_become_matching_status_codes() {
         let cases = [
             (SnapshotError::NotFound { key: "k".into() }, Code::NotFound),
-            (SnapshotError::AlreadyExists { key: "k".into() }, Code::AlreadyExists),
-            (SnapshotError::HasChildren { key: "k".into(), children: 2 }, Code::FailedPrecondition),
-            (SnapshotError::EmptyName { what: "key" }, Code::InvalidArgument),
-            (SnapshotError::Unavailable { key: "k".into(), layer: "sha256:1".into(), reason: "down".into() }, Code::Unavailable),
+            (
+                SnapshotError::AlreadyExists { key: "k".into() },
+                Code::AlreadyExists,
+            ),
+            (
+                SnapshotError::HasChildren {
+                    key: "k".into(),
+                    children: 2,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                SnapshotError::EmptyName { what: "key" },
+                Code::InvalidArgument,
+            ),
+            (
+                SnapshotError::Unavailable {
+                    key: "k".into(),
+                    layer: "sha256:1".into(),
+                    reason: "down".into(),
+                },
+                Code::Unavailable,
+            ),
         ];
         for (error, expected) in cases {
             let status = status(&error);

@@ -17,7 +17,10 @@ pub type Empty = ();
 /// The generated server stub.
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
-    include!(concat!(env!("OUT_DIR"), "/containerd.services.snapshots.v1.Snapshots.rs"));
+    include!(concat!(
+        env!("OUT_DIR"),
+        "/containerd.services.snapshots.v1.Snapshots.rs"
+    ));
 }
 
 pub use convert::error_chain;

@@ -29,7 +29,10 @@ pub struct SnapshotsApi<S> {
 impl<S: Snapshotter> SnapshotsApi<S> {
     /// Serves `snapshotter`, counting calls in `metrics` when given.
     pub fn new(snapshotter: Arc<S>, metrics: Option<Arc<Metrics>>) -> Self {
-        SnapshotsApi { snapshotter, metrics }
+        SnapshotsApi {
+            snapshotter,
+            metrics,
+        }
     }
 
     /// Runs one call inside a span named after the operation, records its outcome, and turns
@@ -58,9 +61,15 @@ impl<S: Snapshotter> SnapshotsApi<S> {
             Err(error) => {
                 // Returned to containerd, which logs it too; logged here with our context.
                 match status_code {
-                    Code::Internal => tracing::error!(elapsed_ms, error = %super::convert::error_chain(&error), "failed"),
-                    Code::Unavailable => tracing::warn!(elapsed_ms, error = %super::convert::error_chain(&error), "failed"),
-                    _ => tracing::debug!(elapsed_ms, %error, code = code_name(status_code), "rejected"),
+                    Code::Internal => {
+                        tracing::error!(elapsed_ms, error = %super::convert::error_chain(&error), "failed")
+                    }
+                    Code::Unavailable => {
+                        tracing::warn!(elapsed_ms, error = %super::convert::error_chain(&error), "failed")
+                    }
+                    _ => {
+                        tracing::debug!(elapsed_ms, %error, code = code_name(status_code), "rejected")
+                    }
                 }
                 Err(status(&error))
             }
@@ -72,63 +81,115 @@ type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListSnapshotsResponse, St
 
 #[tonic::async_trait]
 impl<S: Snapshotter> Snapshots for SnapshotsApi<S> {
-    async fn prepare(&self, request: Request<pb::PrepareSnapshotRequest>) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareSnapshotRequest>,
+    ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let request = request.into_inner();
         let key = request.key.clone();
-        let work = self.snapshotter.prepare(request.key, parent(request.parent), labels(request.labels));
+        let work =
+            self.snapshotter
+                .prepare(request.key, parent(request.parent), labels(request.labels));
         let result = self.call("prepare", &key, work).await?;
-        Ok(Response::new(pb::PrepareSnapshotResponse { mounts: mounts(result) }))
+        Ok(Response::new(pb::PrepareSnapshotResponse {
+            mounts: mounts(result),
+        }))
     }
 
-    async fn view(&self, request: Request<pb::ViewSnapshotRequest>) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
+    async fn view(
+        &self,
+        request: Request<pb::ViewSnapshotRequest>,
+    ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
         let request = request.into_inner();
         let key = request.key.clone();
-        let work = self.snapshotter.view(request.key, parent(request.parent), labels(request.labels));
+        let work =
+            self.snapshotter
+                .view(request.key, parent(request.parent), labels(request.labels));
         let result = self.call("view", &key, work).await?;
-        Ok(Response::new(pb::ViewSnapshotResponse { mounts: mounts(result) }))
+        Ok(Response::new(pb::ViewSnapshotResponse {
+            mounts: mounts(result),
+        }))
     }
 
-    async fn mounts(&self, request: Request<pb::MountsRequest>) -> Result<Response<pb::MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        request: Request<pb::MountsRequest>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
         let key = request.into_inner().key;
-        let result = self.call("mounts", &key, self.snapshotter.mounts(key.clone())).await?;
-        Ok(Response::new(pb::MountsResponse { mounts: mounts(result) }))
+        let result = self
+            .call("mounts", &key, self.snapshotter.mounts(key.clone()))
+            .await?;
+        Ok(Response::new(pb::MountsResponse {
+            mounts: mounts(result),
+        }))
     }
 
-    async fn commit(&self, request: Request<pb::CommitSnapshotRequest>) -> Result<Response<Empty>, Status> {
+    async fn commit(
+        &self,
+        request: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
         let key = request.key.clone();
-        let work = self.snapshotter.commit(request.name, request.key, labels(request.labels));
+        let work = self
+            .snapshotter
+            .commit(request.name, request.key, labels(request.labels));
         self.call("commit", &key, work).await?;
         Ok(Response::new(()))
     }
 
-    async fn remove(&self, request: Request<pb::RemoveSnapshotRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let key = request.into_inner().key;
-        self.call("remove", &key, self.snapshotter.remove(key.clone())).await?;
+        self.call("remove", &key, self.snapshotter.remove(key.clone()))
+            .await?;
         Ok(Response::new(()))
     }
 
-    async fn stat(&self, request: Request<pb::StatSnapshotRequest>) -> Result<Response<pb::StatSnapshotResponse>, Status> {
+    async fn stat(
+        &self,
+        request: Request<pb::StatSnapshotRequest>,
+    ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
         let key = request.into_inner().key;
-        let info = self.call("stat", &key, self.snapshotter.stat(key.clone())).await?;
-        Ok(Response::new(pb::StatSnapshotResponse { info: Some(info_to_pb(info)) }))
+        let info = self
+            .call("stat", &key, self.snapshotter.stat(key.clone()))
+            .await?;
+        Ok(Response::new(pb::StatSnapshotResponse {
+            info: Some(info_to_pb(info)),
+        }))
     }
 
-    async fn update(&self, request: Request<pb::UpdateSnapshotRequest>) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
+    async fn update(
+        &self,
+        request: Request<pb::UpdateSnapshotRequest>,
+    ) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
         let request = request.into_inner();
         let Some(info) = request.info else {
-            return Err(Status::invalid_argument("update request has no snapshot info"));
+            return Err(Status::invalid_argument(
+                "update request has no snapshot info",
+            ));
         };
         let info = info_from_pb(info);
         let key = info.name.clone();
-        let paths = request.update_mask.map(|mask| mask.paths).unwrap_or_default();
-        let info = self.call("update", &key, self.snapshotter.update(info, paths)).await?;
-        Ok(Response::new(pb::UpdateSnapshotResponse { info: Some(info_to_pb(info)) }))
+        let paths = request
+            .update_mask
+            .map(|mask| mask.paths)
+            .unwrap_or_default();
+        let info = self
+            .call("update", &key, self.snapshotter.update(info, paths))
+            .await?;
+        Ok(Response::new(pb::UpdateSnapshotResponse {
+            info: Some(info_to_pb(info)),
+        }))
     }
 
     type ListStream = ListStream;
 
-    async fn list(&self, request: Request<pb::ListSnapshotsRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         let filters = request.into_inner().filters;
         let key = filters.join(" | ");
         let snapshotter = Arc::clone(&self.snapshotter);
@@ -143,13 +204,24 @@ impl<S: Snapshotter> Snapshots for SnapshotsApi<S> {
         Ok(Response::new(Box::pin(futures_util::stream::iter(batches))))
     }
 
-    async fn usage(&self, request: Request<pb::UsageRequest>) -> Result<Response<pb::UsageResponse>, Status> {
+    async fn usage(
+        &self,
+        request: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
         let key = request.into_inner().key;
-        let usage = self.call("usage", &key, self.snapshotter.usage(key.clone())).await?;
-        Ok(Response::new(pb::UsageResponse { size: usage.size, inodes: usage.inodes }))
+        let usage = self
+            .call("usage", &key, self.snapshotter.usage(key.clone()))
+            .await?;
+        Ok(Response::new(pb::UsageResponse {
+            size: usage.size,
+            inodes: usage.inodes,
+        }))
     }
 
-    async fn cleanup(&self, _request: Request<pb::CleanupRequest>) -> Result<Response<Empty>, Status> {
+    async fn cleanup(
+        &self,
+        _request: Request<pb::CleanupRequest>,
+    ) -> Result<Response<Empty>, Status> {
         self.call("cleanup", "", self.snapshotter.cleanup()).await?;
         Ok(Response::new(()))
     }

@@ -37,7 +37,10 @@ pub async fn serve_http(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MetricsServerError> {
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(%address, "serving metrics at /metrics");
     tokio::pin!(shutdown);
     loop {
@@ -66,8 +69,10 @@ pub async fn serve_http(
 }
 
 fn is_transient(error: &std::io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-        || error.kind() == std::io::ErrorKind::ConnectionAborted
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || error.kind() == std::io::ErrorKind::ConnectionAborted
 }
 
 async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
@@ -80,7 +85,13 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         }
         head.extend_from_slice(&buffer[..read]);
         if head.len() > MAX_HEAD_BYTES {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request head too large\n").await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
         }
     }
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
@@ -91,14 +102,41 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     match (method, path) {
         (b"GET", b"/metrics") => {
             let body = metrics.encode();
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
         }
-        (b"GET", _) => respond(&mut stream, "404 Not Found", "text/plain", "only /metrics is served\n").await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "only GET is served\n").await,
+        (b"GET", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "only /metrics is served\n",
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET is served\n",
+            )
+            .await
+        }
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -133,7 +171,12 @@ mod tests {
 
         let ok = get(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("lazypull_snapshot_operations_total{operation=\"stat\",code=\"not_found\"} 1"), "{ok}");
+        assert!(
+            ok.contains(
+                "lazypull_snapshot_operations_total{operation=\"stat\",code=\"not_found\"} 1"
+            ),
+            "{ok}"
+        );
 
         let missing = get(address, "GET /other HTTP/1.1\r\n\r\n").await;
         assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");

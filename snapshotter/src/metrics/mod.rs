@@ -81,33 +81,56 @@ impl Metrics {
             "Snapshot API calls by operation and result code",
             operations.clone(),
         );
-        let operation_seconds: HistogramFamily<OperationName> = Family::new_with_constructor(latency_histogram);
+        let operation_seconds: HistogramFamily<OperationName> =
+            Family::new_with_constructor(latency_histogram);
         registry.register(
             "lazypull_snapshot_operation_duration_seconds",
             "Time to answer a snapshot API call",
             operation_seconds.clone(),
         );
-        let fetch_seconds: HistogramFamily<FetchOutcome> = Family::new_with_constructor(latency_histogram);
+        let fetch_seconds: HistogramFamily<FetchOutcome> =
+            Family::new_with_constructor(latency_histogram);
         registry.register(
             "lazypull_fetch_duration_seconds",
             "Time of one range read from a registry or blob file, by outcome",
             fetch_seconds.clone(),
         );
         let fetch_bytes = Counter::default();
-        registry.register("lazypull_fetched_bytes", "Compressed bytes read from registries and blob files", fetch_bytes.clone());
-        Metrics { registry: Mutex::new(registry), operations, operation_seconds, fetch_seconds, fetch_bytes }
+        registry.register(
+            "lazypull_fetched_bytes",
+            "Compressed bytes read from registries and blob files",
+            fetch_bytes.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            operations,
+            operation_seconds,
+            fetch_seconds,
+            fetch_bytes,
+        }
     }
 
     /// Counts one snapshot API call and its latency. `code` is `ok` or the gRPC code name.
-    pub fn observe_operation(&self, operation: &'static str, code: &'static str, elapsed: Duration) {
-        self.operations.get_or_create(&OperationLabels { operation, code }).inc();
-        self.operation_seconds.get_or_create(&OperationName { operation }).observe(elapsed.as_secs_f64());
+    pub fn observe_operation(
+        &self,
+        operation: &'static str,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
+        self.operations
+            .get_or_create(&OperationLabels { operation, code })
+            .inc();
+        self.operation_seconds
+            .get_or_create(&OperationName { operation })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records one range read of `bytes` bytes (0 when it failed).
     pub fn observe_fetch(&self, ok: bool, bytes: u64, elapsed: Duration) {
         let outcome = if ok { "ok" } else { "error" };
-        self.fetch_seconds.get_or_create(&FetchOutcome { outcome }).observe(elapsed.as_secs_f64());
+        self.fetch_seconds
+            .get_or_create(&FetchOutcome { outcome })
+            .observe(elapsed.as_secs_f64());
         self.fetch_bytes.inc_by(bytes);
     }
 
@@ -120,7 +143,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut text = String::new();
         let registry = self.lock();
-        if let Err(error) = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry) {
+        if let Err(error) =
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+        {
             // Writing to a String cannot fail; a collector can, and then the scrape is partial.
             tracing::warn!(%error, "failed to encode some metrics");
         }
@@ -128,6 +153,8 @@ impl Metrics {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

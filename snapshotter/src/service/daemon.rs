@@ -57,8 +57,15 @@ pub enum DaemonError {
     Serve(#[from] ServeError),
 }
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
-    move |source| DaemonError::Io { action, path: path.to_path_buf(), source }
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> DaemonError + 'a {
+    move |source| DaemonError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Binds the gRPC socket at `path`: creates its directory (mode 0711 when new), replaces a
@@ -66,15 +73,22 @@ fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Er
 /// as root).
 pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o711).create(dir).map_err(io_error("create", dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(io_error("create", dir))?;
     }
     match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(socket = %path.display(), "removed the socket file of a previous run"),
+        Ok(()) => {
+            tracing::info!(socket = %path.display(), "removed the socket file of a previous run")
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(io_error("remove the old socket", path)(error)),
     }
     let listener = UnixListener::bind(path).map_err(io_error("listen on", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error("set permissions of", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error("set permissions of", path))?;
     Ok(listener)
 }
 
@@ -86,8 +100,10 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
 /// that does not answer.
 pub async fn serve(config: &ServeConfig) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).map_err(io_error("handle SIGTERM for", &config.socket))?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(io_error("handle SIGINT for", &config.socket))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(io_error("handle SIGTERM for", &config.socket))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(io_error("handle SIGINT for", &config.socket))?;
     let daemon = Daemon::start(config).await?;
     let listener = match bind_socket(&config.socket) {
         Ok(listener) => listener,
@@ -133,7 +149,9 @@ pub struct Daemon {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("socket", &self.socket).finish_non_exhaustive()
+        f.debug_struct("Daemon")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,16 +165,26 @@ impl Daemon {
             socket = %config.socket.display(),
             "lazypull snapshotter starting"
         );
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&config.root).map_err(io_error("create", &config.root))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.root)
+            .map_err(io_error("create", &config.root))?;
         let metrics = Arc::new(Metrics::new());
         let root = config.root.clone();
         let core = tokio::task::spawn_blocking(move || OverlaySnapshotter::open(&root))
             .await
-            .map_err(|join| DaemonError::Io { action: "open", path: config.root.clone(), source: std::io::Error::other(join) })?
+            .map_err(|join| DaemonError::Io {
+                action: "open",
+                path: config.root.clone(),
+                source: std::io::Error::other(join),
+            })?
             .map_err(DaemonError::Store)?;
-        let cache = Arc::new(ChunkCache::new(&config.effective_cache()).map_err(DaemonError::Cache)?);
+        let cache =
+            Arc::new(ChunkCache::new(&config.effective_cache()).map_err(DaemonError::Cache)?);
         let credentials = Arc::new(DockerConfigCredentials::new());
-        let client = RegistryClient::new(config.registry.clone(), credentials).map_err(DaemonError::Registry)?;
+        let client = RegistryClient::new(config.registry.clone(), credentials)
+            .map_err(DaemonError::Registry)?;
         let settings = LayerSettings {
             layers_dir: config.root.join("layers"),
             layer: config.layer_config(),
@@ -168,13 +196,33 @@ impl Daemon {
             prefetch_wait: config.timeouts.prefetch_wait,
         };
         let runtime = tokio::runtime::Handle::current();
-        let layers = LayerManager::new(settings, client, Arc::clone(&cache), Some(Arc::clone(&metrics)), runtime);
-        let snapshotter = Arc::new(LazySnapshotter::new(core.clone(), layers.clone(), config.allow_unverified));
+        let layers = LayerManager::new(
+            settings,
+            client,
+            Arc::clone(&cache),
+            Some(Arc::clone(&metrics)),
+            runtime,
+        );
+        let snapshotter = Arc::new(LazySnapshotter::new(
+            core.clone(),
+            layers.clone(),
+            config.allow_unverified,
+        ));
         restore(&snapshotter).await;
-        metrics.register_collector(Box::new(DaemonCollector { layers, cache, core }));
+        metrics.register_collector(Box::new(DaemonCollector {
+            layers,
+            cache,
+            core,
+        }));
 
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-        let mut daemon = Daemon { snapshotter, metrics, stop_metrics, metrics_task: None, socket: config.socket.clone() };
+        let mut daemon = Daemon {
+            snapshotter,
+            metrics,
+            stop_metrics,
+            metrics_task: None,
+            socket: config.socket.clone(),
+        };
         if let Some(address) = config.metrics.address {
             let listener = match TcpListener::bind(address).await {
                 Ok(listener) => listener,
@@ -187,7 +235,11 @@ impl Daemon {
             let stop = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
-            daemon.metrics_task = Some(tokio::spawn(metrics::serve_http(listener, Arc::clone(&daemon.metrics), stop)));
+            daemon.metrics_task = Some(tokio::spawn(metrics::serve_http(
+                listener,
+                Arc::clone(&daemon.metrics),
+                stop,
+            )));
         }
         Ok(daemon)
     }
@@ -202,10 +254,20 @@ impl Daemon {
     /// Stopping lets calls in flight finish, then unmounts every remote layer and flushes the
     /// cache. A layer that a running container still uses is detached, and that container gets
     /// ENOTCONN from then on.
-    pub async fn serve(self, listener: UnixListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), DaemonError> {
+    pub async fn serve(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), DaemonError> {
         notify("READY=1");
         tracing::info!(socket = %self.socket.display(), "lazypull snapshotter ready");
-        let served = grpc::serve(Arc::clone(&self.snapshotter), listener, Some(Arc::clone(&self.metrics)), shutdown).await;
+        let served = grpc::serve(
+            Arc::clone(&self.snapshotter),
+            listener,
+            Some(Arc::clone(&self.metrics)),
+            shutdown,
+        )
+        .await;
         notify("STOPPING=1");
         self.stop().await;
         served.map_err(DaemonError::from)
@@ -218,7 +280,9 @@ impl Daemon {
         if let Some(task) = self.metrics_task {
             match task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::error!(error = %grpc::error_chain(&error), "metrics endpoint failed"),
+                Ok(Err(error)) => {
+                    tracing::error!(error = %grpc::error_chain(&error), "metrics endpoint failed")
+                }
                 Err(error) => tracing::error!(%error, "metrics task failed"),
             }
         }

@@ -60,7 +60,9 @@ pub struct RemoteSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fallback {
     /// No image reference label.
-    #[error("label {CRI_IMAGE_REF} or {STARGZ_REFERENCE} is missing, so the layer's registry is unknown")]
+    #[error(
+        "label {CRI_IMAGE_REF} or {STARGZ_REFERENCE} is missing, so the layer's registry is unknown"
+    )]
     MissingImageRef,
     /// An image reference but no layer digest from the same producer.
     #[error("label {wanted} is missing, so the layer's blob is unknown")]
@@ -69,7 +71,9 @@ pub enum Fallback {
         wanted: &'static str,
     },
     /// No TOC digest and unverified layers are not allowed.
-    #[error("label {TOC_DIGEST} is missing (the layer is not eStargz, or was converted without it), and allow_unverified is off")]
+    #[error(
+        "label {TOC_DIGEST} is missing (the layer is not eStargz, or was converted without it), and allow_unverified is off"
+    )]
     MissingTocDigest,
     /// A label value does not parse.
     #[error("label {label} has an invalid value {value:?}: {reason}")]
@@ -87,25 +91,48 @@ impl RemoteSpec {
     /// Reads the labels of a Prepare whose `containerd.io/snapshot.ref` is `target`.
     ///
     /// Returns why the layer must be unpacked instead when a label is missing or invalid.
-    pub fn from_labels(target: &str, labels: &Labels, allow_unverified: bool) -> Result<RemoteSpec, Fallback> {
+    pub fn from_labels(
+        target: &str,
+        labels: &Labels,
+        allow_unverified: bool,
+    ) -> Result<RemoteSpec, Fallback> {
         let (image_text, digest_label, digest_text, layers_label) = match (
             labels.get(CRI_IMAGE_REF),
             labels.get(CRI_LAYER_DIGEST),
             labels.get(STARGZ_REFERENCE),
             labels.get(STARGZ_DIGEST),
         ) {
-            (Some(image), Some(digest), _, _) => (image, CRI_LAYER_DIGEST, digest, CRI_IMAGE_LAYERS),
+            (Some(image), Some(digest), _, _) => {
+                (image, CRI_LAYER_DIGEST, digest, CRI_IMAGE_LAYERS)
+            }
             (_, _, Some(image), Some(digest)) => (image, STARGZ_DIGEST, digest, STARGZ_LAYERS),
-            (Some(_), None, _, _) => return Err(Fallback::MissingLayerDigest { wanted: CRI_LAYER_DIGEST }),
-            (None, _, Some(_), None) => return Err(Fallback::MissingLayerDigest { wanted: STARGZ_DIGEST }),
+            (Some(_), None, _, _) => {
+                return Err(Fallback::MissingLayerDigest {
+                    wanted: CRI_LAYER_DIGEST,
+                });
+            }
+            (None, _, Some(_), None) => {
+                return Err(Fallback::MissingLayerDigest {
+                    wanted: STARGZ_DIGEST,
+                });
+            }
             (None, _, None, _) => return Err(Fallback::MissingImageRef),
         };
-        let image_label = if digest_label == CRI_LAYER_DIGEST { CRI_IMAGE_REF } else { STARGZ_REFERENCE };
-        let image = ImageRef::parse(image_text).map_err(|error| invalid(image_label, image_text, error.to_string()))?;
+        let image_label = if digest_label == CRI_LAYER_DIGEST {
+            CRI_IMAGE_REF
+        } else {
+            STARGZ_REFERENCE
+        };
+        let image = ImageRef::parse(image_text)
+            .map_err(|error| invalid(image_label, image_text, error.to_string()))?;
         // Labels can come from an image's own layer annotations, so they must not name files on
         // this machine.
         if matches!(image, ImageRef::Layout { .. }) {
-            return Err(invalid(image_label, image_text, "only registry references are mounted lazily".to_owned()));
+            return Err(invalid(
+                image_label,
+                image_text,
+                "only registry references are mounted lazily".to_owned(),
+            ));
         }
         let digest = parse_digest(digest_label, digest_text)?;
         let toc_digest = match labels.get(TOC_DIGEST) {
@@ -113,9 +140,16 @@ impl RemoteSpec {
             None if allow_unverified => None,
             None => return Err(Fallback::MissingTocDigest),
         };
-        let next_layers = labels.get(layers_label).map(|list| parse_layer_list(list, digest)).unwrap_or_default();
+        let next_layers = labels
+            .get(layers_label)
+            .map(|list| parse_layer_list(list, digest))
+            .unwrap_or_default();
         let prefetch_bytes = match labels.get(STARGZ_PREFETCH) {
-            Some(text) => Some(text.trim().parse::<u64>().map_err(|error| invalid(STARGZ_PREFETCH, text, error.to_string()))?),
+            Some(text) => Some(
+                text.trim()
+                    .parse::<u64>()
+                    .map_err(|error| invalid(STARGZ_PREFETCH, text, error.to_string()))?,
+            ),
             None => None,
         };
         Ok(RemoteSpec {
@@ -131,17 +165,26 @@ impl RemoteSpec {
 }
 
 fn invalid(label: &'static str, value: &str, reason: String) -> Fallback {
-    Fallback::InvalidLabel { label, value: value.chars().take(100).collect(), reason }
+    Fallback::InvalidLabel {
+        label,
+        value: value.chars().take(100).collect(),
+        reason,
+    }
 }
 
 fn parse_digest(label: &'static str, text: &str) -> Result<Digest, Fallback> {
-    text.trim().parse().map_err(|_| invalid(label, text, "expected sha256:<64 hex digits>".to_owned()))
+    text.trim()
+        .parse()
+        .map_err(|_| invalid(label, text, "expected sha256:<64 hex digits>".to_owned()))
 }
 
 /// Parses the comma-separated layers label, skipping `own` and entries that do not parse:
 /// containerd cuts the label to fit its 4096-byte limit, so the last entry may be partial.
 fn parse_layer_list(list: &str, own: Digest) -> Vec<Digest> {
-    list.split(',').filter_map(|item| item.trim().parse::<Digest>().ok()).filter(|digest| *digest != own).collect()
+    list.split(',')
+        .filter_map(|item| item.trim().parse::<Digest>().ok())
+        .filter(|digest| *digest != own)
+        .collect()
 }
 
 #[cfg(test)]
@@ -153,7 +196,10 @@ mod tests {
     const TOC: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -170,7 +216,13 @@ mod tests {
         assert_eq!(spec.target, "sha256:chain");
         assert_eq!(spec.digest.to_string(), D1);
         assert_eq!(spec.toc_digest.unwrap().to_string(), TOC);
-        assert_eq!(spec.next_layers.iter().map(ToString::to_string).collect::<Vec<_>>(), [D2]);
+        assert_eq!(
+            spec.next_layers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [D2]
+        );
         assert_eq!(spec.prefetch_bytes, Some(10 << 20));
         assert_eq!(spec.image_text, "127.0.0.1:5000/python-esgz:latest");
     }
@@ -192,12 +244,17 @@ mod tests {
     #[test]
     fn missing_labels_name_what_is_missing() {
         let only_ref = labels(&[(SNAPSHOT_REF, "c"), (TOC_DIGEST, TOC)]);
-        assert_eq!(RemoteSpec::from_labels("c", &only_ref, false).unwrap_err(), Fallback::MissingImageRef);
+        assert_eq!(
+            RemoteSpec::from_labels("c", &only_ref, false).unwrap_err(),
+            Fallback::MissingImageRef
+        );
 
         let no_digest = labels(&[(STARGZ_REFERENCE, "r.local/a:1"), (TOC_DIGEST, TOC)]);
         assert_eq!(
             RemoteSpec::from_labels("c", &no_digest, false).unwrap_err(),
-            Fallback::MissingLayerDigest { wanted: STARGZ_DIGEST }
+            Fallback::MissingLayerDigest {
+                wanted: STARGZ_DIGEST
+            }
         );
 
         let no_toc = labels(&[(STARGZ_REFERENCE, "r.local/a:1"), (STARGZ_DIGEST, D1)]);
@@ -215,17 +272,56 @@ mod tests {
 
     #[test]
     fn invalid_values_are_reported() {
-        let bad_digest = labels(&[(STARGZ_REFERENCE, "r.local/a:1"), (STARGZ_DIGEST, "md5:00"), (TOC_DIGEST, TOC)]);
+        let bad_digest = labels(&[
+            (STARGZ_REFERENCE, "r.local/a:1"),
+            (STARGZ_DIGEST, "md5:00"),
+            (TOC_DIGEST, TOC),
+        ]);
         let error = RemoteSpec::from_labels("c", &bad_digest, false).unwrap_err();
-        assert!(matches!(error, Fallback::InvalidLabel { label: STARGZ_DIGEST, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                Fallback::InvalidLabel {
+                    label: STARGZ_DIGEST,
+                    ..
+                }
+            ),
+            "{error}"
+        );
 
-        let bad_prefetch =
-            labels(&[(STARGZ_REFERENCE, "r.local/a:1"), (STARGZ_DIGEST, D1), (TOC_DIGEST, TOC), (STARGZ_PREFETCH, "lots")]);
+        let bad_prefetch = labels(&[
+            (STARGZ_REFERENCE, "r.local/a:1"),
+            (STARGZ_DIGEST, D1),
+            (TOC_DIGEST, TOC),
+            (STARGZ_PREFETCH, "lots"),
+        ]);
         let error = RemoteSpec::from_labels("c", &bad_prefetch, false).unwrap_err();
-        assert!(matches!(error, Fallback::InvalidLabel { label: STARGZ_PREFETCH, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                Fallback::InvalidLabel {
+                    label: STARGZ_PREFETCH,
+                    ..
+                }
+            ),
+            "{error}"
+        );
 
-        let local = labels(&[(STARGZ_REFERENCE, "oci:/var/lib/images"), (STARGZ_DIGEST, D1), (TOC_DIGEST, TOC)]);
+        let local = labels(&[
+            (STARGZ_REFERENCE, "oci:/var/lib/images"),
+            (STARGZ_DIGEST, D1),
+            (TOC_DIGEST, TOC),
+        ]);
         let error = RemoteSpec::from_labels("c", &local, false).unwrap_err();
-        assert!(matches!(error, Fallback::InvalidLabel { label: STARGZ_REFERENCE, .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                Fallback::InvalidLabel {
+                    label: STARGZ_REFERENCE,
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }

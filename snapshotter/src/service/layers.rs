@@ -18,12 +18,11 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::error::RemoteLayerError;
 use super::labels::RemoteSpec;
-use super::layer_files::LayerFiles;
 use super::persisted::{PersistedSource, TailIndex};
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::fetch::{LayerStatsSnapshot, PrefetchState};
 use crate::fs::fuse::{LayerMount, MountSettings};
-use crate::fs::{FileSource, FsCore, FsOptions};
+use crate::fs::{FsCore, FsOptions};
 use crate::layer::{Layer, LayerConfig, LayerInfo};
 use crate::metrics::Metrics;
 use crate::remote::{BlobSource, ImageRef, RegistryClient, image};
@@ -121,12 +120,24 @@ impl LayerManager {
         metrics: Option<Arc<Metrics>>,
         runtime: tokio::runtime::Handle,
     ) -> LayerManager {
-        let shared = SharedState { settings, client, cache, metrics, runtime, state: Mutex::new(State::default()) };
-        LayerManager { shared: Arc::new(shared) }
+        let shared = SharedState {
+            settings,
+            client,
+            cache,
+            metrics,
+            runtime,
+            state: Mutex::new(State::default()),
+        };
+        LayerManager {
+            shared: Arc::new(shared),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn settings(&self) -> &LayerSettings {
@@ -139,11 +150,19 @@ impl LayerManager {
 
     /// Opens the layer of `spec` (or reuses the open or opened-ahead one) and mounts it at
     /// `mountpoint` for snapshot `id`. Resolving and opening are bounded by the resolve timeout.
-    pub async fn mount(&self, id: u64, mountpoint: &Path, spec: &RemoteSpec) -> Result<(), RemoteLayerError> {
+    pub async fn mount(
+        &self,
+        id: u64,
+        mountpoint: &Path,
+        spec: &RemoteSpec,
+    ) -> Result<(), RemoteLayerError> {
         let limit = self.settings().resolve_timeout;
         let layer = tokio::time::timeout(limit, self.layer_for(spec))
             .await
-            .map_err(|_| RemoteLayerError::Timeout { digest: spec.digest, limit })??;
+            .map_err(|_| RemoteLayerError::Timeout {
+                digest: spec.digest,
+                limit,
+            })??;
         let session = match self.fuse_mount(&layer, mountpoint).await {
             Ok(session) => session,
             Err(error) => {
@@ -151,8 +170,13 @@ impl LayerManager {
                 return Err(error);
             }
         };
-        let mounted =
-            Mounted { digest: spec.digest, mountpoint: mountpoint.to_path_buf(), session: Some(session), prefetch_waited: false, checked_at: None };
+        let mounted = Mounted {
+            digest: spec.digest,
+            mountpoint: mountpoint.to_path_buf(),
+            session: Some(session),
+            prefetch_waited: false,
+            checked_at: None,
+        };
         let mut state = self.lock();
         state.failed.remove(&id);
         state.mounts.insert(id, mounted);
@@ -180,7 +204,10 @@ impl LayerManager {
             let mut state = self.lock();
             match state.open.get(&spec.digest) {
                 Some(layer) => Some(Ok(Arc::clone(layer))),
-                None => state.ahead.remove(&spec.digest).map(|(_, ahead)| Err(ahead)),
+                None => state
+                    .ahead
+                    .remove(&spec.digest)
+                    .map(|(_, ahead)| Err(ahead)),
             }
         };
         let layer = match existing {
@@ -189,21 +216,42 @@ impl LayerManager {
                 tracing::debug!(layer = %spec.digest, "using the layer opened ahead");
                 ahead.await.map_err(RemoteLayerError::Shared)?
             }
-            None => self.open_layer(&spec.image, &spec.image_text, spec.digest, spec.toc_digest, spec.prefetch_bytes).await?,
+            None => {
+                self.open_layer(
+                    &spec.image,
+                    &spec.image_text,
+                    spec.digest,
+                    spec.toc_digest,
+                    spec.prefetch_bytes,
+                )
+                .await?
+            }
         };
         if let Some(expected) = spec.toc_digest
             && layer.toc_digest() != expected
         {
             let found = layer.toc_digest();
-            if !self.lock().mounts.values().any(|mounted| mounted.digest == spec.digest) {
+            if !self
+                .lock()
+                .mounts
+                .values()
+                .any(|mounted| mounted.digest == spec.digest)
+            {
                 self.lock().open.remove(&spec.digest);
                 layer.close();
             }
-            return Err(RemoteLayerError::TocMismatch { digest: spec.digest, expected, found });
+            return Err(RemoteLayerError::TocMismatch {
+                digest: spec.digest,
+                expected,
+                found,
+            });
         }
         // Two Prepares of the same blob may have opened it at once; keep the first.
         let mut state = self.lock();
-        let kept = state.open.entry(spec.digest).or_insert_with(|| Arc::clone(&layer));
+        let kept = state
+            .open
+            .entry(spec.digest)
+            .or_insert_with(|| Arc::clone(&layer));
         if !Arc::ptr_eq(kept, &layer) {
             layer.close();
         }
@@ -226,16 +274,34 @@ impl LayerManager {
         let known_size = TailIndex::load(&dir).map(|index| index.blob_size);
         let inner = image::open_blob(&self.shared.client, image, &digest, known_size)
             .await
-            .map_err(|source| RemoteLayerError::Resolve { digest, image: image_text.to_owned(), source })?;
-        let source = Arc::new(PersistedSource::new(inner, dir.clone(), self.shared.metrics.clone()));
-        let info = LayerInfo { digest, size: source.size(), toc_digest, prefetch_bytes };
+            .map_err(|source| RemoteLayerError::Resolve {
+                digest,
+                image: image_text.to_owned(),
+                source,
+            })?;
+        let source = Arc::new(PersistedSource::new(
+            inner,
+            dir.clone(),
+            self.shared.metrics.clone(),
+        ));
+        let info = LayerInfo {
+            digest,
+            size: source.size(),
+            toc_digest,
+            prefetch_bytes,
+        };
         let mut config = self.settings().layer.clone();
         if toc_digest.is_none() {
             config.allow_unverified = true;
         }
-        let layer = Layer::open(&info, source.clone(), Arc::clone(&self.shared.cache), &config)
-            .await
-            .map_err(|source| RemoteLayerError::Open { digest, source })?;
+        let layer = Layer::open(
+            &info,
+            source.clone(),
+            Arc::clone(&self.shared.cache),
+            &config,
+        )
+        .await
+        .map_err(|source| RemoteLayerError::Open { digest, source })?;
         let persist = Arc::clone(&source);
         match tokio::task::spawn_blocking(move || persist.persist()).await {
             Ok(Ok(())) => {}
@@ -250,7 +316,13 @@ impl LayerManager {
     /// Starts opening `digests` of `image` in the background (unverified, compared with their
     /// labels at Prepare), so their Prepares find them ready. Layers already open or opening
     /// are skipped; unused ones are dropped after the resolve TTL.
-    pub fn open_ahead(&self, image: &ImageRef, image_text: &str, digests: &[Digest], prefetch_bytes: Option<u64>) {
+    pub fn open_ahead(
+        &self,
+        image: &ImageRef,
+        image_text: &str,
+        digests: &[Digest],
+        prefetch_bytes: Option<u64>,
+    ) {
         self.expire_ahead();
         for digest in digests {
             let mut state = self.lock();
@@ -260,17 +332,23 @@ impl LayerManager {
             let manager = self.clone();
             let (image, image_text, digest) = (image.clone(), image_text.to_owned(), *digest);
             let limit = self.settings().resolve_timeout;
-            let future: BoxFuture<'static, Result<Arc<Layer>, Arc<RemoteLayerError>>> = Box::pin(async move {
-                let opened = tokio::time::timeout(limit, manager.open_layer(&image, &image_text, digest, None, prefetch_bytes)).await;
-                match opened {
-                    Ok(Ok(layer)) => Ok(layer),
-                    Ok(Err(error)) => {
-                        tracing::info!(layer = %digest, error = %crate::grpc::error_chain(&error), "opening a layer ahead failed; its Prepare will try again");
-                        Err(Arc::new(error))
+            let future: BoxFuture<'static, Result<Arc<Layer>, Arc<RemoteLayerError>>> = Box::pin(
+                async move {
+                    let opened = tokio::time::timeout(
+                        limit,
+                        manager.open_layer(&image, &image_text, digest, None, prefetch_bytes),
+                    )
+                    .await;
+                    match opened {
+                        Ok(Ok(layer)) => Ok(layer),
+                        Ok(Err(error)) => {
+                            tracing::info!(layer = %digest, error = %crate::grpc::error_chain(&error), "opening a layer ahead failed; its Prepare will try again");
+                            Err(Arc::new(error))
+                        }
+                        Err(_) => Err(Arc::new(RemoteLayerError::Timeout { digest, limit })),
                     }
-                    Err(_) => Err(Arc::new(RemoteLayerError::Timeout { digest, limit })),
-                }
-            });
+                },
+            );
             let ahead = future.shared();
             state.ahead.insert(digest, (Instant::now(), ahead.clone()));
             drop(state);
@@ -295,26 +373,48 @@ impl LayerManager {
         });
     }
 
-    async fn fuse_mount(&self, layer: &Arc<Layer>, mountpoint: &Path) -> Result<LayerMount, RemoteLayerError> {
+    async fn fuse_mount(
+        &self,
+        layer: &Arc<Layer>,
+        mountpoint: &Path,
+    ) -> Result<LayerMount, RemoteLayerError> {
         let digest = layer.digest();
-        let options = FsOptions { read_timeout: Some(self.settings().read_timeout), ..FsOptions::default() };
-        let files: Arc<dyn FileSource> = Arc::new(LayerFiles(Arc::clone(layer)));
-        let core = Arc::new(FsCore::new(files, options));
-        let settings = MountSettings { threads: self.settings().fuse_threads, ..MountSettings::default() };
+        let options = FsOptions {
+            read_timeout: Some(self.settings().read_timeout),
+            ..FsOptions::default()
+        };
+        let core = Arc::new(FsCore::new(Arc::clone(layer), options));
+        let settings = MountSettings {
+            threads: self.settings().fuse_threads,
+            ..MountSettings::default()
+        };
         let runtime = self.shared.runtime.clone();
         let path = mountpoint.to_path_buf();
         // Mounting waits until the new session thread has replied to the kernel's INIT request.
-        let mounted = tokio::task::spawn_blocking(move || LayerMount::mount(core, runtime, &path, &settings))
-            .await
-            .map_err(|join| RemoteLayerError::Fuse { digest, path: mountpoint.to_path_buf(), source: std::io::Error::other(join) })?;
-        let session = mounted.map_err(|source| RemoteLayerError::Fuse { digest, path: mountpoint.to_path_buf(), source })?;
+        let mounted =
+            tokio::task::spawn_blocking(move || LayerMount::mount(core, runtime, &path, &settings))
+                .await
+                .map_err(|join| RemoteLayerError::Fuse {
+                    digest,
+                    path: mountpoint.to_path_buf(),
+                    source: std::io::Error::other(join),
+                })?;
+        let session = mounted.map_err(|source| RemoteLayerError::Fuse {
+            digest,
+            path: mountpoint.to_path_buf(),
+            source,
+        })?;
         tracing::info!(layer = %digest, mountpoint = %mountpoint.display(), "mounted layer");
         Ok(session)
     }
 
     /// Checks that the layer of snapshot `id` can still be read and, the first time
     /// `wait_prefetch` is set, waits for its prefetch. Returns the digest and what is wrong when it cannot be used.
-    pub async fn ready(&self, id: u64, wait_prefetch: bool) -> Result<(), (Option<Digest>, String)> {
+    pub async fn ready(
+        &self,
+        id: u64,
+        wait_prefetch: bool,
+    ) -> Result<(), (Option<Digest>, String)> {
         let (digest, layer, check_due, wait_prefetch) = {
             let state = self.lock();
             let Some(mounted) = state.mounts.get(&id) else {
@@ -327,13 +427,26 @@ impl LayerManager {
                 return Err((Some(mounted.digest), "is mounted but not open".to_owned()));
             };
             let interval = self.settings().check_interval;
-            let check_due = mounted.checked_at.is_none_or(|at| interval.is_zero() || at.elapsed() >= interval);
-            (mounted.digest, layer, check_due, wait_prefetch && !mounted.prefetch_waited)
+            let check_due = mounted
+                .checked_at
+                .is_none_or(|at| interval.is_zero() || at.elapsed() >= interval);
+            (
+                mounted.digest,
+                layer,
+                check_due,
+                wait_prefetch && !mounted.prefetch_waited,
+            )
         };
         // A fully cached layer never needs the registry again.
         if check_due && !self.fully_cached(&layer) {
             if let Err(error) = layer.source().check().await {
-                return Err((Some(digest), format!("is unreachable in its registry: {}", crate::grpc::error_chain(&error))));
+                return Err((
+                    Some(digest),
+                    format!(
+                        "is unreachable in its registry: {}",
+                        crate::grpc::error_chain(&error)
+                    ),
+                ));
             }
             if let Some(mounted) = self.lock().mounts.get_mut(&id) {
                 mounted.checked_at = Some(Instant::now());
@@ -345,11 +458,15 @@ impl LayerManager {
             let outcome = layer.wait_prefetch(limit).await;
             let waited_ms = started.elapsed().as_millis() as u64;
             match outcome {
-                PrefetchState::Running => tracing::warn!(layer = %digest, waited_ms, "prefetch still running; handing out mounts anyway"),
+                PrefetchState::Running => {
+                    tracing::warn!(layer = %digest, waited_ms, "prefetch still running; handing out mounts anyway")
+                }
                 PrefetchState::Failed { failed_chunks } => {
                     tracing::warn!(layer = %digest, failed_chunks, "prefetch failed in part; those chunks load on demand")
                 }
-                other => tracing::debug!(layer = %digest, waited_ms, state = ?other, "prefetch done"),
+                other => {
+                    tracing::debug!(layer = %digest, waited_ms, state = ?other, "prefetch done")
+                }
             }
             if let Some(mounted) = self.lock().mounts.get_mut(&id) {
                 mounted.prefetch_waited = true;
@@ -366,7 +483,11 @@ impl LayerManager {
             return true;
         }
         let digest = layer.digest();
-        layer.index().all_chunks().iter().all(|chunk| self.shared.cache.contains(&ChunkKey::new(digest, chunk)))
+        layer
+            .index()
+            .all_chunks()
+            .iter()
+            .all(|chunk| self.shared.cache.contains(&ChunkKey::new(digest, chunk)))
     }
 
     /// Unmounts the layer of snapshot `id` and clears any recorded failure. When no other snapshot
@@ -393,7 +514,10 @@ impl LayerManager {
     async fn release_if_unused(&self, digest: Digest, free: bool) {
         let layer = {
             let mut state = self.lock();
-            let used = state.mounts.values().any(|mounted| mounted.digest == digest)
+            let used = state
+                .mounts
+                .values()
+                .any(|mounted| mounted.digest == digest)
                 || state.failed.values().any(|(failed, _)| *failed == digest);
             if used {
                 return;
@@ -461,7 +585,11 @@ impl LayerManager {
             .map(|(digest, layer)| LayerReport {
                 digest: *digest,
                 size: layer.info().size,
-                mounts: state.mounts.values().filter(|mounted| mounted.digest == *digest).count(),
+                mounts: state
+                    .mounts
+                    .values()
+                    .filter(|mounted| mounted.digest == *digest)
+                    .count(),
                 stats: layer.stats(),
             })
             .collect()
@@ -516,7 +644,9 @@ async fn detach(mut mounted: Mounted) {
     })
     .await;
     match result {
-        Ok(Ok(_)) => tracing::info!(layer = %mounted.digest, mountpoint = %mounted.mountpoint.display(), "unmounted layer"),
+        Ok(Ok(_)) => {
+            tracing::info!(layer = %mounted.digest, mountpoint = %mounted.mountpoint.display(), "unmounted layer")
+        }
         Ok(Err(error)) => {
             tracing::error!(layer = %mounted.digest, mountpoint = %mounted.mountpoint.display(), %error, "failed to unmount a layer")
         }

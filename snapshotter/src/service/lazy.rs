@@ -8,8 +8,8 @@ use super::labels::{self, RemoteSpec};
 use super::layers::LayerManager;
 use crate::grpc::error_chain;
 use crate::snapshot::{
-    ChainLink, Filters, Info, Labels, Mount, OverlaySnapshotter, SnapshotError, Snapshotter, Usage, UsagePolicy,
-    mountinfo,
+    ChainLink, Filters, Info, Labels, Mount, OverlaySnapshotter, SnapshotError, Snapshotter, Usage,
+    UsagePolicy, mountinfo,
 };
 
 /// containerd's snapshotter with remote snapshots.
@@ -36,8 +36,17 @@ pub struct LazySnapshotter {
 impl LazySnapshotter {
     /// Combines the core and the remote layers. `allow_unverified` lets layers without a TOC
     /// digest label be mounted.
-    pub fn new(core: OverlaySnapshotter, layers: LayerManager, allow_unverified: bool) -> LazySnapshotter {
-        LazySnapshotter { core, layers, allow_unverified, remount: Arc::new(tokio::sync::Mutex::new(())) }
+    pub fn new(
+        core: OverlaySnapshotter,
+        layers: LayerManager,
+        allow_unverified: bool,
+    ) -> LazySnapshotter {
+        LazySnapshotter {
+            core,
+            layers,
+            allow_unverified,
+            remount: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     /// Returns the overlayfs core.
@@ -55,9 +64,15 @@ impl LazySnapshotter {
         work: impl FnOnce(OverlaySnapshotter) -> Result<T, SnapshotError> + Send + 'static,
     ) -> Result<T, SnapshotError> {
         let core = self.core.clone();
-        tokio::task::spawn_blocking(move || work(core)).await.unwrap_or_else(|join| {
-            Err(SnapshotError::Io { action: "run", path: "snapshot task".into(), source: std::io::Error::other(join) })
-        })
+        tokio::task::spawn_blocking(move || work(core))
+            .await
+            .unwrap_or_else(|join| {
+                Err(SnapshotError::Io {
+                    action: "run",
+                    path: "snapshot task".into(),
+                    source: std::io::Error::other(join),
+                })
+            })
     }
 
     /// Creates the active snapshot `key` and tries to mount the layer of `spec` on it. Returns
@@ -70,8 +85,11 @@ impl LazySnapshotter {
         labels: &Labels,
         spec: &RemoteSpec,
     ) -> Result<Vec<Mount>, SnapshotError> {
-        let (key_owned, labels_owned, parent_owned) = (key.to_owned(), labels.clone(), parent.clone());
-        let mounts = self.blocking(move |core| core.prepare(&key_owned, parent_owned.as_deref(), labels_owned)).await?;
+        let (key_owned, labels_owned, parent_owned) =
+            (key.to_owned(), labels.clone(), parent.clone());
+        let mounts = self
+            .blocking(move |core| core.prepare(&key_owned, parent_owned.as_deref(), labels_owned))
+            .await?;
         let id = self.core.chain(key)?[0].id;
         let fs = self.core.fs_dir(id);
         if let Err(error) = self.layers.mount(id, &fs, spec).await {
@@ -93,12 +111,21 @@ impl LazySnapshotter {
         let mut committed_labels = labels.clone();
         committed_labels.insert(labels::REMOTE.to_owned(), labels::REMOTE_VALUE.to_owned());
         let (target, key_owned) = (spec.target.clone(), key.to_owned());
-        let commit = self.blocking(move |core| core.commit(&target, &key_owned, committed_labels, UsagePolicy::Skip)).await;
+        let commit = self
+            .blocking(move |core| {
+                core.commit(&target, &key_owned, committed_labels, UsagePolicy::Skip)
+            })
+            .await;
         match commit {
             Ok(()) => {
                 tracing::info!(key, snapshot_id = id, target = %spec.target, layer = %spec.digest, image = %spec.image_text, "prepared remote snapshot");
                 if !spec.next_layers.is_empty() {
-                    self.layers.open_ahead(&spec.image, &spec.image_text, &spec.next_layers, spec.prefetch_bytes);
+                    self.layers.open_ahead(
+                        &spec.image,
+                        &spec.image_text,
+                        &spec.next_layers,
+                        spec.prefetch_bytes,
+                    );
                 }
             }
             Err(error) => {
@@ -106,7 +133,8 @@ impl LazySnapshotter {
                 // ALREADY_EXISTS), or the commit failed: either way this copy goes.
                 self.layers.unmount(id).await;
                 let key_owned = key.to_owned();
-                if let Err(remove_error) = self.blocking(move |core| core.remove(&key_owned)).await {
+                if let Err(remove_error) = self.blocking(move |core| core.remove(&key_owned)).await
+                {
                     tracing::warn!(key, snapshot_id = id, error = %remove_error, "failed to remove a remote snapshot that lost its commit");
                 }
                 if !matches!(error, SnapshotError::AlreadyExists { .. }) {
@@ -114,31 +142,54 @@ impl LazySnapshotter {
                 }
             }
         }
-        Err(SnapshotError::AlreadyExists { key: spec.target.clone() })
+        Err(SnapshotError::AlreadyExists {
+            key: spec.target.clone(),
+        })
     }
 
     /// Checks every remote layer of `name` and its ancestors, remounting layers that failed
     /// at restart, and waits for their prefetch on first use when `wait_prefetch` is set.
     /// Fails with UNAVAILABLE naming the first layer that cannot be used.
-    async fn ensure_chain(&self, key: &str, name: &str, wait_prefetch: bool) -> Result<(), SnapshotError> {
+    async fn ensure_chain(
+        &self,
+        key: &str,
+        name: &str,
+        wait_prefetch: bool,
+    ) -> Result<(), SnapshotError> {
         let links = self.core.chain(name)?;
-        let remote: Vec<&ChainLink> = links.iter().filter(|link| link.labels.contains_key(labels::REMOTE)).collect();
+        let remote: Vec<&ChainLink> = links
+            .iter()
+            .filter(|link| link.labels.contains_key(labels::REMOTE))
+            .collect();
         if remote.is_empty() {
             return Ok(());
         }
-        let results = join_all(remote.iter().map(|link| self.ensure_layer(key, link, wait_prefetch))).await;
+        let results = join_all(
+            remote
+                .iter()
+                .map(|link| self.ensure_layer(key, link, wait_prefetch)),
+        )
+        .await;
         results.into_iter().collect()
     }
 
-    async fn ensure_layer(&self, key: &str, link: &ChainLink, wait_prefetch: bool) -> Result<(), SnapshotError> {
+    async fn ensure_layer(
+        &self,
+        key: &str,
+        link: &ChainLink,
+        wait_prefetch: bool,
+    ) -> Result<(), SnapshotError> {
         if !self.layers.is_mounted(link.id) {
             self.remount(key, link).await?;
         }
-        self.layers.ready(link.id, wait_prefetch).await.map_err(|(digest, reason)| SnapshotError::Unavailable {
-            key: key.to_owned(),
-            layer: digest.map_or_else(|| link.name.clone(), |digest| digest.to_string()),
-            reason,
-        })
+        self.layers
+            .ready(link.id, wait_prefetch)
+            .await
+            .map_err(|(digest, reason)| SnapshotError::Unavailable {
+                key: key.to_owned(),
+                layer: digest.map_or_else(|| link.name.clone(), |digest| digest.to_string()),
+                reason,
+            })
     }
 
     /// Mounts the layer of a remote snapshot from its stored labels: at startup, and again on
@@ -148,9 +199,18 @@ impl LazySnapshotter {
         if self.layers.is_mounted(link.id) {
             return Ok(());
         }
-        let unavailable = |layer: String, reason: String| SnapshotError::Unavailable { key: key.to_owned(), layer, reason };
+        let unavailable = |layer: String, reason: String| SnapshotError::Unavailable {
+            key: key.to_owned(),
+            layer,
+            reason,
+        };
         let spec = RemoteSpec::from_labels(&link.name, &link.labels, self.allow_unverified)
-            .map_err(|reason| unavailable(link.name.clone(), format!("cannot be mounted again: {reason}")))?;
+            .map_err(|reason| {
+                unavailable(
+                    link.name.clone(),
+                    format!("cannot be mounted again: {reason}"),
+                )
+            })?;
         let fs = self.core.fs_dir(link.id);
         let prepared = tokio::task::spawn_blocking({
             let fs = fs.clone();
@@ -165,7 +225,8 @@ impl LazySnapshotter {
         .and_then(|result| result);
         if let Err(error) = prepared {
             let reason = format!("mount point {} is unusable: {error}", fs.display());
-            self.layers.mark_failed(link.id, spec.digest, reason.clone());
+            self.layers
+                .mark_failed(link.id, spec.digest, reason.clone());
             return Err(unavailable(spec.digest.to_string(), reason));
         }
         match self.layers.mount(link.id, &fs, &spec).await {
@@ -176,7 +237,8 @@ impl LazySnapshotter {
             Err(error) => {
                 let reason = format!("cannot be mounted: {}", error_chain(&error));
                 tracing::error!(snapshot = %link.name, snapshot_id = link.id, layer = %spec.digest, %reason, "remote snapshot unavailable");
-                self.layers.mark_failed(link.id, spec.digest, reason.clone());
+                self.layers
+                    .mark_failed(link.id, spec.digest, reason.clone());
                 Err(unavailable(spec.digest.to_string(), reason))
             }
         }
@@ -189,7 +251,8 @@ impl Snapshotter for LazySnapshotter {
     }
 
     async fn update(&self, info: Info, fieldpaths: Vec<String>) -> Result<Info, SnapshotError> {
-        self.blocking(move |core| core.update(&info, &fieldpaths)).await
+        self.blocking(move |core| core.update(&info, &fieldpaths))
+            .await
     }
 
     async fn usage(&self, key: String) -> Result<Usage, SnapshotError> {
@@ -201,23 +264,33 @@ impl Snapshotter for LazySnapshotter {
         self.core.mounts(&key)
     }
 
-    async fn prepare(&self, key: String, parent: Option<String>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    async fn prepare(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         let unpack = labels.get(labels::SNAPSHOT_REF).cloned();
         if unpack.is_none() && is_unpack_key(&key) {
             tracing::info!(
                 key,
-                reason = "label containerd.io/snapshot.ref is missing, so the layer's image is unknown",
+                reason =
+                    "label containerd.io/snapshot.ref is missing, so the layer's image is unknown",
                 "layer is not mounted lazily; containerd unpacks it"
             );
         }
         if let Some(target) = &unpack {
             if self.core.stat(target).is_ok() {
                 tracing::info!(key, target, "remote snapshot exists already");
-                return Err(SnapshotError::AlreadyExists { key: target.clone() });
+                return Err(SnapshotError::AlreadyExists {
+                    key: target.clone(),
+                });
             }
             match RemoteSpec::from_labels(target, &labels, self.allow_unverified) {
                 Ok(spec) => return self.prepare_remote(&key, parent, &labels, &spec).await,
-                Err(reason) => tracing::info!(key, target, %reason, "layer is not mounted lazily; containerd unpacks it"),
+                Err(reason) => {
+                    tracing::info!(key, target, %reason, "layer is not mounted lazily; containerd unpacks it")
+                }
             }
         }
         if let Some(parent) = &parent {
@@ -225,31 +298,45 @@ impl Snapshotter for LazySnapshotter {
             self.ensure_chain(&key, parent, unpack.is_none()).await?;
         }
         let (key_owned, log_key) = (key.clone(), key);
-        let mounts = self.blocking(move |core| core.prepare(&key_owned, parent.as_deref(), labels)).await?;
+        let mounts = self
+            .blocking(move |core| core.prepare(&key_owned, parent.as_deref(), labels))
+            .await?;
         tracing::info!(key = log_key, "prepared snapshot");
         Ok(mounts)
     }
 
-    async fn view(&self, key: String, parent: Option<String>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    async fn view(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         if let Some(parent) = &parent {
             self.ensure_chain(&key, parent, true).await?;
         }
         let (key_owned, log_key) = (key.clone(), key);
-        let mounts = self.blocking(move |core| core.view(&key_owned, parent.as_deref(), labels)).await?;
+        let mounts = self
+            .blocking(move |core| core.view(&key_owned, parent.as_deref(), labels))
+            .await?;
         tracing::info!(key = log_key, "prepared view");
         Ok(mounts)
     }
 
     async fn commit(&self, name: String, key: String, labels: Labels) -> Result<(), SnapshotError> {
         let (name_owned, key_owned) = (name.clone(), key.clone());
-        self.blocking(move |core| core.commit(&name_owned, &key_owned, labels, UsagePolicy::Measure)).await?;
+        self.blocking(move |core| {
+            core.commit(&name_owned, &key_owned, labels, UsagePolicy::Measure)
+        })
+        .await?;
         tracing::info!(key, name, "committed snapshot");
         Ok(())
     }
 
     async fn remove(&self, key: String) -> Result<(), SnapshotError> {
         let key_owned = key.clone();
-        let removed = self.blocking(move |core| core.remove_record(&key_owned)).await?;
+        let removed = self
+            .blocking(move |core| core.remove_record(&key_owned))
+            .await?;
         let remote = removed.labels.contains_key(labels::REMOTE);
         if remote {
             self.layers.unmount(removed.id).await;
@@ -271,7 +358,11 @@ impl Snapshotter for LazySnapshotter {
     async fn cleanup(&self) -> Result<(), SnapshotError> {
         let deleted = self.blocking(|core| core.cleanup()).await?;
         let freed = self.layers.free_unused().await;
-        tracing::info!(directories = deleted.len(), layers = freed.len(), "cleanup finished");
+        tracing::info!(
+            directories = deleted.len(),
+            layers = freed.len(),
+            "cleanup finished"
+        );
         Ok(())
     }
 }
@@ -280,7 +371,9 @@ impl Snapshotter for LazySnapshotter {
 /// keys as `<namespace>/<n>/extract-<random> <chain ID>` (`UnpackKeyFormat` in its snapshots
 /// package).
 fn is_unpack_key(key: &str) -> bool {
-    key.rsplit('/').next().is_some_and(|last| last.starts_with("extract-"))
+    key.rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with("extract-"))
 }
 
 #[cfg(test)]
@@ -289,7 +382,9 @@ mod tests {
 
     #[test]
     fn unpack_keys_are_recognized() {
-        assert!(is_unpack_key("default/5/extract-118856658-2thI sha256:b02b3d3d"));
+        assert!(is_unpack_key(
+            "default/5/extract-118856658-2thI sha256:b02b3d3d"
+        ));
         assert!(is_unpack_key("extract-1 sha256:00"));
         assert!(!is_unpack_key("default/9/t1"));
     }

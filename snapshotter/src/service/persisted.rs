@@ -82,17 +82,32 @@ struct State {
 
 impl std::fmt::Debug for PersistedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PersistedSource").field("source", &self.inner.id()).field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("PersistedSource")
+            .field("source", &self.inner.id())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl PersistedSource {
     /// Wraps `inner`, serving whatever `dir` already holds for a blob of this size, and
     /// recording network reads until [`PersistedSource::persist`].
-    pub fn new(inner: Arc<dyn BlobSource>, dir: PathBuf, metrics: Option<Arc<Metrics>>) -> PersistedSource {
+    pub fn new(
+        inner: Arc<dyn BlobSource>,
+        dir: PathBuf,
+        metrics: Option<Arc<Metrics>>,
+    ) -> PersistedSource {
         let persisted = TailIndex::load(&dir).filter(|index| index.blob_size == inner.size());
-        let state = State { persisted, recorded: Some(Vec::new()) };
-        PersistedSource { inner, dir, metrics, state: Mutex::new(state) }
+        let state = State {
+            persisted,
+            recorded: Some(Vec::new()),
+        };
+        PersistedSource {
+            inner,
+            dir,
+            metrics,
+            state: Mutex::new(state),
+        }
     }
 
     /// Whether some bytes are served from disk.
@@ -101,7 +116,9 @@ impl PersistedSource {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes the ranges read from the network since creation (merged with what was persisted
@@ -121,7 +138,9 @@ impl PersistedSource {
             let mut at = 0usize;
             for span in &previous.spans {
                 let len = usize::try_from(span.len).map_err(std::io::Error::other)?;
-                let bytes = data.get(at..at + len).ok_or_else(|| std::io::Error::other("tail.bin is shorter than tail.json says"))?;
+                let bytes = data.get(at..at + len).ok_or_else(|| {
+                    std::io::Error::other("tail.bin is shorter than tail.json says")
+                })?;
                 pieces.push((span.offset, Bytes::copy_from_slice(bytes)));
                 at += len;
             }
@@ -129,7 +148,10 @@ impl PersistedSource {
         let (index, data) = merge(self.inner.size(), pieces);
         std::fs::create_dir_all(&self.dir)?;
         write_synced(&self.dir.join(DATA_FILE), &data)?;
-        write_synced(&self.dir.join(INDEX_FILE), &serde_json::to_vec(&index).map_err(std::io::Error::other)?)?;
+        write_synced(
+            &self.dir.join(INDEX_FILE),
+            &serde_json::to_vec(&index).map_err(std::io::Error::other)?,
+        )?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         self.lock().persisted = Some(index);
         Ok(())
@@ -156,7 +178,11 @@ impl PersistedSource {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Bytes, RemoteError> {
-        let local = self.lock().persisted.as_ref().and_then(|index| index.locate(&range));
+        let local = self
+            .lock()
+            .persisted
+            .as_ref()
+            .and_then(|index| index.locate(&range));
         if let Some(file_offset) = local
             && let Some(bytes) = self.read_local(file_offset, range.end - range.start).await
         {
@@ -218,7 +244,13 @@ fn merge(blob_size: u64, mut pieces: Vec<(u64, Bytes)>) -> (TailIndex, Vec<u8>) 
     }
     let index = TailIndex {
         blob_size,
-        spans: spans.iter().map(|(offset, data)| Span { offset: *offset, len: data.len() as u64 }).collect(),
+        spans: spans
+            .iter()
+            .map(|(offset, data)| Span {
+                offset: *offset,
+                len: data.len() as u64,
+            })
+            .collect(),
     };
     let data = spans.into_iter().flat_map(|(_, data)| data).collect();
     (index, data)
@@ -250,7 +282,12 @@ mod tests {
 
     impl Counting {
         fn new(blob: Vec<u8>) -> Arc<Counting> {
-            Arc::new(Counting { blob, reads: AtomicU64::new(0), offline: false.into(), stats: RemoteStats::default() })
+            Arc::new(Counting {
+                blob,
+                reads: AtomicU64::new(0),
+                offline: false.into(),
+                stats: RemoteStats::default(),
+            })
         }
     }
 
@@ -261,9 +298,14 @@ mod tests {
         fn read_range(&self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, RemoteError>> {
             self.reads.fetch_add(1, Ordering::Relaxed);
             let result = if self.offline.load(Ordering::Relaxed) {
-                Err(RemoteError::InvalidConfig { field: "test".into(), reason: "offline".into() })
+                Err(RemoteError::InvalidConfig {
+                    field: "test".into(),
+                    reason: "offline".into(),
+                })
             } else {
-                Ok(Bytes::copy_from_slice(&self.blob[range.start as usize..range.end as usize]))
+                Ok(Bytes::copy_from_slice(
+                    &self.blob[range.start as usize..range.end as usize],
+                ))
             };
             Box::pin(async move { result })
         }
@@ -297,16 +339,51 @@ mod tests {
         assert!(second.has_persisted());
         assert_eq!(second.read_range(9_000..10_000).await.unwrap(), tail);
         assert_eq!(second.read_range(8_500..9_200).await.unwrap(), toc);
-        assert_eq!(second.read_range(8_600..8_601).await.unwrap()[0], blob()[8_600]);
-        assert_eq!(inner.reads.load(Ordering::Relaxed), 2, "no network read after the restart");
-        assert!(second.read_range(0..10).await.is_err(), "other ranges still go to the source");
+        assert_eq!(
+            second.read_range(8_600..8_601).await.unwrap()[0],
+            blob()[8_600]
+        );
+        assert_eq!(
+            inner.reads.load(Ordering::Relaxed),
+            2,
+            "no network read after the restart"
+        );
+        assert!(
+            second.read_range(0..10).await.is_err(),
+            "other ranges still go to the source"
+        );
     }
 
     #[test]
     fn pieces_merge_into_sorted_spans() {
-        let piece = |offset: u64, len: u64| (offset, Bytes::from(blob()[offset as usize..(offset + len) as usize].to_vec()));
-        let (index, data) = merge(10_000, vec![piece(9_000, 1_000), piece(100, 10), piece(8_500, 700), piece(105, 10)]);
-        assert_eq!(index.spans, [Span { offset: 100, len: 15 }, Span { offset: 8_500, len: 1_500 }]);
+        let piece = |offset: u64, len: u64| {
+            (
+                offset,
+                Bytes::from(blob()[offset as usize..(offset + len) as usize].to_vec()),
+            )
+        };
+        let (index, data) = merge(
+            10_000,
+            vec![
+                piece(9_000, 1_000),
+                piece(100, 10),
+                piece(8_500, 700),
+                piece(105, 10),
+            ],
+        );
+        assert_eq!(
+            index.spans,
+            [
+                Span {
+                    offset: 100,
+                    len: 15
+                },
+                Span {
+                    offset: 8_500,
+                    len: 1_500
+                }
+            ]
+        );
         assert_eq!(data.len(), 1_515);
         assert_eq!(&data[15..], &blob()[8_500..]);
     }
@@ -315,9 +392,15 @@ mod tests {
     fn index_for_another_blob_size_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let source = PersistedSource::new(Counting::new(blob()), dir.path().to_path_buf(), None);
-        futures_util::FutureExt::now_or_never(source.read_range(9_000..10_000)).unwrap().unwrap();
+        futures_util::FutureExt::now_or_never(source.read_range(9_000..10_000))
+            .unwrap()
+            .unwrap();
         source.persist().unwrap();
-        let other = PersistedSource::new(Counting::new(vec![0; 20_000]), dir.path().to_path_buf(), None);
+        let other = PersistedSource::new(
+            Counting::new(vec![0; 20_000]),
+            dir.path().to_path_buf(),
+            None,
+        );
         assert!(!other.has_persisted());
     }
 }

@@ -50,8 +50,14 @@ pub async fn restore(snapshotter: &LazySnapshotter) -> RestoreReport {
     let remote: Vec<ChainLink> = core
         .stored()
         .into_iter()
-        .filter(|stored| stored.kind == Kind::Committed && stored.labels.contains_key(labels::REMOTE))
-        .map(|stored| ChainLink { name: stored.name, id: stored.id, labels: stored.labels })
+        .filter(|stored| {
+            stored.kind == Kind::Committed && stored.labels.contains_key(labels::REMOTE)
+        })
+        .map(|stored| ChainLink {
+            name: stored.name,
+            id: stored.id,
+            labels: stored.labels,
+        })
         .collect();
     let outcomes: Vec<bool> = futures_util::stream::iter(remote.iter())
         .map(|link| async move { snapshotter.remount(&link.name, link).await.is_ok() })
@@ -59,7 +65,16 @@ pub async fn restore(snapshotter: &LazySnapshotter) -> RestoreReport {
         .collect()
         .await;
     let restored = outcomes.iter().filter(|ok| **ok).count();
-    let report = RestoreReport { stale_unmounted: stale, restored, failed: outcomes.len() - restored };
-    tracing::info!(stale_unmounted = report.stale_unmounted, restored = report.restored, failed = report.failed, "restored remote snapshots");
+    let report = RestoreReport {
+        stale_unmounted: stale,
+        restored,
+        failed: outcomes.len() - restored,
+    };
+    tracing::info!(
+        stale_unmounted = report.stale_unmounted,
+        restored = report.restored,
+        failed = report.failed,
+        "restored remote snapshots"
+    );
     report
 }

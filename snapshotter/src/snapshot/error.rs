@@ -115,7 +115,9 @@ impl SnapshotError {
         match self {
             SnapshotError::NotFound { .. } => ErrorCode::NotFound,
             SnapshotError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            SnapshotError::NotActive { .. } | SnapshotError::HasChildren { .. } => ErrorCode::FailedPrecondition,
+            SnapshotError::NotActive { .. } | SnapshotError::HasChildren { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             SnapshotError::ParentNotCommitted { .. }
             | SnapshotError::EmptyName { .. }
             | SnapshotError::ImmutableField { .. }
@@ -125,9 +127,16 @@ impl SnapshotError {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> SnapshotError {
         let path = path.into();
-        move |source| SnapshotError::Io { action, path, source }
+        move |source| SnapshotError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 
@@ -138,15 +147,51 @@ mod tests {
     #[test]
     fn codes_follow_containerd_errdefs() {
         let cases = [
-            (SnapshotError::NotFound { key: "k".into() }, ErrorCode::NotFound),
-            (SnapshotError::AlreadyExists { key: "k".into() }, ErrorCode::AlreadyExists),
-            (SnapshotError::HasChildren { key: "k".into(), children: 1 }, ErrorCode::FailedPrecondition),
-            (SnapshotError::NotActive { key: "k".into(), kind: Kind::View }, ErrorCode::FailedPrecondition),
-            (SnapshotError::ParentNotCommitted { parent: "p".into(), kind: Kind::Active }, ErrorCode::InvalidArgument),
-            (SnapshotError::EmptyName { what: "key" }, ErrorCode::InvalidArgument),
-            (SnapshotError::ImmutableField { field: "kind".into() }, ErrorCode::InvalidArgument),
             (
-                SnapshotError::Unavailable { key: "k".into(), layer: "sha256:00".into(), reason: "x".into() },
+                SnapshotError::NotFound { key: "k".into() },
+                ErrorCode::NotFound,
+            ),
+            (
+                SnapshotError::AlreadyExists { key: "k".into() },
+                ErrorCode::AlreadyExists,
+            ),
+            (
+                SnapshotError::HasChildren {
+                    key: "k".into(),
+                    children: 1,
+                },
+                ErrorCode::FailedPrecondition,
+            ),
+            (
+                SnapshotError::NotActive {
+                    key: "k".into(),
+                    kind: Kind::View,
+                },
+                ErrorCode::FailedPrecondition,
+            ),
+            (
+                SnapshotError::ParentNotCommitted {
+                    parent: "p".into(),
+                    kind: Kind::Active,
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                SnapshotError::EmptyName { what: "key" },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                SnapshotError::ImmutableField {
+                    field: "kind".into(),
+                },
+                ErrorCode::InvalidArgument,
+            ),
+            (
+                SnapshotError::Unavailable {
+                    key: "k".into(),
+                    layer: "sha256:00".into(),
+                    reason: "x".into(),
+                },
                 ErrorCode::Unavailable,
             ),
         ];

@@ -63,7 +63,11 @@ impl Filters {
 
     /// Tells whether `info` passes.
     pub fn matches(&self, info: &Info) -> bool {
-        self.any_of.is_empty() || self.any_of.iter().any(|all| all.iter().all(|selector| selector.matches(info)))
+        self.any_of.is_empty()
+            || self
+                .any_of
+                .iter()
+                .any(|all| all.iter().all(|selector| selector.matches(info)))
     }
 }
 
@@ -104,7 +108,11 @@ impl<'a> Parser<'a> {
     }
 
     fn error(&self, reason: impl Into<String>) -> SnapshotError {
-        SnapshotError::InvalidFilter { filter: self.text.to_owned(), position: self.position, reason: reason.into() }
+        SnapshotError::InvalidFilter {
+            filter: self.text.to_owned(),
+            position: self.position,
+            reason: reason.into(),
+        }
     }
 
     fn rest(&self) -> &'a str {
@@ -151,7 +159,8 @@ impl<'a> Parser<'a> {
             Test::NotEqual(self.value()?)
         } else if self.eat("~=") {
             let pattern = self.value()?;
-            let regex = Regex::new(&pattern).map_err(|error| self.error(format!("invalid regular expression: {error}")))?;
+            let regex = Regex::new(&pattern)
+                .map_err(|error| self.error(format!("invalid regular expression: {error}")))?;
             Test::Matches(regex)
         } else {
             Test::Present
@@ -164,7 +173,10 @@ impl<'a> Parser<'a> {
         if let Some(quoted) = self.quoted()? {
             return Ok(quoted);
         }
-        let len = self.rest().find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(self.rest().len());
+        let len = self
+            .rest()
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(self.rest().len());
         if len == 0 {
             return Err(self.error("expected a field name"));
         }
@@ -189,7 +201,12 @@ impl<'a> Parser<'a> {
 
     /// Reads a quoted string when one starts here.
     fn quoted(&mut self) -> Result<Option<String>, SnapshotError> {
-        let Some(quote) = self.rest().chars().next().filter(|c| matches!(c, '"' | '/' | '|')) else {
+        let Some(quote) = self
+            .rest()
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '"' | '/' | '|'))
+        else {
             return Ok(None);
         };
         let start = self.position;
@@ -202,7 +219,9 @@ impl<'a> Parser<'a> {
                 return Ok(Some(out));
             }
             if c == '\\' && quote == '"' {
-                let Some((_, escaped)) = chars.next() else { break };
+                let Some((_, escaped)) = chars.next() else {
+                    break;
+                };
                 out.push(match escaped {
                     'n' => '\n',
                     't' => '\t',
@@ -225,7 +244,10 @@ mod tests {
     use crate::snapshot::types::{Kind, Labels};
 
     fn info(name: &str, parent: Option<&str>, kind: Kind, labels: &[(&str, &str)]) -> Info {
-        let labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Info {
             name: name.into(),
             parent: parent.map(str::to_owned),
@@ -242,7 +264,12 @@ mod tests {
 
     #[test]
     fn unpacker_filter_matches_label_and_parent() {
-        let remote = info("sha256:c2", Some("sha256:c1"), Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:c2")]);
+        let remote = info(
+            "sha256:c2",
+            Some("sha256:c1"),
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:c2")],
+        );
         let filter = r#"labels."containerd.io/snapshot.ref"==sha256:c2,parent==sha256:c1"#;
         assert!(matches(&[filter], &remote));
         let other_parent = r#"labels."containerd.io/snapshot.ref"==sha256:c2,parent==sha256:c0"#;
@@ -265,8 +292,16 @@ mod tests {
 
     #[test]
     fn empty_parent_matches_quoted_empty_string() {
-        let base = info("sha256:c1", None, Kind::Committed, &[("containerd.io/snapshot.ref", "sha256:c1")]);
-        assert!(matches(&[r##"labels."containerd.io/snapshot.ref"==sha256:c1,parent=="""##], &base));
+        let base = info(
+            "sha256:c1",
+            None,
+            Kind::Committed,
+            &[("containerd.io/snapshot.ref", "sha256:c1")],
+        );
+        assert!(matches(
+            &[r##"labels."containerd.io/snapshot.ref"==sha256:c1,parent=="""##],
+            &base
+        ));
         let child = info("sha256:c2", Some("sha256:c1"), Kind::Committed, &[]);
         assert!(!matches(&[r##"parent=="""##], &child));
     }
@@ -298,9 +333,19 @@ mod tests {
 
     #[test]
     fn malformed_filters_are_rejected() {
-        for bad in ["==x", "name==", "name=a", "labels.\"open", "name~=(", "name==a,"] {
+        for bad in [
+            "==x",
+            "name==",
+            "name=a",
+            "labels.\"open",
+            "name~=(",
+            "name==a,",
+        ] {
             let error = Filters::parse(&[bad]).unwrap_err();
-            assert!(matches!(error, SnapshotError::InvalidFilter { .. }), "{bad}: {error}");
+            assert!(
+                matches!(error, SnapshotError::InvalidFilter { .. }),
+                "{bad}: {error}"
+            );
         }
     }
 }

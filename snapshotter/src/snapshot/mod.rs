@@ -49,13 +49,18 @@ pub trait Snapshotter: Send + Sync + 'static {
     fn stat(&self, key: String) -> impl Future<Output = Result<Info, SnapshotError>> + Send;
 
     /// Changes the labels named by `fieldpaths` (all labels when empty) to those of `info`.
-    fn update(&self, info: Info, fieldpaths: Vec<String>) -> impl Future<Output = Result<Info, SnapshotError>> + Send;
+    fn update(
+        &self,
+        info: Info,
+        fieldpaths: Vec<String>,
+    ) -> impl Future<Output = Result<Info, SnapshotError>> + Send;
 
     /// Disk usage of `key`'s own directory.
     fn usage(&self, key: String) -> impl Future<Output = Result<Usage, SnapshotError>> + Send;
 
     /// The mounts that assemble `key`.
-    fn mounts(&self, key: String) -> impl Future<Output = Result<Vec<Mount>, SnapshotError>> + Send;
+    fn mounts(&self, key: String)
+    -> impl Future<Output = Result<Vec<Mount>, SnapshotError>> + Send;
 
     /// Creates the active snapshot `key` on `parent` and returns its mounts.
     fn prepare(
@@ -74,13 +79,21 @@ pub trait Snapshotter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Mount>, SnapshotError>> + Send;
 
     /// Commits the active snapshot `key` under `name`.
-    fn commit(&self, name: String, key: String, labels: Labels) -> impl Future<Output = Result<(), SnapshotError>> + Send;
+    fn commit(
+        &self,
+        name: String,
+        key: String,
+        labels: Labels,
+    ) -> impl Future<Output = Result<(), SnapshotError>> + Send;
 
     /// Removes `key`; fails while other snapshots name it as parent.
     fn remove(&self, key: String) -> impl Future<Output = Result<(), SnapshotError>> + Send;
 
     /// Every snapshot that passes `filters`.
-    fn walk(&self, filters: Filters) -> impl Future<Output = Result<Vec<Info>, SnapshotError>> + Send;
+    fn walk(
+        &self,
+        filters: Filters,
+    ) -> impl Future<Output = Result<Vec<Info>, SnapshotError>> + Send;
 
     /// Frees resources that no snapshot uses any more.
     fn cleanup(&self) -> impl Future<Output = Result<(), SnapshotError>> + Send;
@@ -92,9 +105,15 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(OverlaySnapshotter) -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
     let snapshotter = snapshotter.clone();
-    tokio::task::spawn_blocking(move || work(snapshotter)).await.unwrap_or_else(|join| {
-        Err(SnapshotError::Io { action: "run", path: "snapshot task".into(), source: std::io::Error::other(join) })
-    })
+    tokio::task::spawn_blocking(move || work(snapshotter))
+        .await
+        .unwrap_or_else(|join| {
+            Err(SnapshotError::Io {
+                action: "run",
+                path: "snapshot task".into(),
+                source: std::io::Error::other(join),
+            })
+        })
 }
 
 impl Snapshotter for OverlaySnapshotter {
@@ -114,16 +133,32 @@ impl Snapshotter for OverlaySnapshotter {
         OverlaySnapshotter::mounts(self, &key)
     }
 
-    async fn prepare(&self, key: String, parent: Option<String>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
-        blocking(self, move |core| core.prepare(&key, parent.as_deref(), labels)).await
+    async fn prepare(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
+        blocking(self, move |core| {
+            core.prepare(&key, parent.as_deref(), labels)
+        })
+        .await
     }
 
-    async fn view(&self, key: String, parent: Option<String>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    async fn view(
+        &self,
+        key: String,
+        parent: Option<String>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         blocking(self, move |core| core.view(&key, parent.as_deref(), labels)).await
     }
 
     async fn commit(&self, name: String, key: String, labels: Labels) -> Result<(), SnapshotError> {
-        blocking(self, move |core| core.commit(&name, &key, labels, UsagePolicy::Measure)).await
+        blocking(self, move |core| {
+            core.commit(&name, &key, labels, UsagePolicy::Measure)
+        })
+        .await
     }
 
     async fn remove(&self, key: String) -> Result<(), SnapshotError> {

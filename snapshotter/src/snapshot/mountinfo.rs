@@ -29,7 +29,10 @@ pub fn is_mount_point(path: &Path) -> bool {
 
 /// Mount points strictly below `dir`, deepest first (the order to unmount them in).
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let mut below: Vec<PathBuf> = mount_points().into_iter().filter(|point| point != dir && point.starts_with(dir)).collect();
+    let mut below: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|point| point != dir && point.starts_with(dir))
+        .collect();
     below.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
     below.dedup();
     below
@@ -60,10 +63,14 @@ fn unescape_octal(field: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escape = bytes.get(i + 1..i + 4).filter(|digits| bytes[i] == b'\\' && digits.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let escape = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|b| (b'0'..=b'7').contains(b)));
         match escape {
             Some(digits) => {
-                let value = digits.iter().fold(0u32, |acc, digit| acc * 8 + u32::from(digit - b'0'));
+                let value = digits
+                    .iter()
+                    .fold(0u32, |acc, digit| acc * 8 + u32::from(digit - b'0'));
                 out.push(u8::try_from(value).unwrap_or(b'?'));
                 i += 4;
             }
@@ -83,7 +90,10 @@ mod tests {
     #[test]
     fn mountinfo_paths_are_unescaped() {
         let text = "36 35 98:0 / /mnt/with\\040space rw - ext3 /dev/root rw\n37 35 0:5 / /plain rw - tmpfs t rw\n";
-        assert_eq!(parse_mount_points(text), [PathBuf::from("/mnt/with space"), PathBuf::from("/plain")]);
+        assert_eq!(
+            parse_mount_points(text),
+            [PathBuf::from("/mnt/with space"), PathBuf::from("/plain")]
+        );
     }
 
     #[test]

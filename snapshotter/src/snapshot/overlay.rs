@@ -106,7 +106,11 @@ impl OverlaySnapshotter {
             overlay_options.push("index=off".to_owned());
         }
         Ok(OverlaySnapshotter {
-            shared: Arc::new(Shared { root: root.to_path_buf(), store: Mutex::new(store), overlay_options }),
+            shared: Arc::new(Shared {
+                root: root.to_path_buf(),
+                store: Mutex::new(store),
+                overlay_options,
+            }),
         })
     }
 
@@ -132,7 +136,10 @@ impl OverlaySnapshotter {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave the store half-changed: the in-memory
         // state changes only after a successful append, in one assignment.
-        self.shared.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Information about `key`.
@@ -149,21 +156,42 @@ impl OverlaySnapshotter {
             .state()
             .snapshots
             .iter()
-            .map(|(name, record)| Stored { name: name.clone(), id: record.id, kind: record.kind, labels: record.labels.clone() })
+            .map(|(name, record)| Stored {
+                name: name.clone(),
+                id: record.id,
+                kind: record.kind,
+                labels: record.labels.clone(),
+            })
             .collect()
     }
 
     /// Creates an active snapshot `key` on top of `parent` and returns its mounts.
-    pub fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         self.create(Kind::Active, key, parent, labels)
     }
 
     /// Creates a read-only view `key` of `parent` and returns its mounts.
-    pub fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    pub fn view(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         self.create(Kind::View, key, parent, labels)
     }
 
-    fn create(&self, kind: Kind, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>, SnapshotError> {
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<Vec<Mount>, SnapshotError> {
         if key.is_empty() {
             return Err(SnapshotError::EmptyName { what: "key" });
         }
@@ -171,13 +199,24 @@ impl OverlaySnapshotter {
         let mut store = self.store();
         let state = store.state();
         if state.snapshots.contains_key(key) {
-            return Err(SnapshotError::AlreadyExists { key: key.to_owned() });
+            return Err(SnapshotError::AlreadyExists {
+                key: key.to_owned(),
+            });
         }
         let parent_id = match parent {
             Some(parent) => {
-                let record = state.snapshots.get(parent).ok_or_else(|| SnapshotError::NotFound { key: parent.to_owned() })?;
+                let record =
+                    state
+                        .snapshots
+                        .get(parent)
+                        .ok_or_else(|| SnapshotError::NotFound {
+                            key: parent.to_owned(),
+                        })?;
                 if record.kind != Kind::Committed {
-                    return Err(SnapshotError::ParentNotCommitted { parent: parent.to_owned(), kind: record.kind });
+                    return Err(SnapshotError::ParentNotCommitted {
+                        parent: parent.to_owned(),
+                        kind: record.kind,
+                    });
                 }
                 Some(record.id)
             }
@@ -186,8 +225,22 @@ impl OverlaySnapshotter {
         let id = state.next_id;
         let dir = self.create_dir(id, kind, parent_id)?;
         let now = SystemTime::now();
-        let record = Record { id, kind, parent: parent.map(str::to_owned), labels, created: now, updated: now, usage: None };
-        if let Err(error) = store.apply(id + 1, vec![Op::Put { key: key.to_owned(), record }]) {
+        let record = Record {
+            id,
+            kind,
+            parent: parent.map(str::to_owned),
+            labels,
+            created: now,
+            updated: now,
+            usage: None,
+        };
+        if let Err(error) = store.apply(
+            id + 1,
+            vec![Op::Put {
+                key: key.to_owned(),
+                record,
+            }],
+        ) {
             remove_tree(&dir);
             return Err(error.into());
         }
@@ -197,24 +250,40 @@ impl OverlaySnapshotter {
 
     /// Creates `snapshots/<id>` with `fs` (and `work` for active snapshots) through a
     /// temporary name, so a half-made directory never carries a live number.
-    fn create_dir(&self, id: u64, kind: Kind, parent_id: Option<u64>) -> Result<PathBuf, SnapshotError> {
+    fn create_dir(
+        &self,
+        id: u64,
+        kind: Kind,
+        parent_id: Option<u64>,
+    ) -> Result<PathBuf, SnapshotError> {
         let dir = self.snapshot_dir(id);
         let temp = self.shared.root.join("snapshots").join(format!("new-{id}"));
         remove_tree(&temp);
         let made = (|| {
-            std::fs::DirBuilder::new().mode(0o700).create(&temp).map_err(SnapshotError::io("create", &temp))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&temp)
+                .map_err(SnapshotError::io("create", &temp))?;
             let fs = temp.join("fs");
-            std::fs::DirBuilder::new().mode(0o755).create(&fs).map_err(SnapshotError::io("create", &fs))?;
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&fs)
+                .map_err(SnapshotError::io("create", &fs))?;
             if kind == Kind::Active {
                 let work = temp.join("work");
-                std::fs::DirBuilder::new().mode(0o711).create(&work).map_err(SnapshotError::io("create", &work))?;
+                std::fs::DirBuilder::new()
+                    .mode(0o711)
+                    .create(&work)
+                    .map_err(SnapshotError::io("create", &work))?;
             }
             // The upper directory becomes the container's root directory; give it the owner of
             // the layer below, as containerd does for images with a non-root root directory.
             if let Some(parent_id) = parent_id {
                 let parent_fs = self.fs_dir(parent_id);
-                let meta = std::fs::metadata(&parent_fs).map_err(SnapshotError::io("stat", &parent_fs))?;
-                std::os::unix::fs::lchown(&fs, Some(meta.uid()), Some(meta.gid())).map_err(SnapshotError::io("chown", &fs))?;
+                let meta =
+                    std::fs::metadata(&parent_fs).map_err(SnapshotError::io("stat", &parent_fs))?;
+                std::os::unix::fs::lchown(&fs, Some(meta.uid()), Some(meta.gid()))
+                    .map_err(SnapshotError::io("chown", &fs))?;
             }
             std::fs::rename(&temp, &dir).map_err(SnapshotError::io("rename into place", &dir))
         })();
@@ -254,9 +323,16 @@ impl OverlaySnapshotter {
                     options.push(format!("workdir={}", self.work_dir(id).display()));
                     options.push(format!("upperdir={}", self.fs_dir(id).display()));
                 }
-                let lowers: Vec<String> = parents.iter().map(|parent| self.fs_dir(*parent).display().to_string()).collect();
+                let lowers: Vec<String> = parents
+                    .iter()
+                    .map(|parent| self.fs_dir(*parent).display().to_string())
+                    .collect();
                 options.push(format!("lowerdir={}", lowers.join(":")));
-                vec![Mount { kind: "overlay".to_owned(), source: "overlay".to_owned(), options }]
+                vec![Mount {
+                    kind: "overlay".to_owned(),
+                    source: "overlay".to_owned(),
+                    options,
+                }]
             }
         }
     }
@@ -270,7 +346,11 @@ impl OverlaySnapshotter {
         while let Some(current) = name {
             let record = find(state, &current)?;
             name = record.parent.clone();
-            links.push(ChainLink { name: current, id: record.id, labels: record.labels.clone() });
+            links.push(ChainLink {
+                name: current,
+                id: record.id,
+                labels: record.labels.clone(),
+            });
             if links.len() > state.snapshots.len() {
                 break;
             }
@@ -280,7 +360,13 @@ impl OverlaySnapshotter {
 
     /// Commits the active snapshot `key` as `name` with `labels`. The directory keeps its
     /// number; with [`UsagePolicy::Measure`] its disk usage is measured and stored.
-    pub fn commit(&self, name: &str, key: &str, labels: Labels, policy: UsagePolicy) -> Result<(), SnapshotError> {
+    pub fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: Labels,
+        policy: UsagePolicy,
+    ) -> Result<(), SnapshotError> {
         if name.is_empty() {
             return Err(SnapshotError::EmptyName { what: "name" });
         }
@@ -297,12 +383,32 @@ impl OverlaySnapshotter {
         let record = check_committable(store.state(), name, key)?;
         if record.id != id {
             // Removed and prepared again while we measured.
-            return Err(SnapshotError::NotFound { key: key.to_owned() });
+            return Err(SnapshotError::NotFound {
+                key: key.to_owned(),
+            });
         }
         let now = SystemTime::now();
-        let committed = Record { kind: Kind::Committed, labels, created: now, updated: now, usage, ..record.clone() };
+        let committed = Record {
+            kind: Kind::Committed,
+            labels,
+            created: now,
+            updated: now,
+            usage,
+            ..record.clone()
+        };
         let next_id = store.state().next_id;
-        store.apply(next_id, vec![Op::Delete { key: key.to_owned() }, Op::Put { key: name.to_owned(), record: committed }])?;
+        store.apply(
+            next_id,
+            vec![
+                Op::Delete {
+                    key: key.to_owned(),
+                },
+                Op::Put {
+                    key: name.to_owned(),
+                    record: committed,
+                },
+            ],
+        )?;
         Ok(())
     }
 
@@ -312,13 +418,30 @@ impl OverlaySnapshotter {
         let mut store = self.store();
         let state = store.state();
         let record = find(state, key)?;
-        let children = state.snapshots.values().filter(|other| other.parent.as_deref() == Some(key)).count();
+        let children = state
+            .snapshots
+            .values()
+            .filter(|other| other.parent.as_deref() == Some(key))
+            .count();
         if children > 0 {
-            return Err(SnapshotError::HasChildren { key: key.to_owned(), children });
+            return Err(SnapshotError::HasChildren {
+                key: key.to_owned(),
+                children,
+            });
         }
-        let removed = Removed { name: key.to_owned(), id: record.id, kind: record.kind, labels: record.labels.clone() };
+        let removed = Removed {
+            name: key.to_owned(),
+            id: record.id,
+            kind: record.kind,
+            labels: record.labels.clone(),
+        };
         let next_id = state.next_id;
-        store.apply(next_id, vec![Op::Delete { key: key.to_owned() }])?;
+        store.apply(
+            next_id,
+            vec![Op::Delete {
+                key: key.to_owned(),
+            }],
+        )?;
         Ok(removed)
     }
 
@@ -374,12 +497,20 @@ impl OverlaySnapshotter {
                     None => record.labels.remove(label),
                 };
             } else {
-                return Err(SnapshotError::ImmutableField { field: path.clone() });
+                return Err(SnapshotError::ImmutableField {
+                    field: path.clone(),
+                });
             }
         }
         record.updated = SystemTime::now();
         let next_id = state.next_id;
-        store.apply(next_id, vec![Op::Put { key: info.name.clone(), record: record.clone() }])?;
+        store.apply(
+            next_id,
+            vec![Op::Put {
+                key: info.name.clone(),
+                record: record.clone(),
+            }],
+        )?;
         Ok(info_of(&info.name, &record))
     }
 
@@ -415,10 +546,16 @@ impl OverlaySnapshotter {
     pub fn cleanup(&self) -> Result<Vec<PathBuf>, SnapshotError> {
         let live: std::collections::HashSet<String> = {
             let store = self.store();
-            store.state().snapshots.values().map(|record| record.id.to_string()).collect()
+            store
+                .state()
+                .snapshots
+                .values()
+                .map(|record| record.id.to_string())
+                .collect()
         };
         let snapshots = self.shared.root.join("snapshots");
-        let entries = std::fs::read_dir(&snapshots).map_err(SnapshotError::io("list", &snapshots))?;
+        let entries =
+            std::fs::read_dir(&snapshots).map_err(SnapshotError::io("list", &snapshots))?;
         let mut deleted = Vec::new();
         for entry in entries {
             let entry = entry.map_err(SnapshotError::io("list", &snapshots))?;
@@ -433,7 +570,9 @@ impl OverlaySnapshotter {
             }
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => deleted.push(path),
-                Err(error) => tracing::warn!(dir = %path.display(), %error, "cleanup failed to delete an unused snapshot directory"),
+                Err(error) => {
+                    tracing::warn!(dir = %path.display(), %error, "cleanup failed to delete an unused snapshot directory")
+                }
             }
         }
         Ok(deleted)
@@ -444,16 +583,30 @@ fn find<'a>(state: &'a State, key: &str) -> Result<&'a Record, SnapshotError> {
     if key.is_empty() {
         return Err(SnapshotError::EmptyName { what: "key" });
     }
-    state.snapshots.get(key).ok_or_else(|| SnapshotError::NotFound { key: key.to_owned() })
+    state
+        .snapshots
+        .get(key)
+        .ok_or_else(|| SnapshotError::NotFound {
+            key: key.to_owned(),
+        })
 }
 
-fn check_committable<'a>(state: &'a State, name: &str, key: &str) -> Result<&'a Record, SnapshotError> {
+fn check_committable<'a>(
+    state: &'a State,
+    name: &str,
+    key: &str,
+) -> Result<&'a Record, SnapshotError> {
     let record = find(state, key)?;
     if record.kind != Kind::Active {
-        return Err(SnapshotError::NotActive { key: key.to_owned(), kind: record.kind });
+        return Err(SnapshotError::NotActive {
+            key: key.to_owned(),
+            kind: record.kind,
+        });
     }
     if state.snapshots.contains_key(name) {
-        return Err(SnapshotError::AlreadyExists { key: name.to_owned() });
+        return Err(SnapshotError::AlreadyExists {
+            key: name.to_owned(),
+        });
     }
     Ok(record)
 }
@@ -487,7 +640,11 @@ fn info_of(name: &str, record: &Record) -> Info {
 }
 
 fn bind(source: PathBuf, access: &str) -> Mount {
-    Mount { kind: "bind".to_owned(), source: source.display().to_string(), options: vec![access.to_owned(), "rbind".to_owned()] }
+    Mount {
+        kind: "bind".to_owned(),
+        source: source.display().to_string(),
+        options: vec![access.to_owned(), "rbind".to_owned()],
+    }
 }
 
 fn remove_tree(path: &Path) {

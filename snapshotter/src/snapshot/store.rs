@@ -52,7 +52,9 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// The log was written by a newer version.
-    #[error("snapshot metadata {path} has format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "snapshot metadata {path} has format version {found}; this build reads version {FORMAT_VERSION}"
+    )]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -162,14 +164,31 @@ impl Store {
         let state = match File::open(path) {
             Ok(file) => replay(path, file)?,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(source) => return Err(StoreError::Io { action: "open", path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "open",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         let len = write_compacted(path, &state)?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(|source| StoreError::Io { action: "open", path: path.to_owned(), source })?;
-        Ok(Store { path: path.to_owned(), file, len, appended: 0, poisoned: false, state })
+            .map_err(|source| StoreError::Io {
+                action: "open",
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            path: path.to_owned(),
+            file,
+            len,
+            appended: 0,
+            poisoned: false,
+            state,
+        })
     }
 
     /// The current records.
@@ -180,7 +199,9 @@ impl Store {
     /// Makes `ops` durable, then applies them to the in-memory state. On error nothing changes.
     pub fn apply(&mut self, next_id: u64, ops: Vec<Op>) -> Result<(), StoreError> {
         if self.poisoned {
-            return Err(StoreError::Poisoned { path: self.path.clone() });
+            return Err(StoreError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         let entry = Entry { next_id, ops };
         let mut line = serde_json::to_vec(&entry).map_err(|source| StoreError::Io {
@@ -192,10 +213,19 @@ impl Store {
         if let Err(source) = self.append(&line) {
             // A partial line would corrupt every later one; cut the file back to the last
             // complete line, or stop writing when even that fails.
-            if self.file.set_len(self.len).and_then(|()| self.file.sync_data()).is_err() {
+            if self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data())
+                .is_err()
+            {
                 self.poisoned = true;
             }
-            return Err(StoreError::Io { action: "append to", path: self.path.clone(), source });
+            return Err(StoreError::Io {
+                action: "append to",
+                path: self.path.clone(),
+                source,
+            });
         }
         self.len += line.len() as u64;
         self.appended += 1;
@@ -213,27 +243,36 @@ impl Store {
 
     /// Rewrites the log as one entry. A failure keeps the long log, which is still valid.
     fn compact(&mut self) {
-        let reopened = write_compacted(&self.path, &self.state)
-            .and_then(|len| {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&self.path)
-                    .map_err(|source| StoreError::Io { action: "open", path: self.path.clone(), source })?;
-                Ok((len, file))
-            });
+        let reopened = write_compacted(&self.path, &self.state).and_then(|len| {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&self.path)
+                .map_err(|source| StoreError::Io {
+                    action: "open",
+                    path: self.path.clone(),
+                    source,
+                })?;
+            Ok((len, file))
+        });
         match reopened {
             Ok((len, file)) => {
                 self.file = file;
                 self.len = len;
                 self.appended = 0;
             }
-            Err(error) => tracing::warn!(path = %self.path.display(), %error, "failed to compact snapshot metadata"),
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "failed to compact snapshot metadata")
+            }
         }
     }
 }
 
 fn replay(path: &Path, file: File) -> Result<State, StoreError> {
-    let io_error = |source| StoreError::Io { action: "read", path: path.to_owned(), source };
+    let io_error = |source| StoreError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    };
     let mut lines = Vec::new();
     let mut reader = BufReader::new(file);
     loop {
@@ -255,11 +294,18 @@ fn replay(path: &Path, file: File) -> Result<State, StoreError> {
             debug_assert_eq!(number, count);
             break;
         }
-        let corrupt = |source| StoreError::Corrupt { path: path.to_owned(), line: number, source };
+        let corrupt = |source| StoreError::Corrupt {
+            path: path.to_owned(),
+            line: number,
+            source,
+        };
         if index == 0 {
             let header: Header = serde_json::from_slice(line).map_err(corrupt)?;
             if header.format != FORMAT_VERSION {
-                return Err(StoreError::UnsupportedVersion { path: path.to_owned(), found: header.format });
+                return Err(StoreError::UnsupportedVersion {
+                    path: path.to_owned(),
+                    found: header.format,
+                });
             }
             continue;
         }
@@ -272,18 +318,35 @@ fn replay(path: &Path, file: File) -> Result<State, StoreError> {
 /// Writes `state` as a fresh log through a synced temporary file and a rename. Returns the
 /// new file's length.
 fn write_compacted(path: &Path, state: &State) -> Result<u64, StoreError> {
-    let io_error = |action| move |source| StoreError::Io { action, path: path.to_owned(), source };
+    let io_error = |action| {
+        move |source| StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let temp = path.with_extension("log.tmp");
-    let mut bytes = serde_json::to_vec(&Header { format: FORMAT_VERSION }).map_err(|e| io_error("encode")(std::io::Error::other(e)))?;
+    let mut bytes = serde_json::to_vec(&Header {
+        format: FORMAT_VERSION,
+    })
+    .map_err(|e| io_error("encode")(std::io::Error::other(e)))?;
     bytes.push(b'\n');
     let ops = state
         .snapshots
         .iter()
-        .map(|(key, record)| Op::Put { key: key.clone(), record: record.clone() })
+        .map(|(key, record)| Op::Put {
+            key: key.clone(),
+            record: record.clone(),
+        })
         .collect();
-    let entry = Entry { next_id: state.next_id, ops };
-    bytes.extend(serde_json::to_vec(&entry).map_err(|e| io_error("encode")(std::io::Error::other(e)))?);
+    let entry = Entry {
+        next_id: state.next_id,
+        ops,
+    };
+    bytes.extend(
+        serde_json::to_vec(&entry).map_err(|e| io_error("encode")(std::io::Error::other(e)))?,
+    );
     bytes.push(b'\n');
 
     let mut file = File::create(&temp).map_err(io_error("create"))?;
@@ -291,7 +354,9 @@ fn write_compacted(path: &Path, state: &State) -> Result<u64, StoreError> {
     file.sync_all().map_err(io_error("sync"))?;
     drop(file);
     std::fs::rename(&temp, path).map_err(io_error("replace"))?;
-    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error("sync the directory of"))?;
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("sync the directory of"))?;
     Ok(bytes.len() as u64)
 }
 
@@ -301,7 +366,15 @@ mod tests {
 
     fn record(id: u64, kind: Kind) -> Record {
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        Record { id, kind, parent: None, labels: Labels::new(), created: now, updated: now, usage: None }
+        Record {
+            id,
+            kind,
+            parent: None,
+            labels: Labels::new(),
+            created: now,
+            updated: now,
+            usage: None,
+        }
     }
 
     #[test]
@@ -309,9 +382,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.log");
         let mut store = Store::open(&path).unwrap();
-        store.apply(1, vec![Op::Put { key: "a".into(), record: record(0, Kind::Active) }]).unwrap();
         store
-            .apply(2, vec![Op::Delete { key: "a".into() }, Op::Put { key: "b".into(), record: record(0, Kind::Committed) }])
+            .apply(
+                1,
+                vec![Op::Put {
+                    key: "a".into(),
+                    record: record(0, Kind::Active),
+                }],
+            )
+            .unwrap();
+        store
+            .apply(
+                2,
+                vec![
+                    Op::Delete { key: "a".into() },
+                    Op::Put {
+                        key: "b".into(),
+                        record: record(0, Kind::Committed),
+                    },
+                ],
+            )
             .unwrap();
         drop(store);
 
@@ -326,10 +416,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.log");
         let mut store = Store::open(&path).unwrap();
-        store.apply(1, vec![Op::Put { key: "a".into(), record: record(0, Kind::Active) }]).unwrap();
+        store
+            .apply(
+                1,
+                vec![Op::Put {
+                    key: "a".into(),
+                    record: record(0, Kind::Active),
+                }],
+            )
+            .unwrap();
         drop(store);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"next_id":2,"ops":[{"put":{"key":"b","rec"#).unwrap();
+        file.write_all(br#"{"next_id":2,"ops":[{"put":{"key":"b","rec"#)
+            .unwrap();
         drop(file);
 
         let store = Store::open(&path).unwrap();
@@ -340,9 +439,16 @@ mod tests {
     fn corrupt_middle_line_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.log");
-        std::fs::write(&path, "{\"format\":1}\nnot json\n{\"next_id\":0,\"ops\":[]}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"format\":1}\nnot json\n{\"next_id\":0,\"ops\":[]}\n",
+        )
+        .unwrap();
         let error = Store::open(&path).unwrap_err();
-        assert!(matches!(error, StoreError::Corrupt { line: 2, .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::Corrupt { line: 2, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -351,7 +457,10 @@ mod tests {
         let path = dir.path().join("metadata.log");
         std::fs::write(&path, "{\"format\":9}\n").unwrap();
         let error = Store::open(&path).unwrap_err();
-        assert!(matches!(error, StoreError::UnsupportedVersion { found: 9, .. }), "{error}");
+        assert!(
+            matches!(error, StoreError::UnsupportedVersion { found: 9, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -359,8 +468,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metadata.log");
         let mut store = Store::open(&path).unwrap();
-        store.apply(8, vec![Op::Put { key: "a".into(), record: record(7, Kind::Active) }]).unwrap();
-        store.apply(8, vec![Op::Delete { key: "a".into() }]).unwrap();
+        store
+            .apply(
+                8,
+                vec![Op::Put {
+                    key: "a".into(),
+                    record: record(7, Kind::Active),
+                }],
+            )
+            .unwrap();
+        store
+            .apply(8, vec![Op::Delete { key: "a".into() }])
+            .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.state().next_id, 8);
@@ -372,7 +491,15 @@ mod tests {
         let path = dir.path().join("metadata.log");
         let mut store = Store::open(&path).unwrap();
         for n in 0..(COMPACT_SLACK as u64 + 10) {
-            store.apply(n + 1, vec![Op::Put { key: "a".into(), record: record(n, Kind::Active) }]).unwrap();
+            store
+                .apply(
+                    n + 1,
+                    vec![Op::Put {
+                        key: "a".into(),
+                        record: record(n, Kind::Active),
+                    }],
+                )
+                .unwrap();
         }
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines < 20, "log has {lines} lines");

@@ -66,6 +66,15 @@ mod tests {
     fn missing_directory_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let error = disk_usage(&dir.path().join("missing")).unwrap_err();
-        assert!(matches!(error, SnapshotError::Io { action: "measure", .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                SnapshotError::Io {
+                    action: "measure",
+                    ..
+                }
+            ),
+            "{error}"
+        );
     }
 }
