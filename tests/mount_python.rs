@@ -10,12 +10,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use estargz::build::BuildOptions;
-use sha2::Digest as _;
 use lazypull_testkit::image::{PYTHON_IMAGE_TAG, cache_dir, python_image};
 use lazypull_testkit::registry::Registry;
 use lazypull_testkit::tree::{DiffOptions, extract_layers_merged, snapshot};
 use lazypull_testkit::{Prereq, require_or_skip};
 use mount_util::{Mount, convert_layout, path_str};
+use sha2::Digest as _;
 
 /// The python workload: imports that touch json, sqlite3, ssl, email, http and asyncio, then one
 /// sqlite query.
@@ -234,7 +234,18 @@ fn killed_server_is_cleaned_and_cache_reused() {
     let cache = tempfile::tempdir().unwrap();
     let cache_arg = path_str(cache.path()).to_owned();
 
-    let first = Mount::start(&reference, &["--cache-dir", &cache_arg]).unwrap();
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace.txt");
+    let first = Mount::start(
+        &reference,
+        &[
+            "--cache-dir",
+            &cache_arg,
+            "--record-trace",
+            path_str(&trace),
+        ],
+    )
+    .unwrap();
     assert_eq!(run_workload(first.path()).0, "42");
     let first_fetched = first.fresh_stats().unwrap()["total"]["bytes_fetched"]
         .as_u64()
@@ -261,6 +272,12 @@ fn killed_server_is_cleaned_and_cache_reused() {
     assert!(
         is_dead_mount(&layer_dir.join("layers/0")),
         "a killed server leaves a dead FUSE mount"
+    );
+    // The trace was appended as paths arrived, so the kill lost none of them.
+    let recorded = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        recorded.lines().any(|path| path.contains("sqlite3")),
+        "trace after kill -9: {recorded}"
     );
 
     let started = Instant::now();
