@@ -90,6 +90,9 @@ struct State {
     open: HashMap<Digest, Arc<Layer>>,
     /// Layers opened ahead of their Prepare, with the time they were requested.
     ahead: HashMap<Digest, (Instant, Ahead)>,
+    /// Layers being opened right now, with the number of openers, so cleanup leaves their
+    /// persisted TOC and cache alone.
+    opening: HashMap<Digest, usize>,
 }
 
 struct Mounted {
@@ -270,6 +273,7 @@ impl LayerManager {
         toc_digest: Option<Digest>,
         prefetch_bytes: Option<u64>,
     ) -> Result<Arc<Layer>, RemoteLayerError> {
+        let _opening = Opening::start(self, digest);
         let dir = self.layer_dir(&digest);
         let known_size = TailIndex::load(&dir).map(|index| index.blob_size);
         let inner = image::open_blob(&self.shared.client, image, &digest, known_size)
@@ -518,7 +522,8 @@ impl LayerManager {
                 .mounts
                 .values()
                 .any(|mounted| mounted.digest == digest)
-                || state.failed.values().any(|(failed, _)| *failed == digest);
+                || state.failed.values().any(|(failed, _)| *failed == digest)
+                || state.opening.contains_key(&digest);
             if used {
                 return;
             }
@@ -557,6 +562,7 @@ impl LayerManager {
                 .chain(state.failed.values().map(|(digest, _)| *digest))
                 .chain(state.open.keys().copied())
                 .chain(state.ahead.keys().copied())
+                .chain(state.opening.keys().copied())
                 .collect()
         };
         let Ok(entries) = std::fs::read_dir(&self.settings().layers_dir) else {
@@ -626,6 +632,31 @@ impl LayerManager {
         }
         self.shared.cache.flush().await;
         tracing::info!(layers = count, "unmounted remote layers");
+    }
+}
+
+/// Marks a layer as being opened until dropped.
+struct Opening<'a> {
+    manager: &'a LayerManager,
+    digest: Digest,
+}
+
+impl<'a> Opening<'a> {
+    fn start(manager: &'a LayerManager, digest: Digest) -> Self {
+        *manager.lock().opening.entry(digest).or_insert(0) += 1;
+        Opening { manager, digest }
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut state = self.manager.lock();
+        if let Some(count) = state.opening.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                state.opening.remove(&self.digest);
+            }
+        }
     }
 }
 
