@@ -8,6 +8,12 @@
 # Every run starts a fresh containerd (and lazypull daemon) with empty state, against one
 # docker-registry on 127.0.0.1. Prints each run, the medians and their ratio as Markdown.
 #
+# With SHAPED=1 the registry sits in a network namespace of its own, behind a veth pair shaped
+# to 100 Mbit/s each way (tc tbf) and a proxy that delays every byte toward the client by
+# 20 ms (benches/delay_proxy.py). containerd, ctr and lazypull run in a second namespace. The
+# script creates and deletes both namespaces, and while they exist a route in the root
+# namespace makes their subnet unreachable from anywhere else.
+#
 # Usage: sudo benches/containerd.sh [RUNS]          (default 3 runs per variant)
 # Environment:
 #   LAZYPULL        the binary (default: target/release/lazypull; build it with
@@ -16,8 +22,9 @@
 #                   built by scripts/build-test-image.sh)
 #   ESGZ_LAYOUT     OCI layout of the converted image; converted from SOURCE_LAYOUT when missing
 #   WORKLOAD        the python program the container runs
-# Needs root, containerd, ctr, ctr-remote, runc, docker-registry, skopeo and python3. Runs
-# nothing outside 127.0.0.1.
+#   SHAPED          1 for the shaped link (needs ip, tc and nsenter)
+# Needs root, containerd, ctr, ctr-remote, runc, docker-registry, skopeo, curl and python3.
+# Sends nothing outside 127.0.0.1 and the namespaces it creates.
 
 set -euo pipefail
 
@@ -28,8 +35,17 @@ lazypull=${LAZYPULL:-$repo/target/release/lazypull}
 source_layout=${SOURCE_LAYOUT:-$cache/images/python}
 esgz_layout=${ESGZ_LAYOUT:-$cache/images/python-esgz-bench}
 workload=${WORKLOAD:-"import json, sqlite3, ssl, email.mime.text, http.client, asyncio; print(42)"}
+shaped=${SHAPED:-0}
 
-for program in containerd ctr ctr-remote runc docker-registry skopeo python3; do
+subnet=10.201.0.0/24
+server_address=10.201.0.1
+client_address=10.201.0.2
+server_ns=lazypull-bench-server
+client_ns=lazypull-bench-client
+
+needed=(containerd ctr ctr-remote runc docker-registry skopeo curl python3)
+[ "$shaped" = 1 ] && needed+=(ip tc nsenter)
+for program in "${needed[@]}"; do
     command -v "$program" >/dev/null || { echo "missing $program; run scripts/setup.sh" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -52,11 +68,36 @@ cleanup() {
         umount -l "$point" 2>/dev/null || true
     done
     rm -rf "$work"
+    if [ "$shaped" = 1 ]; then
+        ip netns delete "$server_ns" 2>/dev/null || true
+        ip netns delete "$client_ns" 2>/dev/null || true
+        ip route del unreachable "$subnet" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
+# Runs a command on the client side: in the client namespace on the shaped link.
+in_client() {
+    if [ "$shaped" = 1 ]; then
+        # nsenter, not `ip netns exec`: the latter remounts /sys, which hides the cgroup mounts
+        # runc needs, and hides FUSE mounts from the root mount namespace.
+        nsenter --net="/run/netns/$client_ns" "$@"
+    else
+        "$@"
+    fi
+}
+
+# Runs a command on the registry side: in the server namespace on the shaped link.
+in_server() {
+    if [ "$shaped" = 1 ]; then
+        nsenter --net="/run/netns/$server_ns" "$@"
+    else
+        "$@"
+    fi
+}
+
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    in_server python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 wait_for() {
@@ -69,15 +110,35 @@ wait_for() {
     done
 }
 
+# Creates both namespaces and the veth pair between them, shaped at both ends.
+create_namespaces() {
+    ip route replace unreachable "$subnet"
+    ip netns add "$server_ns"
+    ip netns add "$client_ns"
+    ip link add lpb-server netns "$server_ns" type veth peer name lpb-client netns "$client_ns"
+    ip -n "$server_ns" addr add "$server_address/24" dev lpb-server
+    ip -n "$client_ns" addr add "$client_address/24" dev lpb-client
+    local ns device
+    for pair in "$server_ns:lpb-server" "$client_ns:lpb-client"; do
+        ns=${pair%%:*}
+        device=${pair#*:}
+        ip -n "$ns" link set lo up
+        ip -n "$ns" link set "$device" up
+        nsenter --net="/run/netns/$ns" tc qdisc replace dev "$device" root tbf rate 100mbit burst 64kb limit 4mb
+    done
+}
+
 if [ ! -f "$esgz_layout/index.json" ]; then
     echo "converting $source_layout to $esgz_layout" >&2
     "$lazypull" convert "oci:$source_layout:latest" "oci:$esgz_layout:latest" >&2
 fi
 
-# One registry for every run.
+[ "$shaped" = 1 ] && create_namespaces
+
+# One registry for every run, on the loopback of the registry side.
 port=$(free_port)
 mkdir -p "$work/registry"
-cat >"$work/registry/config.yml" <<EOF
+cat >"$work/registry/config.yml" <<CONFIG
 version: 0.1
 log:
   level: error
@@ -87,22 +148,31 @@ storage:
 http:
   addr: 127.0.0.1:$port
   secret: benchmark-only
-EOF
-docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
+CONFIG
+in_server docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
 pids+=($!)
-wait_for registry curl -sf "http://127.0.0.1:$port/v2/"
-plain_ref=127.0.0.1:$port/python:latest
-esgz_ref=127.0.0.1:$port/python-esgz:latest
-skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
-    "oci:$source_layout:latest" "docker://$plain_ref"
-skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
-    "oci:$esgz_layout:latest" "docker://$esgz_ref"
+wait_for registry in_server curl -sf "http://127.0.0.1:$port/v2/"
+in_server skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+    "oci:$source_layout:latest" "docker://127.0.0.1:$port/python:latest"
+in_server skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+    "oci:$esgz_layout:latest" "docker://127.0.0.1:$port/python-esgz:latest"
 
-# Starts containerd (with lazypull declared) in $1; prints nothing.
+registry_address=127.0.0.1:$port
+if [ "$shaped" = 1 ]; then
+    in_server python3 "$repo/benches/delay_proxy.py" "$server_address" 5000 "$port" 0.020 >"$work/proxy.log" 2>&1 &
+    pids+=($!)
+    registry_address=$server_address:5000
+    wait_for "the delaying proxy" in_client curl -sf "http://$registry_address/v2/"
+fi
+plain_ref=$registry_address/python:latest
+esgz_ref=$registry_address/python-esgz:latest
+# Processes started after this index belong to one run.
+first_run_pid=${#pids[@]}
+
 start_containerd() {
     local dir=$1
     mkdir -p "$dir/containerd"
-    cat >"$dir/containerd/config.toml" <<EOF
+    cat >"$dir/containerd/config.toml" <<CONFIG
 version = 2
 root = "$dir/containerd/root"
 state = "$dir/containerd/state"
@@ -114,29 +184,36 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.lazypull]
   type = "snapshot"
   address = "$dir/lazypull.sock"
-EOF
-    containerd --config "$dir/containerd/config.toml" >"$dir/containerd/log" 2>&1 &
+CONFIG
+    in_client containerd --config "$dir/containerd/config.toml" >"$dir/containerd/log" 2>&1 &
     pids+=($!)
     wait_for containerd ctr --address "$dir/containerd/containerd.sock" version
 }
 
 start_lazypull() {
     local dir=$1
-    cat >"$dir/lazypull.toml" <<EOF
+    cat >"$dir/lazypull.toml" <<CONFIG
 socket = "$dir/lazypull.sock"
 root = "$dir/lazypull"
-EOF
-    "$lazypull" serve --config "$dir/lazypull.toml" >"$dir/lazypull.log" 2>&1 &
+[registry.hosts."$server_address:5000"]
+insecure = true
+CONFIG
+    in_client "$lazypull" serve --config "$dir/lazypull.toml" >"$dir/lazypull.log" 2>&1 &
     pids+=($!)
     wait_for "lazypull serve" test -S "$dir/lazypull.sock"
 }
 
-stop_started() {
-    for pid in "${pids[@]:1}"; do
+stop_run_processes() {
+    local pid
+    for pid in "${pids[@]:$first_run_pid}"; do
         kill "$pid" 2>/dev/null || true
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     done
-    pids=("${pids[0]}")
+    pids=("${pids[@]:0:$first_run_pid}")
+}
+
+seconds_between() {
+    python3 -c "print(f'{$2 - $1:.2f}')"
 }
 
 # Runs one cold start of variant $1 (lazypull or overlayfs); prints the seconds.
@@ -144,13 +221,15 @@ run_once() {
     local variant=$1 n=$2
     local dir=$work/run-$variant-$n
     mkdir -p "$dir"
-    [ "$variant" = lazypull ] && start_lazypull "$dir"
+    if [ "$variant" = lazypull ]; then
+        start_lazypull "$dir"
+    fi
     start_containerd "$dir"
-    local ctr=(ctr --address "$dir/containerd/containerd.sock" --namespace bench)
+    local ctr=(in_client ctr --address "$dir/containerd/containerd.sock" --namespace bench)
     local started pulled ended output
     started=$(date +%s.%N)
     if [ "$variant" = lazypull ]; then
-        ctr-remote --address "$dir/containerd/containerd.sock" --namespace bench \
+        in_client ctr-remote --address "$dir/containerd/containerd.sock" --namespace bench \
             image rpull --plain-http --snapshotter lazypull "$esgz_ref" >/dev/null
         pulled=$(date +%s.%N)
         output=$("${ctr[@]}" run --rm --snapshotter lazypull "$esgz_ref" "bench-$n" python3 -c "$workload" | head -n 1)
@@ -161,9 +240,9 @@ run_once() {
     fi
     ended=$(date +%s.%N)
     [ "$output" = 42 ] || { echo "$variant run $n printed '$output'" >&2; exit 1; }
-    stop_started
-    echo "$variant run $n: pull $(python3 -c "print(f'{$pulled - $started:.2f}')") s, run $(python3 -c "print(f'{$ended - $pulled:.2f}')") s" >&2
-    python3 -c "print(f'{$ended - $started:.2f}')"
+    stop_run_processes
+    echo "$variant run $n: pull $(seconds_between "$started" "$pulled") s, run $(seconds_between "$pulled" "$ended") s" >&2
+    seconds_between "$started" "$ended"
 }
 
 median() {
@@ -185,12 +264,16 @@ overlay_median=$(median ${times[overlayfs]})
 lazy_median=$(median ${times[lazypull]})
 ratio=$(python3 -c "print(f'{$lazy_median / $overlay_median:.2f}')")
 speedup=$(python3 -c "print(f'{$overlay_median / $lazy_median:.1f}')")
+link="loopback"
+[ "$shaped" = 1 ] && link="100 Mbit/s, +20 ms"
 
-cat <<EOF
+cat <<REPORT
+Link: $link.
+
 | variant | runs (s) | median (s) |
 | --- | --- | --- |
 | containerd overlayfs, plain image, \`ctr images pull\` + \`ctr run\` | ${times[overlayfs]} | $overlay_median |
 | lazypull, eStargz image, \`ctr-remote image rpull\` + \`ctr run\` | ${times[lazypull]} | $lazy_median |
 
 lazypull / overlayfs: $ratio (${speedup}x faster to first output).
-EOF
+REPORT
