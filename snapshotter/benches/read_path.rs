@@ -6,7 +6,6 @@
 //! startup, which takes several seconds.
 
 #[path = "../tests/read_path_support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;

@@ -36,7 +36,7 @@ fn tar_150k() -> (Vec<u8>, String) {
         .map(|level| format!("nested-directory-level-{level:03}-abcdefghijkl"))
         .collect();
     let deep = format!("{}/leaf.txt", deep_dir.join("/"));
-    tar.append(&Entry::file(&deep, b"deep content".to_vec()));
+    tar.append(&Entry::file(&deep, b"deep content"));
     (tar.finish(), deep)
 }
 

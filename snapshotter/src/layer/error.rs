@@ -55,7 +55,7 @@ pub enum LayerError {
         end: u64,
         /// The failure.
         #[source]
-        source: RemoteError,
+        source: Box<RemoteError>,
     },
     /// The blob has no eStargz, legacy stargz or zstd:chunked footer.
     #[error("layer {layer} is not eStargz: {reasons}")]

@@ -123,7 +123,7 @@ async fn read(
                 what,
                 start,
                 end,
-                source,
+                source: Box::new(source),
             })
         }
     }
