@@ -41,8 +41,8 @@ fn assert_conversion_fails(source: &str, destination: &str, args: &[&str], expec
     stderr
 }
 
-/// A layout whose second layer is `bad` (with `media_type`); the first layer is fine, so the
-/// failure also has to stop and clean up a concurrent good layer.
+/// Writes a layout whose second layer is `bad` (with `media_type`). The first layer is fine, so
+/// the failure also has to stop and clean up a good layer converting at the same time.
 fn layout_with_bad_layer(dir: &Path, bad: Vec<u8>, media_type: &str, extra: serde_json::Value) -> String {
     let good = small_tar(1);
     let mut bad_layer = SourceLayer::new(bad, media_type, small_tar(2));
@@ -71,7 +71,12 @@ fn truncated_gzip_layer_is_reported() {
     layout_with_bad_layer(&source, full[..full.len() / 2].to_vec(), LAYER_GZIP, json!({}));
     let destination = work.path().join("out");
     let before = destination_with_other_image(&destination);
-    assert_conversion_fails(&oci(&source, "v1"), &oci(&destination, "esgz"), &[], &["is truncated", "gzip stream ends after"]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &oci(&destination, "esgz"),
+        &[],
+        &["is truncated", "gzip stream ends after"],
+    );
     assert_destination_untouched(&destination, &before);
 }
 
@@ -93,7 +98,12 @@ fn unsupported_compression_is_reported() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     layout_with_bad_layer(&source, b"BZh91AY&SY fake bzip2".to_vec(), LAYER_TAR, json!({}));
-    assert_conversion_fails(&oci(&source, "v1"), &oci(&work.path().join("out"), "esgz"), &[], &["bzip2", "not supported"]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &oci(&work.path().join("out"), "esgz"),
+        &[],
+        &["bzip2", "not supported"],
+    );
 }
 
 #[test]
@@ -115,7 +125,10 @@ fn estargz_layer_with_lying_toc_annotation_is_reported() {
     manifest["config"]["digest"] = json!(write_blob(&source, &config_bytes));
     manifest["config"]["size"] = json!(config_bytes.len());
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    write_index(&source, &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("v1".into()))]);
+    write_index(
+        &source,
+        &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("v1".into()))],
+    );
 
     let destination = work.path().join("out");
     assert_conversion_fails(
@@ -144,7 +157,12 @@ fn tampered_manifest_is_rejected() {
     std::fs::write(&path, text).unwrap();
     let destination = work.path().join("out");
     let before = destination_with_other_image(&destination);
-    assert_conversion_fails(&oci(&source, "v1"), &oci(&destination, "esgz"), &[], &["manifest", &digest, "corrupt or was modified"]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &oci(&destination, "esgz"),
+        &[],
+        &["manifest", &digest, "corrupt or was modified"],
+    );
     assert_destination_untouched(&destination, &before);
 }
 
@@ -160,7 +178,12 @@ fn tampered_layer_blob_is_rejected() {
     let middle = altered.len() / 2;
     altered[middle] ^= 0xff;
     std::fs::write(blob_path(&source, &digest), &altered).unwrap();
-    assert_conversion_fails(&oci(&source, "v1"), &oci(&work.path().join("out"), "esgz"), &[], &["layer", &digest, "corrupt or was modified"]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &oci(&work.path().join("out"), "esgz"),
+        &[],
+        &["layer", &digest, "corrupt or was modified"],
+    );
 }
 
 #[test]
@@ -169,13 +192,23 @@ fn unreachable_registry_names_host_and_hint() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let work = scratch("lazypull-convert-work-");
     let unreachable = format!("127.0.0.1:{port}/app:v1");
-    assert_conversion_fails(&unreachable, &oci(&work.path().join("out"), "esgz"), &[], &[&format!("127.0.0.1:{port}"), "port is right"]);
+    assert_conversion_fails(
+        &unreachable,
+        &oci(&work.path().join("out"), "esgz"),
+        &[],
+        &[&format!("127.0.0.1:{port}"), "port is right"],
+    );
     assert!(!work.path().join("out").join("index.json").exists());
 
     let source = work.path().join("source");
     let tar = small_tar(6);
     write_layout(&source, "v1", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
-    assert_conversion_fails(&oci(&source, "v1"), &unreachable, &[], &["cannot connect to registry", &format!("127.0.0.1:{port}")]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &unreachable,
+        &[],
+        &["cannot connect to registry", &format!("127.0.0.1:{port}")],
+    );
 }
 
 #[test]
@@ -194,7 +227,12 @@ fn missing_tag_and_repository_are_reported() {
     assert_conversion_fails(&format!("{host}/missing:v1"), &destination, &[], &["missing:v1", "not found"]);
     assert!(skopeo_inspect_raw(&destination).is_none(), "a failed conversion created the destination tag");
 
-    assert_conversion_fails(&oci(&source, "nope"), &oci(&work.path().join("out"), "esgz"), &[], &["\"nope\"", "tags present: v1"]);
+    assert_conversion_fails(
+        &oci(&source, "nope"),
+        &oci(&work.path().join("out"), "esgz"),
+        &[],
+        &["\"nope\"", "tags present: v1"],
+    );
 }
 
 #[test]

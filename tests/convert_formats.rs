@@ -17,7 +17,7 @@ fn oci(dir: &Path, tag: &str) -> String {
     format!("oci:{}:{tag}", dir.display())
 }
 
-/// A layer with every entry type: directories, files across several chunks, a hard link, a
+/// Builds a layer with every entry type: directories, files across several chunks, a hard link, a
 /// symlink, setuid with an xattr, a device, a FIFO, an empty file and a whiteout.
 fn rich_tar(seed: u64) -> Vec<u8> {
     let mut tar = Builder::new();
@@ -38,7 +38,7 @@ fn rich_tar(seed: u64) -> Vec<u8> {
     tar.finish()
 }
 
-/// An empty layer as image builders write it: a tar of only the end-of-archive blocks.
+/// Builds an empty layer as image builders write it: a tar of only the end-of-archive blocks.
 fn empty_tar() -> Vec<u8> {
     Builder::new().finish()
 }
@@ -65,7 +65,8 @@ fn every_layer_encoding_converts_to_the_same_tree() {
     let out = work.path().join("out");
     let report = convert_ok(&oci(&source, "v1"), &oci(&out, "esgz"), &["--chunk-size", "64K"], tmp.path());
     assert_dir_empty(tmp.path());
-    let actions: Vec<&str> = report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["converted"; 6]);
 
     let original = LayoutImage::read_tag(&source, "v1");
@@ -80,13 +81,26 @@ fn every_layer_encoding_converts_to_the_same_tree() {
 
 #[test]
 fn docker_schema2_image_becomes_oci() {
-    require_or_skip!(Prereq::Root, Prereq::Binary("docker-registry"), Prereq::Binary("skopeo"), Prereq::Binary("tar"), Prereq::Binary("go"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo"),
+        Prereq::Binary("tar"),
+        Prereq::Binary("go")
+    );
     let registry = Registry::start().unwrap();
     let work = scratch("lazypull-convert-work-");
     let tmp = scratch("lazypull-convert-tmp-");
     let source = work.path().join("source");
     let tars = [rich_tar(1), rich_tar(2)];
-    write_layout(&source, "v1", &[SourceLayer::new(gzip(&tars[0]), LAYER_GZIP, tars[0].to_vec()), SourceLayer::new(gzip(&tars[1]), LAYER_GZIP, tars[1].to_vec())]);
+    write_layout(
+        &source,
+        "v1",
+        &[
+            SourceLayer::new(gzip(&tars[0]), LAYER_GZIP, tars[0].to_vec()),
+            SourceLayer::new(gzip(&tars[1]), LAYER_GZIP, tars[1].to_vec()),
+        ],
+    );
     let docker_ref = format!("{}/docker-image:v1", registry.host());
     let status = std::process::Command::new("skopeo")
         .args(["--insecure-policy", "copy", "--quiet", "--format", "v2s2", "--dest-tls-verify=false"])
@@ -96,7 +110,10 @@ fn docker_schema2_image_becomes_oci() {
         .unwrap();
     assert!(status.success(), "skopeo copy --format v2s2 failed");
     let raw: Value = serde_json::from_slice(&skopeo_inspect_raw(&docker_ref).unwrap()).unwrap();
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "the source is not Docker schema 2");
+    assert_eq!(
+        raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "the source is not Docker schema 2"
+    );
 
     let destination = format!("{}/docker-image:esgz", registry.host());
     convert_ok(&docker_ref, &destination, &[], tmp.path());
@@ -167,7 +184,8 @@ fn multi_platform_index_converts_shared_layers_once() {
     let entries = new_index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[1]["platform"]["variant"], "v8");
-    let images: Vec<LayoutImage> = entries.iter().map(|e| LayoutImage::read(&out, e["digest"].as_str().unwrap())).collect();
+    let images: Vec<LayoutImage> =
+        entries.iter().map(|e| LayoutImage::read(&out, e["digest"].as_str().unwrap())).collect();
     assert_eq!(images[0].layers(), images[1].layers(), "platforms do not share the converted layers");
     assert_eq!(images[1].config["architecture"], "arm64");
     assert_eq!(images[0].diff_ids(), images[1].diff_ids());
@@ -184,7 +202,8 @@ fn multi_platform_index_converts_shared_layers_once() {
     let output = convert(&oci(&out, "esgz"), &oci(&out, "s390x"), &["--platform", "linux/s390x"], tmp.path());
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("linux/s390x") && stderr.contains("linux/arm64/v8"), "{stderr}");
+    assert!(stderr.contains("linux/s390x"), "{stderr}");
+    assert!(stderr.contains("linux/arm64/v8"), "{stderr}");
     assert!(tagged(&out, "s390x").is_none());
 }
 
@@ -200,16 +219,21 @@ fn prioritized_files_come_first_with_their_hardlink_targets() {
     std::fs::write(&list, "# recorded by a test\n/usr/bin/python3\n\n/not/in/the/layer\n").unwrap();
 
     let out = work.path().join("out");
-    let report = convert_ok(&oci(&source, "v1"), &oci(&out, "esgz"), &["--prioritize", list.to_str().unwrap()], tmp.path());
+    let report =
+        convert_ok(&oci(&source, "v1"), &oci(&out, "esgz"), &["--prioritize", list.to_str().unwrap()], tmp.path());
     assert_eq!(report["layers"][0]["prioritized_found"], 1);
     let original = LayoutImage::read_tag(&source, "v1");
     let converted = LayoutImage::read_tag(&out, "esgz");
     let checks = check_converted_image(&source, &original, &out, &converted, work.path());
     assert_eq!(checks[0].landmark, ".prefetch.landmark");
     let names: Vec<&str> = checks[0].tar_names.iter().map(|n| n.trim_end_matches('/')).collect();
-    let position = |name: &str| names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("{name} missing in {names:?}"));
+    let position =
+        |name: &str| names.iter().position(|n| *n == name).unwrap_or_else(|| panic!("{name} missing in {names:?}"));
     assert!(position("usr/bin/python3.8") < position("usr/bin/python3"), "hardlink before its target: {names:?}");
-    assert!(position("usr/bin/python3") < position(".prefetch.landmark"), "prioritized file after the landmark: {names:?}");
+    assert!(
+        position("usr/bin/python3") < position(".prefetch.landmark"),
+        "prioritized file after the landmark: {names:?}"
+    );
     assert!(position(".prefetch.landmark") < position("usr/lib/os.py"), "unlisted file before the landmark: {names:?}");
 }
 
@@ -220,7 +244,11 @@ fn foreign_layer_is_kept_without_fetching() {
     let tmp = scratch("lazypull-convert-tmp-");
     let source = work.path().join("source");
     let tar = rich_tar(5);
-    let mut foreign = SourceLayer::new(b"not stored anywhere".to_vec(), "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", b"foreign".to_vec());
+    let mut foreign = SourceLayer::new(
+        b"not stored anywhere".to_vec(),
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        b"foreign".to_vec(),
+    );
     foreign.extra = json!({ "urls": ["https://example.com/base-layer"] });
     write_layout(&source, "v1", &[foreign, SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
     // The foreign blob is served elsewhere, so the layout does not have it.
@@ -235,7 +263,8 @@ fn foreign_layer_is_kept_without_fetching() {
     assert_eq!(layers[0]["urls"][0], "https://example.com/base-layer");
     assert_eq!(converted.diff_ids()[0], sha256(b"foreign"), "the foreign layer's diffID changed");
     assert_eq!(layers[1]["annotations"][TOC_DIGEST], report["layers"][0]["toc_digest"]);
-    let actions: Vec<&str> = report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["converted", "foreign"]);
 }
 
@@ -254,12 +283,18 @@ fn zstd_output_is_zstd_chunked() {
     let converted = LayoutImage::read_tag(&out, "zstd");
     let layer = &converted.layers()[0];
     assert_eq!(layer["mediaType"], LAYER_ZSTD);
-    for key in [TOC_DIGEST, UNCOMPRESSED_SIZE, "io.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-position"] {
+    for key in [
+        TOC_DIGEST,
+        UNCOMPRESSED_SIZE,
+        "io.containers.zstd-chunked.manifest-checksum",
+        "io.containers.zstd-chunked.manifest-position",
+    ] {
         assert!(layer["annotations"][key].is_string(), "missing annotation {key}: {layer}");
     }
     let blob = std::fs::read(blob_path(&out, layer["digest"].as_str().unwrap())).unwrap();
     let toc_digest: estargz::Digest = layer["annotations"][TOC_DIGEST].as_str().unwrap().parse().unwrap();
-    let opened = estargz::blob::open_blob(&blob.as_slice(), &estargz::blob::BlobOptions::verify_with(toc_digest)).unwrap();
+    let opened =
+        estargz::blob::open_blob(&blob.as_slice(), &estargz::blob::BlobOptions::verify_with(toc_digest)).unwrap();
     assert_eq!(opened.compression, estargz::Compression::Zstd);
 
     let decompressed = work.path().join("layer.tar");

@@ -65,7 +65,11 @@ fn one_gib_layer_converts_in_bounded_memory() {
     let source = work.path().join("source");
     std::fs::create_dir_all(source.join("blobs/sha256")).unwrap();
     let gz = work.path().join("layer.tar.gz");
-    let status = Command::new("sh").arg("-c").arg(format!("pigz -p 2 -1 -c {} > {}", tar.display(), gz.display())).status().unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("pigz -p 2 -1 -c {} > {}", tar.display(), gz.display()))
+        .status()
+        .unwrap();
     assert!(status.success(), "pigz failed");
     std::fs::remove_file(&tar).unwrap();
     let (layer_digest, layer_size) = digest_file(&gz);
@@ -84,7 +88,10 @@ fn one_gib_layer_converts_in_bounded_memory() {
     manifest["config"]["digest"] = serde_json::json!(write_blob(&source, &config_bytes));
     manifest["config"]["size"] = serde_json::json!(config_bytes.len());
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    write_index(&source, &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("big".into()))]);
+    write_index(
+        &source,
+        &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("big".into()))],
+    );
 
     // ru_maxrss of the finished child, as the kernel accounts it.
     let wrapper = "import resource, subprocess, sys\n\

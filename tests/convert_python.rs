@@ -54,7 +54,12 @@ fn python_oci_to_oci_matches_original_and_reconverts() {
 
     // --reconvert rebuilds the layers from their tar content: one TOC, one landmark, same tree.
     let reconverted_layout = work.path().join("reconverted");
-    let report = convert_ok(&oci(&out, "esgz"), &oci(&reconverted_layout, "re"), &["--reconvert", "--compression-level", "1"], tmp.path());
+    let report = convert_ok(
+        &oci(&out, "esgz"),
+        &oci(&reconverted_layout, "re"),
+        &["--reconvert", "--compression-level", "1"],
+        tmp.path(),
+    );
     assert_eq!(actions(&report), ["converted", "converted"]);
     let reconverted = LayoutImage::read_tag(&reconverted_layout, "re");
     let checks = check_converted_image(&python, &original, &reconverted_layout, &reconverted, work.path());
@@ -68,7 +73,12 @@ fn python_oci_to_oci_matches_original_and_reconverts() {
 
 #[test]
 fn python_registry_conversions_match_original() {
-    require_or_skip!(Prereq::Binary("docker-registry"), Prereq::Binary("skopeo"), Prereq::Binary("tar"), Prereq::Binary("go"));
+    require_or_skip!(
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo"),
+        Prereq::Binary("tar"),
+        Prereq::Binary("go")
+    );
     let python = python_image().unwrap();
     let original = LayoutImage::read_tag(&python, "latest");
     let registry = Registry::start().unwrap();

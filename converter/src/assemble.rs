@@ -14,7 +14,7 @@ use crate::resolve::{ResolvedImage, ResolvedManifest};
 use crate::rewrite::{NewDescriptor, rewrite_index, rewrite_manifest};
 use crate::store::Destination;
 
-/// What was written.
+/// Digests of the written image.
 pub struct Written {
     /// Digest of the tagged manifest or index.
     pub root_digest: String,
@@ -40,13 +40,21 @@ pub async fn write_image(
 
     let Some(index) = &image.index else {
         let Some((_, descriptor, bytes)) = written.pop() else {
-            return Err(ConvertError::Internal { what: "writing the image".into(), message: "no manifest was written".into() });
+            return Err(ConvertError::Internal {
+                what: "writing the image".into(),
+                message: "no manifest was written".into(),
+            });
         };
         destination.tag(&descriptor.digest, &bytes, media::OCI_MANIFEST).await?;
-        return Ok(Written { root_digest: descriptor.digest, root_media_type: media::OCI_MANIFEST, manifests: reports });
+        return Ok(Written {
+            root_digest: descriptor.digest,
+            root_media_type: media::OCI_MANIFEST,
+            manifests: reports,
+        });
     };
 
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "index", digest: image.root_digest.clone(), reason };
+    let invalid =
+        |reason: String| ConvertError::InvalidDocument { what: "index", digest: image.root_digest.clone(), reason };
     let raw_entries: Vec<Box<RawValue>> = index.object.get_as("manifests").map_err(invalid)?.unwrap_or_default();
     let mut entries = Vec::with_capacity(written.len());
     for (position, descriptor, _) in written {
@@ -77,14 +85,16 @@ async fn write_manifest(
         // The same blob may appear with different annotations in other manifests.
         if let (LayerAction::PassedThrough, Some(annotated)) =
             (result.action, layer.annotations.get(estargz::TOC_DIGEST_ANNOTATION))
+            && Some(annotated) != result.toc_digest.as_ref()
         {
-            if Some(annotated) != result.toc_digest.as_ref() {
-                let actual = result.toc_digest.as_deref().unwrap_or_default().parse().map_err(|_| ConvertError::Internal {
-                    what: format!("layer {}", layer.digest),
-                    message: "missing TOC digest".into(),
-                })?;
-                return Err(ConvertError::TocDigestMismatch { layer: layer.digest.clone(), annotated: annotated.clone(), actual });
-            }
+            let actual = result.toc_digest.as_deref().unwrap_or_default().parse().map_err(|_| {
+                ConvertError::Internal { what: format!("layer {}", layer.digest), message: "missing TOC digest".into() }
+            })?;
+            return Err(ConvertError::TocDigestMismatch {
+                layer: layer.digest.clone(),
+                annotated: annotated.clone(),
+                actual,
+            });
         }
         layer_results.push(result);
     }
@@ -104,7 +114,11 @@ async fn write_manifest(
     let config_digest = estargz::Digest::of(&config_bytes).to_string();
     destination.put_small(&config_digest, &config_bytes).await?;
 
-    let config = NewDescriptor { media_type: media::OCI_CONFIG.to_string(), digest: config_digest.clone(), size: config_bytes.len() as u64 };
+    let config = NewDescriptor {
+        media_type: media::OCI_CONFIG.to_string(),
+        digest: config_digest.clone(),
+        size: config_bytes.len() as u64,
+    };
     let bytes = rewrite_manifest(&manifest.bytes, &manifest.view.object, &manifest.digest, &config, &layer_results)?;
     let digest = estargz::Digest::of(&bytes).to_string();
     destination.put_manifest(&digest, &bytes, media::OCI_MANIFEST).await?;

@@ -42,10 +42,12 @@ pub fn read_config(bytes: &[u8], digest: &str) -> Result<ConfigView, ConvertErro
     for id in &config.rootfs.diff_ids {
         id.parse::<estargz::Digest>().map_err(|_| invalid(format!("diffID {id:?} is not a sha256 digest")))?;
     }
-    // Checked now so the rewrite cannot fail later on the same bytes.
+    // Checked now: `rewrite_diff_ids` locates the same member in the same bytes.
     member_range(bytes, &["rootfs", "diff_ids"]).map_err(invalid)?;
     let platform = match (config.os, config.architecture) {
-        (Some(os), Some(architecture)) => Some(Platform { os, architecture, variant: config.variant.unwrap_or_default() }),
+        (Some(os), Some(architecture)) => {
+            Some(Platform { os, architecture, variant: config.variant.unwrap_or_default() })
+        }
         _ => None,
     };
     Ok(ConfigView { diff_ids: config.rootfs.diff_ids, platform })
@@ -54,8 +56,11 @@ pub fn read_config(bytes: &[u8], digest: &str) -> Result<ConfigView, ConvertErro
 /// Returns the config with `rootfs.diff_ids` replaced by `diff_ids`, every other byte unchanged.
 pub fn rewrite_diff_ids(bytes: &[u8], digest: &str, diff_ids: &[String]) -> Result<Vec<u8>, ConvertError> {
     let array = serde_json::to_string(diff_ids).unwrap_or_else(|_| "[]".into());
-    splice_member(bytes, &["rootfs", "diff_ids"], &array)
-        .map_err(|reason| ConvertError::InvalidDocument { what: "config", digest: digest.to_string(), reason })
+    splice_member(bytes, &["rootfs", "diff_ids"], &array).map_err(|reason| ConvertError::InvalidDocument {
+        what: "config",
+        digest: digest.to_string(),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -67,7 +72,9 @@ mod tests {
 
     #[test]
     fn diff_ids_and_platform_are_read() {
-        let doc = format!(r#"{{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{{"type":"layers","diff_ids":["{A}"]}}}}"#);
+        let doc = format!(
+            r#"{{"architecture":"arm64","os":"linux","variant":"v8","rootfs":{{"type":"layers","diff_ids":["{A}"]}}}}"#
+        );
         let view = read_config(doc.as_bytes(), "c").unwrap();
         assert_eq!(view.diff_ids, vec![A.to_string()]);
         assert_eq!(view.platform.unwrap().to_string(), "linux/arm64/v8");
@@ -75,7 +82,9 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_other_bytes() {
-        let doc = format!("{{\"created\": \"2024\",\n \"rootfs\": {{ \"type\": \"layers\", \"diff_ids\": [ \"{A}\" ] }},\n \"history\": [] }}\n");
+        let doc = format!(
+            "{{\"created\": \"2024\",\n \"rootfs\": {{ \"type\": \"layers\", \"diff_ids\": [ \"{A}\" ] }},\n \"history\": [] }}\n"
+        );
         let out = rewrite_diff_ids(doc.as_bytes(), "c", &[B.to_string()]).unwrap();
         let expected = doc.replace(&format!("[ \"{A}\" ]"), &format!("[\"{B}\"]"));
         assert_eq!(String::from_utf8(out).unwrap(), expected);

@@ -112,7 +112,8 @@ pub fn classify(bytes: &[u8], what: &str) -> Result<(DocumentKind, RawObject), C
 
 /// Decodes the manifest fields the converter needs.
 pub fn manifest_view(object: RawObject, digest: &str) -> Result<ManifestView, ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
+    let invalid =
+        |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
     let config: Descriptor = object.get_as("config").map_err(invalid)?.ok_or_else(|| invalid("no config".into()))?;
     let layers: Vec<Descriptor> = object.get_as("layers").map_err(invalid)?.unwrap_or_default();
     config.check_digest("config")?;
@@ -134,20 +135,25 @@ pub fn index_view(object: RawObject, digest: &str) -> Result<IndexView, ConvertE
 }
 
 /// Checks fetched bytes against the descriptor they were requested by.
-pub fn verify_content(what: &'static str, descriptor_digest: &str, expected_size: Option<u64>, bytes: &[u8]) -> Result<(), ConvertError> {
+pub fn verify_content(
+    what: &'static str,
+    descriptor_digest: &str,
+    expected_size: Option<u64>,
+    bytes: &[u8],
+) -> Result<(), ConvertError> {
     let actual = estargz::Digest::of(bytes);
     if actual.to_string() != descriptor_digest {
         return Err(ConvertError::DigestMismatch { what, expected: descriptor_digest.to_string(), actual });
     }
-    if let Some(expected) = expected_size {
-        if expected != bytes.len() as u64 {
-            return Err(ConvertError::SizeMismatch {
-                what,
-                digest: descriptor_digest.to_string(),
-                expected,
-                actual: bytes.len() as u64,
-            });
-        }
+    if let Some(expected) = expected_size
+        && expected != bytes.len() as u64
+    {
+        return Err(ConvertError::SizeMismatch {
+            what,
+            digest: descriptor_digest.to_string(),
+            expected,
+            actual: bytes.len() as u64,
+        });
     }
     Ok(())
 }

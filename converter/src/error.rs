@@ -1,7 +1,7 @@
 //! The converter's error type.
 //!
 //! Every variant names the image reference, layer digest or path it is about, and its message
-//! says what to do next. Causes are kept as `source` so the CLI prints the whole chain once.
+//! tells what to do next. Causes are kept as `source` so the CLI prints the whole chain once.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ pub enum ConvertError {
     InvalidReference {
         /// The text as given.
         reference: String,
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
 
@@ -24,7 +24,7 @@ pub enum ConvertError {
     InvalidOption {
         /// Option name as the CLI spells it.
         option: &'static str,
-        /// Why it is rejected.
+        /// Reason for the rejection.
         reason: String,
     },
 
@@ -45,7 +45,7 @@ pub enum ConvertError {
         registry: String,
         /// The URL scheme and host that were tried.
         url: String,
-        /// What to check, depending on the scheme that was tried.
+        /// Advice that depends on the URL scheme that was tried.
         hint: &'static str,
         /// Underlying error.
         #[source]
@@ -82,7 +82,7 @@ pub enum ConvertError {
     /// Any other registry failure.
     #[error("registry request failed: {operation} {reference}")]
     Registry {
-        /// What was being done.
+        /// Operation that failed.
         operation: &'static str,
         /// The reference or blob involved.
         reference: String,
@@ -99,12 +99,14 @@ pub enum ConvertError {
     Credentials {
         /// `host[:port]` of the registry.
         registry: String,
-        /// What went wrong, without any secret.
+        /// Failure description, free of secrets.
         reason: String,
     },
 
     /// An OCI layout has no image with the requested tag.
-    #[error("OCI layout {layout} has no image tagged {tag:?} (tags present: {available}); check the tag after oci:DIR:")]
+    #[error(
+        "OCI layout {layout} has no image tagged {tag:?} (tags present: {available}); check the tag after oci:DIR:"
+    )]
     TagNotInLayout {
         /// Layout directory.
         layout: PathBuf,
@@ -119,7 +121,7 @@ pub enum ConvertError {
     InvalidLayout {
         /// Layout directory.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
 
@@ -129,7 +131,7 @@ pub enum ConvertError {
          image again"
     )]
     DigestMismatch {
-        /// What kind of object ("manifest", "config", "layer").
+        /// Kind of object ("manifest", "config", "layer").
         what: &'static str,
         /// The digest it was requested by.
         expected: String,
@@ -140,7 +142,7 @@ pub enum ConvertError {
     /// A content-addressed object does not have the size its descriptor promises.
     #[error("{what} {digest} is {actual} bytes but its descriptor says {expected}: the source store is corrupt")]
     SizeMismatch {
-        /// What kind of object.
+        /// Kind of object.
         what: &'static str,
         /// Its digest.
         digest: String,
@@ -153,7 +155,7 @@ pub enum ConvertError {
     /// A manifest, index or config is too large to be plausible.
     #[error("{what} {digest} is {size} bytes, above the limit of {limit} bytes")]
     TooLarge {
-        /// What kind of object.
+        /// Kind of object.
         what: &'static str,
         /// Its digest.
         digest: String,
@@ -166,18 +168,18 @@ pub enum ConvertError {
     /// A manifest, index or config is not valid JSON of the expected shape.
     #[error("{what} {digest} is invalid: {reason}")]
     InvalidDocument {
-        /// What kind of document.
+        /// Kind of document.
         what: &'static str,
         /// Its digest or reference.
         digest: String,
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
 
     /// A media type (or digest algorithm) this converter does not handle.
     #[error("{what} {digest} has unsupported media type {media_type:?}{hint}")]
     UnsupportedMediaType {
-        /// What kind of object.
+        /// Kind of object.
         what: &'static str,
         /// Its digest or reference.
         digest: String,
@@ -257,7 +259,7 @@ pub enum ConvertError {
     NotTar {
         /// Layer digest.
         layer: String,
-        /// What the tar reader found.
+        /// Error from the tar reader.
         #[source]
         source: estargz::BuildError,
     },
@@ -306,11 +308,11 @@ pub enum ConvertError {
         layer: String,
         /// Digest from the annotation.
         annotated: String,
-        /// Why the footer was rejected.
+        /// Reason the footer was rejected.
         reason: String,
     },
 
-    /// A layer passed through unchanged decompresses to a different diffID than the config says.
+    /// A layer passed through unchanged decompresses to a different diffID than the config records.
     #[error(
         "layer {layer} decompresses to diffID {actual} but the config says {expected}: the source image is \
          inconsistent; pass --reconvert to rebuild the layer and write a correct diffID"
@@ -327,7 +329,7 @@ pub enum ConvertError {
     /// A local file operation failed.
     #[error("{action} {path} failed; check free space and permissions (temporary files go to --tmpdir)")]
     Io {
-        /// What was being done ("creating a temporary file in", "writing").
+        /// Operation that failed ("creating a temporary file in", "writing").
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
@@ -339,7 +341,7 @@ pub enum ConvertError {
     /// A background task ended abnormally (a bug).
     #[error("internal error while processing {what}: {message}")]
     Internal {
-        /// What the task was doing.
+        /// Task description.
         what: String,
         /// Panic or join message.
         message: String,

@@ -13,7 +13,7 @@ pub const LAYOUT_PREFIX: &str = "oci:";
 /// Tag used when a reference names none.
 pub const DEFAULT_TAG: &str = "latest";
 
-/// Where an image lives.
+/// Location of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// An image in a registry.
@@ -44,7 +44,7 @@ impl RegistryRef {
         self.reference.resolve_registry()
     }
 
-    /// The URL scheme used for this registry.
+    /// Returns the URL scheme used for this registry.
     pub fn scheme(&self) -> &'static str {
         if self.plain_http { "http" } else { "https" }
     }
@@ -57,7 +57,8 @@ impl ImageRef {
     /// `insecure` makes every registry use plain HTTP; loopback hosts (`localhost`, `127.0.0.1`,
     /// `[::1]`) always do.
     pub fn parse(text: &str, insecure: bool) -> Result<ImageRef, ConvertError> {
-        let invalid = |reason: &str| ConvertError::InvalidReference { reference: text.to_string(), reason: reason.into() };
+        let invalid =
+            |reason: &str| ConvertError::InvalidReference { reference: text.to_string(), reason: reason.into() };
         if let Some(rest) = text.strip_prefix(LAYOUT_PREFIX) {
             // Like skopeo's `oci:` transport, the first colon separates the directory from the tag,
             // so directory names cannot contain a colon.
@@ -95,12 +96,13 @@ impl fmt::Display for ImageRef {
 /// Parses a registry reference, accepting bracketed IPv6 hosts that `Reference` itself rejects.
 fn parse_registry_reference(text: &str) -> Result<Reference, String> {
     if text.starts_with('[') {
-        let (registry, rest) = text
-            .split_once('/')
-            .ok_or_else(|| "an IPv6 registry must be followed by /REPOSITORY".to_string())?;
+        let (registry, rest) =
+            text.split_once('/').ok_or_else(|| "an IPv6 registry must be followed by /REPOSITORY".to_string())?;
         let host_end = registry.find(']').ok_or_else(|| "missing ] after the IPv6 address".to_string())?;
         let port = &registry[host_end + 1..];
-        if !(port.is_empty() || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))) {
+        if !(port.is_empty()
+            || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        {
             return Err(format!("invalid port {port:?} after the IPv6 address"));
         }
         // Parse the repository part with a placeholder registry, then put the real one back.
@@ -108,10 +110,15 @@ fn parse_registry_reference(text: &str) -> Result<Reference, String> {
         let repository = placeholder.repository().to_string();
         let with_tag = |tag: &str| Reference::with_tag(registry.to_string(), repository.clone(), tag.to_string());
         return Ok(match (placeholder.tag(), placeholder.digest()) {
-            (Some(tag), Some(digest)) => {
-                Reference::with_tag_and_digest(registry.to_string(), repository.clone(), tag.to_string(), digest.to_string())
+            (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+                registry.to_string(),
+                repository.clone(),
+                tag.to_string(),
+                digest.to_string(),
+            ),
+            (None, Some(digest)) => {
+                Reference::with_digest(registry.to_string(), repository.clone(), digest.to_string())
             }
-            (None, Some(digest)) => Reference::with_digest(registry.to_string(), repository.clone(), digest.to_string()),
             (Some(tag), None) => with_tag(tag),
             (None, None) => with_tag(DEFAULT_TAG),
         });
@@ -171,7 +178,9 @@ mod tests {
 
     #[test]
     fn remote_registry_uses_https_unless_insecure() {
-        let ImageRef::Registry(r) = ImageRef::parse("registry.example.com/team/app:1", false).unwrap() else { panic!() };
+        let ImageRef::Registry(r) = ImageRef::parse("registry.example.com/team/app:1", false).unwrap() else {
+            panic!()
+        };
         assert!(!r.plain_http);
         let ImageRef::Registry(r) = ImageRef::parse("registry.example.com/team/app:1", true).unwrap() else { panic!() };
         assert!(r.plain_http);

@@ -76,7 +76,8 @@ impl RawObject {
 
     /// Encodes the object: members in order, values as stored, no whitespace between members.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+        let mut out =
+            Vec::with_capacity(64 + self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
         out.push(b'{');
         for (i, (key, value)) in self.members.iter().enumerate() {
             if i > 0 {
@@ -211,7 +212,10 @@ mod tests {
         assert!(object.set("m", "y"));
         assert!(!object.set("z", &1));
         assert!(object.set("new", &true));
-        assert_eq!(String::from_utf8(object.to_vec()).unwrap(), r#"{"z":1,"a":{"nested" : [1, 2]},"m":"y","new":true}"#);
+        assert_eq!(
+            String::from_utf8(object.to_vec()).unwrap(),
+            r#"{"z":1,"a":{"nested" : [1, 2]},"m":"y","new":true}"#
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Converts container images into eStargz images that can be pulled lazily.
 //!
 //! Source and destination are each a registry repository or an OCI image layout directory
-//! (`oci:DIR[:TAG]`). OCI and Docker schema 2 manifests, indexes and manifest lists are read;
-//! the result always uses OCI media types, because only OCI descriptors carry the annotations
+//! (`oci:DIR[:TAG]`). OCI and Docker schema 2 manifests, indexes and manifest lists are read.
+//! The result always uses OCI media types, because only OCI descriptors carry the annotations
 //! lazy pulling depends on.
 //!
 //! # Data flow

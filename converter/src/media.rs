@@ -40,7 +40,7 @@ const DOCKER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.d
 /// Every manifest and index type this converter reads, for the registry's `Accept` header.
 pub const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
 
-/// What a top-level document is.
+/// Kind of a top-level document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DocumentKind {
     /// An image manifest (OCI or Docker schema 2).
@@ -68,7 +68,7 @@ pub fn is_image_config(media_type: &str) -> bool {
     media_type == OCI_CONFIG || media_type == DOCKER_CONFIG
 }
 
-/// How a layer is handled, decided from its media type.
+/// Handling of a layer, decided from its media type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerClass {
     /// A tar layer that may be converted (its compression is detected from its bytes).
@@ -90,8 +90,8 @@ pub fn layer_class(media_type: &str) -> Option<LayerClass> {
     }
 }
 
-/// The OCI media type to write for a kept foreign layer: Docker's foreign type becomes the OCI
-/// non-distributable gzip type, every other type stays.
+/// Returns the OCI media type to write for a kept foreign layer. Docker's foreign type becomes
+/// the OCI non-distributable gzip type, and every other type stays.
 pub fn oci_foreign_layer(media_type: &str) -> &str {
     if media_type == DOCKER_FOREIGN_GZIP { OCI_NONDISTRIBUTABLE_GZIP } else { media_type }
 }

@@ -11,14 +11,14 @@ use crate::platform::Platform;
 /// Default number of layers converted at the same time.
 pub const DEFAULT_JOBS: usize = 2;
 
-/// How progress is shown.
+/// Progress display mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
     /// One progress bar per layer on stderr (for terminals).
     Bars,
     /// `tracing` info lines: start, every 10 %, finish.
     Log,
-    /// Nothing beyond warnings and errors.
+    /// No per-layer progress; the start and finish of each layer are still logged at info.
     Quiet,
 }
 
@@ -27,7 +27,7 @@ pub enum ProgressMode {
 pub struct ConvertOptions {
     /// The image to read.
     pub source: ImageRef,
-    /// Where to write the converted image; its tag is set last.
+    /// Destination image. Its tag is written last.
     pub destination: ImageRef,
     /// Largest uncompressed chunk of a regular file, in bytes.
     pub chunk_size: u64,
@@ -47,7 +47,7 @@ pub struct ConvertOptions {
     pub platforms: Vec<Platform>,
     /// Directory for temporary files; `None` means the system default (`$TMPDIR` or `/tmp`).
     pub tmpdir: Option<PathBuf>,
-    /// How progress is shown.
+    /// Progress display.
     pub progress: ProgressMode,
 }
 
@@ -70,7 +70,7 @@ impl ConvertOptions {
         }
     }
 
-    /// The compression level in effect.
+    /// Returns the compression level in effect: the given one, else the format's default.
     pub fn effective_level(&self) -> i32 {
         self.level.unwrap_or(match self.compression {
             Compression::Gzip => estargz::build::DEFAULT_GZIP_LEVEL,
@@ -78,7 +78,7 @@ impl ConvertOptions {
         })
     }
 
-    /// The format writer's options for one layer.
+    /// Returns the format writer's options for one layer.
     pub fn build_options(&self) -> estargz::build::BuildOptions {
         estargz::build::BuildOptions {
             chunk_size: self.chunk_size,
@@ -90,7 +90,7 @@ impl ConvertOptions {
         }
     }
 
-    /// The temporary directory in effect.
+    /// Returns the temporary directory in effect.
     pub fn tmpdir(&self) -> PathBuf {
         self.tmpdir.clone().unwrap_or_else(std::env::temp_dir)
     }
@@ -98,15 +98,18 @@ impl ConvertOptions {
     /// Checks every option, naming the bad one.
     pub fn validate(&self) -> Result<(), ConvertError> {
         if self.jobs == 0 || self.jobs > 64 {
-            return Err(ConvertError::InvalidOption { option: "--jobs", reason: format!("{} is outside 1..=64", self.jobs) });
+            return Err(ConvertError::InvalidOption {
+                option: "--jobs",
+                reason: format!("{} is outside 1..=64", self.jobs),
+            });
         }
-        if let ImageRef::Registry(r) = &self.destination {
-            if r.reference.digest().is_some() {
-                return Err(ConvertError::InvalidOption {
-                    option: "DST",
-                    reason: format!("{} names a digest; the destination needs a tag", r.reference),
-                });
-            }
+        if let ImageRef::Registry(r) = &self.destination
+            && r.reference.digest().is_some()
+        {
+            return Err(ConvertError::InvalidOption {
+                option: "DST",
+                reason: format!("{} names a digest; the destination needs a tag", r.reference),
+            });
         }
         self.build_options().validate().map_err(|e| {
             let option = match &e {

@@ -86,7 +86,11 @@ pub async fn convert(options: ConvertOptions, cancel: CancellationToken) -> Resu
 
 /// Runs the layer jobs, at most `limit` at a time. On the first failure the others are
 /// cancelled and awaited, so their temporary files are gone before this returns.
-async fn run_jobs(context: Arc<JobContext>, jobs: Vec<LayerJob>, limit: usize) -> Result<HashMap<String, LayerResult>, ConvertError> {
+async fn run_jobs(
+    context: Arc<JobContext>,
+    jobs: Vec<LayerJob>,
+    limit: usize,
+) -> Result<HashMap<String, LayerResult>, ConvertError> {
     let permits = Arc::new(Semaphore::new(limit));
     let mut running = JoinSet::new();
     for job in jobs {
@@ -106,7 +110,8 @@ async fn run_jobs(context: Arc<JobContext>, jobs: Vec<LayerJob>, limit: usize) -
     let mut results = HashMap::new();
     let mut first_error: Option<ConvertError> = None;
     while let Some(joined) = running.join_next().await {
-        let outcome = joined.unwrap_or_else(|e| Err(ConvertError::Internal { what: "a layer task".into(), message: e.to_string() }));
+        let outcome = joined
+            .unwrap_or_else(|e| Err(ConvertError::Internal { what: "a layer task".into(), message: e.to_string() }));
         match outcome {
             Ok(result) => {
                 results.insert(result.source.digest.clone(), result);
@@ -132,7 +137,10 @@ async fn run_jobs(context: Arc<JobContext>, jobs: Vec<LayerJob>, limit: usize) -
 }
 
 /// Runs `work` unless `cancel` fires first.
-async fn cancellable<T>(cancel: &CancellationToken, work: impl Future<Output = Result<T, ConvertError>>) -> Result<T, ConvertError> {
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    work: impl Future<Output = Result<T, ConvertError>>,
+) -> Result<T, ConvertError> {
     tokio::select! {
         result = work => result,
         () = cancel.cancelled() => Err(ConvertError::Cancelled),
@@ -159,8 +167,11 @@ fn warn_missing_prioritized(options: &ConvertOptions, results: &HashMap<String, 
     let converted: Vec<&LayerResult> =
         results.values().filter(|r| r.action == crate::layer::LayerAction::Converted).collect();
     let Some(first) = converted.first() else { return };
-    let missing: Vec<&String> =
-        first.prioritized_missing.iter().filter(|path| converted.iter().all(|r| r.prioritized_missing.contains(path))).collect();
+    let missing: Vec<&String> = first
+        .prioritized_missing
+        .iter()
+        .filter(|path| converted.iter().all(|r| r.prioritized_missing.contains(path)))
+        .collect();
     if !missing.is_empty() {
         let sample: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();
         tracing::warn!(count = missing.len(), first = ?sample, "prioritized paths found in no layer");

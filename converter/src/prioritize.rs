@@ -3,7 +3,7 @@
 //! Format (the one `lazypull mount --record-trace` writes): one path per line, in the order the
 //! files should come first in each layer. Paths may be absolute (`/usr/bin/python3`) or relative
 //! (`usr/bin/python3`); they are matched after cleaning `.`, `..` and repeated slashes. Blank lines
-//! and lines whose first non-blank character is `#` are ignored; surrounding spaces, tabs and a
+//! and lines whose first non-blank character is `#` are ignored. Surrounding spaces, tabs and a
 //! trailing `\r` are trimmed, so a path cannot start or end with whitespace. A path listed twice
 //! keeps its first position. Paths need not be UTF-8.
 //!
@@ -47,7 +47,8 @@ mod tests {
 
     #[test]
     fn comments_blank_lines_and_duplicates_are_skipped() {
-        let text = b"# recorded trace\n/usr/bin/python3\n\n  usr/lib/libz.so.1 \r\n   # indented comment\n/usr/bin/python3\n";
+        let text =
+            b"# recorded trace\n/usr/bin/python3\n\n  usr/lib/libz.so.1 \r\n   # indented comment\n/usr/bin/python3\n";
         assert_eq!(parse_list(text), vec![b"/usr/bin/python3".to_vec(), b"usr/lib/libz.so.1".to_vec()]);
     }
 

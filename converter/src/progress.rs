@@ -7,7 +7,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::options::ProgressMode;
 
-/// What a layer is doing.
+/// Stage of a layer's processing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Downloading the source blob.
@@ -141,7 +141,7 @@ impl LayerProgress {
     }
 }
 
-/// The first 12 hex digits of a digest, for display.
+/// Returns the first 12 hex digits of a digest, for display.
 pub fn short_digest(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     hex.get(..12).unwrap_or(hex)

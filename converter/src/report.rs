@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::layer::{LayerAction, LayerResult, ratio};
 use crate::progress::short_digest;
 
-/// What a conversion did. `--json` prints it with serde.
+/// Summary of a conversion, which `--json` prints with serde.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertReport {
     /// The source reference as given.
@@ -51,7 +51,7 @@ pub struct LayerReport {
     pub source_size: u64,
     /// Media type of the source descriptor.
     pub source_media_type: String,
-    /// What was done.
+    /// Action taken.
     pub action: LayerAction,
     /// Digest of the stored blob.
     pub digest: String,
@@ -74,7 +74,7 @@ pub struct LayerReport {
 }
 
 impl ConvertReport {
-    /// The report as indented JSON.
+    /// Encodes the report as indented JSON.
     pub fn to_json(&self) -> String {
         // The report holds only strings, numbers and options, so encoding cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()

@@ -46,7 +46,7 @@ pub struct ResolvedManifest {
 }
 
 impl ResolvedManifest {
-    /// The platform, from the index entry or else from the config.
+    /// Returns the platform, from the index entry or else from the config.
     pub fn platform(&self) -> Option<&Platform> {
         self.entry.as_ref().and_then(|e| e.platform.as_ref()).or(self.config.platform.as_ref())
     }
@@ -66,7 +66,12 @@ pub async fn resolve(source: &Source, options: &ConvertOptions) -> Result<Resolv
                     available: manifest.config.platform.as_ref().map_or("unknown".into(), Platform::to_string),
                 });
             }
-            Ok(ResolvedImage { root_digest: root.digest, root_bytes: root.bytes, index: None, manifests: vec![manifest] })
+            Ok(ResolvedImage {
+                root_digest: root.digest,
+                root_bytes: root.bytes,
+                index: None,
+                manifests: vec![manifest],
+            })
         }
         DocumentKind::Index => {
             let index = index_view(object, &root.digest)?;
@@ -88,7 +93,11 @@ pub async fn resolve(source: &Source, options: &ConvertOptions) -> Result<Resolv
 }
 
 /// Picks the index entries to convert: image manifests of the requested platforms.
-fn select_entries(index: &IndexView, digest: &str, options: &ConvertOptions) -> Result<Vec<(usize, Descriptor)>, ConvertError> {
+fn select_entries(
+    index: &IndexView,
+    digest: &str,
+    options: &ConvertOptions,
+) -> Result<Vec<(usize, Descriptor)>, ConvertError> {
     let mut selected = Vec::new();
     for (position, entry) in index.manifests.iter().enumerate() {
         match media::document_kind(&entry.media_type) {
@@ -157,13 +166,17 @@ async fn resolve_manifest(
     let config_bytes = source.config(&view.config).await?;
     let config = read_config(&config_bytes, &view.config.digest)?;
     if config.diff_ids.len() != view.layers.len() {
-        return Err(ConvertError::LayerCountMismatch { manifest: digest, layers: view.layers.len(), diff_ids: config.diff_ids.len() });
+        return Err(ConvertError::LayerCountMismatch {
+            manifest: digest,
+            layers: view.layers.len(),
+            diff_ids: config.diff_ids.len(),
+        });
     }
     Ok(ResolvedManifest { entry, entry_position: None, digest, bytes, view, config_bytes, config })
 }
 
-/// The unique layers to fetch, in image order, and the results of foreign layers, which are
-/// kept without fetching.
+/// Lists the unique layers to fetch, in image order, and returns the results of foreign layers,
+/// which are kept without fetching.
 pub fn plan_layers(image: &ResolvedImage) -> (Vec<LayerJob>, HashMap<String, LayerResult>) {
     let mut jobs: Vec<LayerJob> = Vec::new();
     let mut foreign = HashMap::new();
@@ -177,7 +190,11 @@ pub fn plan_layers(image: &ResolvedImage) -> (Vec<LayerJob>, HashMap<String, Lay
                     tracing::info!(layer = %layer.digest, media_type = %layer.media_type, "keeping a non-distributable layer as it is");
                     foreign.insert(layer.digest.clone(), LayerResult::foreign(layer, diff_id));
                 }
-                _ => jobs.push(LayerJob { position: jobs.len(), descriptor: layer.clone(), config_diff_id: diff_id.clone() }),
+                _ => jobs.push(LayerJob {
+                    position: jobs.len(),
+                    descriptor: layer.clone(),
+                    config_diff_id: diff_id.clone(),
+                }),
             }
         }
     }

@@ -23,7 +23,7 @@ pub struct NewDescriptor {
 }
 
 /// Returns the manifest for the new config and layers, or the original bytes when nothing
-/// changes. `layers` holds one result per layer, in order.
+/// changes. `layers` contains one result per layer, in order.
 pub fn rewrite_manifest(
     original: &[u8],
     object: &RawObject,
@@ -31,7 +31,8 @@ pub fn rewrite_manifest(
     config: &NewDescriptor,
     layers: &[&LayerResult],
 ) -> Result<Vec<u8>, ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
+    let invalid =
+        |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
     let mut manifest = object.clone();
     let mut changed = false;
     if manifest.get("mediaType").is_some() {
@@ -58,7 +59,8 @@ pub fn rewrite_manifest(
     let mut layers_changed = false;
     for (raw, result) in raw_layers.iter().zip(layers) {
         let mut layer = RawObject::from_raw(raw).map_err(invalid)?;
-        let new = NewDescriptor { media_type: result.media_type.clone(), digest: result.digest.clone(), size: result.size };
+        let new =
+            NewDescriptor { media_type: result.media_type.clone(), digest: result.digest.clone(), size: result.size };
         let converted = result.action == LayerAction::Converted;
         if update_descriptor(&mut layer, &new, &result.annotations, converted) {
             layers_changed = true;
@@ -107,7 +109,12 @@ pub fn rewrite_index(
 
 /// Sets media type, digest, size and annotations of a descriptor object. For a new blob, the
 /// `urls` and embedded `data` of the old one are dropped. Returns true when anything changed.
-fn update_descriptor(object: &mut RawObject, new: &NewDescriptor, annotations: &[(String, String)], new_blob: bool) -> bool {
+fn update_descriptor(
+    object: &mut RawObject,
+    new: &NewDescriptor,
+    annotations: &[(String, String)],
+    new_blob: bool,
+) -> bool {
     let mut changed = object.set("mediaType", &new.media_type);
     changed |= object.set("digest", &new.digest);
     changed |= object.set("size", &new.size);
@@ -200,8 +207,12 @@ mod tests {
 
     #[test]
     fn index_entries_get_new_digests_and_keep_platforms() {
-        let entry = format!(r#"{{"mediaType":"{}","digest":"{OLD}","size":10,"platform":{{"os":"linux","architecture":"arm64"}}}}"#, media::DOCKER_MANIFEST);
-        let original = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{entry}]}}"#, media::DOCKER_MANIFEST_LIST);
+        let entry = format!(
+            r#"{{"mediaType":"{}","digest":"{OLD}","size":10,"platform":{{"os":"linux","architecture":"arm64"}}}}"#,
+            media::DOCKER_MANIFEST
+        );
+        let original =
+            format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{entry}]}}"#, media::DOCKER_MANIFEST_LIST);
         let object = RawObject::parse(original.as_bytes()).unwrap();
         let raw = serde_json::value::RawValue::from_string(entry).unwrap();
         let new = NewDescriptor { media_type: media::OCI_MANIFEST.into(), digest: NEW.into(), size: 99 };

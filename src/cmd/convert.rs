@@ -88,7 +88,7 @@ pub enum ProgressArg {
     Bars,
     /// Log lines at start, every 10 % and at the end of each layer.
     Log,
-    /// Warnings and errors only.
+    /// No per-layer progress; start and finish lines are still logged (RUST_LOG=warn hides them).
     None,
 }
 
@@ -126,7 +126,10 @@ pub fn options(args: &Args) -> anyhow::Result<ConvertOptions> {
 /// removed and nothing is tagged.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let options = options(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
     let report = runtime.block_on(async {
         let cancel = CancellationToken::new();
         let on_interrupt = cancel.clone();

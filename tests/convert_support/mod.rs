@@ -30,7 +30,7 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// The `lazypull` binary built for these tests.
+/// Returns a command for the `lazypull` binary built for these tests.
 pub fn lazypull() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lazypull"))
 }
@@ -38,14 +38,11 @@ pub fn lazypull() -> Command {
 /// Runs `lazypull convert SRC DST ARGS --tmpdir TMPDIR --json --progress log`.
 pub fn convert(source: &str, destination: &str, args: &[&str], tmpdir: &Path) -> Output {
     let mut command = lazypull();
-    command
-        .arg("convert")
-        .arg(source)
-        .arg(destination)
-        .args(args)
-        .arg("--tmpdir")
-        .arg(tmpdir)
-        .args(["--json", "--progress", "log"]);
+    command.arg("convert").arg(source).arg(destination).args(args).arg("--tmpdir").arg(tmpdir).args([
+        "--json",
+        "--progress",
+        "log",
+    ]);
     command.output().expect("failed to run lazypull")
 }
 
@@ -94,7 +91,7 @@ pub struct SourceLayer {
 }
 
 impl SourceLayer {
-    /// A layer stored as `blob` with `media_type`, whose content is `tar`.
+    /// Creates a layer stored as `blob` with `media_type`, whose content is `tar`.
     pub fn new(blob: Vec<u8>, media_type: &str, tar: Vec<u8>) -> Self {
         SourceLayer { blob, media_type: media_type.to_string(), tar, extra: json!({}) }
     }
@@ -123,7 +120,8 @@ pub fn write_image(dir: &Path, layers: &[SourceLayer], architecture: &str) -> (S
     let descriptors: Vec<Value> = layers
         .iter()
         .map(|layer| {
-            let mut descriptor = json!({ "mediaType": layer.media_type, "digest": sha256(&layer.blob), "size": layer.blob.len() });
+            let mut descriptor =
+                json!({ "mediaType": layer.media_type, "digest": sha256(&layer.blob), "size": layer.blob.len() });
             if let (Some(target), Some(extra)) = (descriptor.as_object_mut(), layer.extra.as_object()) {
                 target.extend(extra.clone());
             }
@@ -157,8 +155,11 @@ pub fn write_index(dir: &Path, entries: &[(String, usize, String, Option<Value>,
             entry
         })
         .collect();
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": manifests })).unwrap())
-        .unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": manifests })).unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
@@ -172,7 +173,7 @@ pub fn read_json(layout: &Path, digest: &str) -> Value {
     serde_json::from_slice(&std::fs::read(blob_path(layout, digest)).unwrap()).unwrap()
 }
 
-/// The descriptor `index.json` gives for `tag`.
+/// Returns the descriptor `index.json` lists for `tag`.
 pub fn tagged(layout: &Path, tag: &str) -> Option<Value> {
     let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).ok()?).ok()?;
     index["manifests"].as_array()?.iter().find(|m| m["annotations"][REF_NAME] == tag).cloned()
@@ -248,6 +249,7 @@ pub fn decompress_to(blob: &Path, out: &Path) -> (u64, String) {
     let mut head = [0u8; 4];
     let n = input.read(&mut head).unwrap();
     let input = std::fs::File::open(blob).unwrap();
+
     // zstd goes through the zstd program: the root package has no zstd crate dependency.
     let mut child = None;
     let mut reader: Box<dyn Read> = match &head[..n] {
@@ -265,6 +267,7 @@ pub fn decompress_to(blob: &Path, out: &Path) -> (u64, String) {
         }
         _ => Box::new(input),
     };
+
     let mut file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
     let mut hasher = Sha256::new();
     let mut total = 0u64;
@@ -285,7 +288,7 @@ pub fn decompress_to(blob: &Path, out: &Path) -> (u64, String) {
     (total, format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
-/// What [`check_converted_layer`] found.
+/// Findings of [`check_converted_layer`].
 pub struct LayerCheck {
     /// The landmark file name present in the converted layer.
     pub landmark: String,
@@ -298,14 +301,20 @@ pub struct LayerCheck {
 /// Checks one converted layer against its original:
 ///
 /// * GNU tar extracts both to the same tree (content, mode, owner, mtime, symlinks, hardlinks,
-///   xattrs, devices) except the landmark and `stargz.index.json`, which only the converted
-///   layer has; parents the original implies without an entry are compared without metadata,
+///   xattrs, devices), except the landmark and `stargz.index.json` that only the converted
+///   layer has. Parents the original implies without an entry are compared without metadata,
 ///   because the converter writes explicit entries for them;
 /// * the TOC-digest annotation is the sha256 of the extracted `stargz.index.json`;
 /// * the uncompressed-size annotation and `diff_id` match the decompressed blob;
 /// * the upstream Go reader verifies the TOC and every chunk, and reads every regular file with
 ///   the content GNU tar extracted.
-pub fn check_converted_layer(original_blob: &Path, converted_blob: &Path, descriptor: &Value, diff_id: &str, work: &Path) -> LayerCheck {
+pub fn check_converted_layer(
+    original_blob: &Path,
+    converted_blob: &Path,
+    descriptor: &Value,
+    diff_id: &str,
+    work: &Path,
+) -> LayerCheck {
     let original_tar = work.join("original.tar");
     let converted_tar = work.join("converted.tar");
     decompress_to(original_blob, &original_tar);
@@ -334,11 +343,13 @@ pub fn check_converted_layer(original_blob: &Path, converted_blob: &Path, descri
     for extra in ["stargz.index.json", landmarks[0]] {
         actual.nodes.remove(Path::new(extra));
     }
-    let options = DiffOptions { ignore_dir_metadata: implied_parent_dirs(&original_tar).unwrap(), ..DiffOptions::default() };
+    let options =
+        DiffOptions { ignore_dir_metadata: implied_parent_dirs(&original_tar).unwrap(), ..DiffOptions::default() };
     let differences = expected.diff_with(&actual, &options);
     assert!(differences.is_empty(), "converted layer differs from the original:\n{}", differences.join("\n"));
 
-    let go_entries = check_with_go_reader(converted_blob, descriptor["annotations"][TOC_DIGEST].as_str().unwrap(), &actual);
+    let go_entries =
+        check_with_go_reader(converted_blob, descriptor["annotations"][TOC_DIGEST].as_str().unwrap(), &actual);
     let tar_names = tar_listing(&converted_tar);
     let landmark = landmarks[0].to_string();
     for dir in [&expected_dir, &actual_dir] {
@@ -372,31 +383,50 @@ fn check_with_go_reader(blob: &Path, toc_digest: &str, tree: &Tree) -> usize {
 }
 
 /// Extracts a tar file with GNU tar like `testkit::tree::extract_with_gnu_tar`, plus
-/// `--delay-directory-restore`: without it GNU tar sets a directory's mtime as soon as it
-/// extracts an entry outside that directory, so a later entry inside it (`a/b/`, `a/b.pm`,
-/// `a/b/c.pm`) leaves the extraction time, and directory mtimes could not be compared.
+/// `--delay-directory-restore`. Without it, GNU tar sets a directory's mtime as soon as it
+/// extracts an entry outside that directory. A later entry inside it (`a/b/`, `a/b.pm`,
+/// `a/b/c.pm`) then leaves the extraction time, and directory mtimes could not be compared.
 pub fn extract(tar: &Path, dest: &Path) {
     let output = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "--same-owner", "--delay-directory-restore", "-xpf"])
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "--same-owner",
+            "--delay-directory-restore",
+            "-xpf",
+        ])
         .arg(tar)
         .arg("-C")
         .arg(dest)
         .env("LC_ALL", "C")
         .output()
         .expect("failed to run tar");
-    assert!(output.status.success(), "GNU tar failed to extract {}: {}", tar.display(), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "GNU tar failed to extract {}: {}",
+        tar.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Entry names of a tar file in order, from GNU tar.
 pub fn tar_listing(tar: &Path) -> Vec<String> {
-    let output = Command::new("tar").args(["--quoting-style=literal", "-tf"]).arg(tar).env("LC_ALL", "C").output().unwrap();
+    let output =
+        Command::new("tar").args(["--quoting-style=literal", "-tf"]).arg(tar).env("LC_ALL", "C").output().unwrap();
     assert!(output.status.success(), "tar -t failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
 }
 
 /// Checks every layer of `converted` (manifest in `converted_layout`) against the layers of
 /// `original` (manifest in `original_layout`), in order.
-pub fn check_converted_image(original_layout: &Path, original: &LayoutImage, converted_layout: &Path, converted: &LayoutImage, work: &Path) -> Vec<LayerCheck> {
+pub fn check_converted_image(
+    original_layout: &Path,
+    original: &LayoutImage,
+    converted_layout: &Path,
+    converted: &LayoutImage,
+    work: &Path,
+) -> Vec<LayerCheck> {
     let original_layers = original.layers();
     let converted_layers = converted.layers();
     assert_eq!(original_layers.len(), converted_layers.len());
@@ -424,7 +454,7 @@ pub fn assert_config_changed_only_in_diff_ids(original: &LayoutImage, converted:
     assert_eq!(old, new, "config members other than rootfs.diff_ids changed");
 }
 
-/// A directory for temporary files that the test lists afterwards.
+/// Creates a directory for temporary files that the test lists afterwards.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }

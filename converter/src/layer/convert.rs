@@ -82,9 +82,9 @@ pub fn convert(
             return ConvertError::Cancelled;
         }
         match error {
-            BuildError::Tar(TarError::InvalidHeader { .. } | TarError::Truncated { .. } | TarError::InvalidExtension { .. }) => {
-                ConvertError::NotTar { layer: layer.to_string(), source: error }
-            }
+            BuildError::Tar(
+                TarError::InvalidHeader { .. } | TarError::Truncated { .. } | TarError::InvalidExtension { .. },
+            ) => ConvertError::NotTar { layer: layer.to_string(), source: error },
             BuildError::Io(io) => ConvertError::io("writing", &out_path, io),
             other => ConvertError::Build { layer: layer.to_string(), source: other },
         }
@@ -183,7 +183,7 @@ impl<W: Write> Write for CancellableWriter<'_, W> {
     }
 }
 
-/// The two zstd:chunked annotations stargz-snapshotter's converter writes besides the TOC
+/// Computes the two zstd:chunked annotations stargz-snapshotter's converter writes besides the TOC
 /// digest: `io.containers.zstd-chunked.manifest-checksum` (sha256 of the compressed TOC) and
 /// `io.containers.zstd-chunked.manifest-position` (`offset:compressed:uncompressed:1`).
 pub fn zstd_chunked_annotations(path: &Path) -> Result<Vec<(String, String)>, ConvertError> {

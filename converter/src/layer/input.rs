@@ -80,7 +80,12 @@ impl<R: Read> HashingReader<R> {
         }
         let size = self.count.load(Ordering::Relaxed);
         if size != expected_size {
-            return Err(ConvertError::SizeMismatch { what: "layer", digest: layer.to_string(), expected: expected_size, actual: size });
+            return Err(ConvertError::SizeMismatch {
+                what: "layer",
+                digest: layer.to_string(),
+                expected: expected_size,
+                actual: size,
+            });
         }
         Ok(())
     }
@@ -120,8 +125,8 @@ impl<R: Read> Decoder<R> {
         })
     }
 
-    /// The hashed reader. Bytes the decoder buffered were hashed when they were read, and
-    /// [`HashingReader::finish`] reads the rest.
+    /// Returns the hashed reader. Bytes the decoder buffered were hashed when they were read,
+    /// and [`HashingReader::finish`] reads the rest.
     pub fn into_input(self) -> HashingReader<R> {
         match self {
             Decoder::Gzip(d) => d.into_inner().into_inner(),
@@ -201,6 +206,9 @@ mod tests {
         let count = Arc::new(AtomicU64::new(0));
         let reader = HashingReader::new(&b"data"[..], count);
         let expected = estargz::Digest::of(b"other").to_string();
-        assert!(matches!(reader.finish(&expected, 4, std::path::Path::new("blob")), Err(ConvertError::DigestMismatch { .. })));
+        assert!(matches!(
+            reader.finish(&expected, 4, std::path::Path::new("blob")),
+            Err(ConvertError::DigestMismatch { .. })
+        ));
     }
 }

@@ -18,12 +18,12 @@ use crate::error::ConvertError;
 use crate::media;
 use crate::options::{ConvertOptions, ProgressMode};
 use crate::progress::{LayerProgress, Progress};
-use crate::store::{Destination, LocalBlob, Source, run_blocking};
+use crate::store::{BlobFile, Destination, LocalBlob, Source, run_blocking};
 use convert::ConvertedBlob;
 use input::{InputFormat, detect, read_head};
 use passthrough::{FooterCheck, PassedLayer, check_footer};
 
-/// What happened to a layer.
+/// Outcome of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LayerAction {
@@ -51,7 +51,7 @@ pub struct LayerJob {
 pub struct LayerResult {
     /// The source descriptor.
     pub source: Descriptor,
-    /// What was done.
+    /// Action taken.
     pub action: LayerAction,
     /// Media type of the new descriptor.
     pub media_type: String,
@@ -78,7 +78,7 @@ pub struct LayerResult {
 }
 
 impl LayerResult {
-    /// The result for a foreign layer, which is kept without being fetched.
+    /// Builds the result for a foreign layer, which is kept without being fetched.
     pub fn foreign(descriptor: &Descriptor, config_diff_id: &str) -> LayerResult {
         LayerResult {
             source: descriptor.clone(),
@@ -102,9 +102,9 @@ impl LayerResult {
 pub struct JobContext {
     /// Conversion options.
     pub options: Arc<ConvertOptions>,
-    /// Where layers come from.
+    /// Layer source.
     pub source: Arc<Source>,
-    /// Where layers go.
+    /// Layer destination.
     pub destination: Arc<Destination>,
     /// The progress display.
     pub progress: Progress,
@@ -144,7 +144,8 @@ async fn run_inner(
     let blob = context.source.layer(&job.descriptor, &tmpdir, progress, &context.cancel).await?;
 
     let outcome = {
-        let (job, options, progress, cancel) = (job.clone(), Arc::clone(options), progress.clone(), context.cancel.clone());
+        let (job, options, progress, cancel) =
+            (job.clone(), Arc::clone(options), progress.clone(), context.cancel.clone());
         let what = format!("layer {}", job.descriptor.digest);
         run_blocking(&what, move || {
             let mut blob = blob;
@@ -160,7 +161,12 @@ async fn run_inner(
             let digest = output.blob_digest.to_string();
             context
                 .destination
-                .put_layer(&digest, output.blob_size, &converted.blob, true, None, progress, &context.cancel)
+                .put_layer(
+                    BlobFile { digest: &digest, size: output.blob_size, path: &converted.blob, consume: true },
+                    None,
+                    progress,
+                    &context.cancel,
+                )
                 .await?;
             let mut annotations = vec![
                 (estargz::TOC_DIGEST_ANNOTATION.to_string(), output.toc_digest.to_string()),
@@ -188,7 +194,12 @@ async fn run_inner(
             let consume = blob.temp.is_some();
             context
                 .destination
-                .put_layer(&descriptor.digest, descriptor.size, &blob.path, consume, source_registry, progress, &context.cancel)
+                .put_layer(
+                    BlobFile { digest: &descriptor.digest, size: descriptor.size, path: &blob.path, consume },
+                    source_registry,
+                    progress,
+                    &context.cancel,
+                )
                 .await?;
             LayerResult {
                 source: descriptor.clone(),
@@ -213,7 +224,7 @@ async fn run_inner(
     Ok(result)
 }
 
-/// What the blocking step produced.
+/// Result of the blocking step.
 enum Outcome {
     /// A new blob, plus annotations beyond the TOC digest and uncompressed size.
     Converted(ConvertedBlob, Vec<(String, String)>),
@@ -232,7 +243,8 @@ fn process(
     let descriptor = &job.descriptor;
     let layer = descriptor.digest.as_str();
     let head = read_head(&mut blob.file, 16).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
-    let format = detect(&head).map_err(|format| ConvertError::UnsupportedCompression { layer: layer.to_string(), format })?;
+    let format =
+        detect(&head).map_err(|format| ConvertError::UnsupportedCompression { layer: layer.to_string(), format })?;
     let declared = declared_format(&descriptor.media_type);
     if declared != format {
         tracing::warn!(
@@ -248,7 +260,10 @@ fn process(
             FooterCheck::Estargz(location) => {
                 let passed = passthrough::verify(blob, descriptor, &location, &job.config_diff_id, progress, cancel)?;
                 if !options.prioritized.is_empty() {
-                    tracing::warn!(layer, "layer is already eStargz and keeps its file order; pass --reconvert to apply --prioritize");
+                    tracing::warn!(
+                        layer,
+                        "layer is already eStargz and keeps its file order; pass --reconvert to apply --prioritize"
+                    );
                 }
                 return Ok(Outcome::Passed(passed));
             }
@@ -276,7 +291,7 @@ fn process(
     Ok(Outcome::Converted(converted, extra))
 }
 
-/// The compression a layer media type announces.
+/// Returns the compression a layer media type announces.
 fn declared_format(media_type: &str) -> InputFormat {
     if media_type.ends_with("gzip") {
         InputFormat::Gzip
@@ -287,7 +302,7 @@ fn declared_format(media_type: &str) -> InputFormat {
     }
 }
 
-/// The OCI layer media type for a compression.
+/// Returns the OCI layer media type for a compression.
 pub fn layer_media_type(compression: estargz::Compression) -> &'static str {
     match compression {
         estargz::Compression::Gzip => media::OCI_LAYER_GZIP,
@@ -295,7 +310,7 @@ pub fn layer_media_type(compression: estargz::Compression) -> &'static str {
     }
 }
 
-/// New size over old size.
+/// Returns the new size divided by the old size (0 for an empty old size).
 pub fn ratio(new: u64, old: u64) -> f64 {
     if old == 0 { 0.0 } else { new as f64 / old as f64 }
 }
@@ -316,11 +331,9 @@ fn log_finished(done: &LayerResult) {
 
 fn summary(result: &LayerResult) -> String {
     match result.action {
-        LayerAction::Converted => format!(
-            "converted {} -> {}",
-            indicatif::HumanBytes(result.source.size),
-            indicatif::HumanBytes(result.size)
-        ),
+        LayerAction::Converted => {
+            format!("converted {} -> {}", indicatif::HumanBytes(result.source.size), indicatif::HumanBytes(result.size))
+        }
         LayerAction::PassedThrough => "kept (already eStargz)".to_string(),
         LayerAction::Foreign => "kept (foreign)".to_string(),
     }

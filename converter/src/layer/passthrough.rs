@@ -21,13 +21,13 @@ use crate::error::ConvertError;
 use crate::progress::{LayerProgress, Phase};
 use crate::store::LocalBlob;
 
-/// What the footer says about a blob.
+/// Verdict on a blob's footer.
 pub enum FooterCheck {
     /// An eStargz footer this converter passes through.
     Estargz(TocLocation),
     /// A stargz variant that must be converted, with the reason for the log.
     ConvertAnyway(&'static str),
-    /// No stargz footer; the message says why each variant was rejected.
+    /// No stargz footer. The message gives the reason each variant was rejected.
     NotEstargz(String),
 }
 
@@ -75,20 +75,24 @@ pub fn verify(
     progress.phase(Phase::Verify, descriptor.size);
     let (diff_id, uncompressed_size) = hash_stream(blob, descriptor, format, progress, cancel)?;
     if diff_id.to_string() != config_diff_id {
-        return Err(ConvertError::DiffIdMismatch { layer: layer.to_string(), expected: config_diff_id.to_string(), actual: diff_id });
+        return Err(ConvertError::DiffIdMismatch {
+            layer: layer.to_string(),
+            expected: config_diff_id.to_string(),
+            actual: diff_id,
+        });
     }
 
     let annotated = descriptor.annotations.get(estargz::TOC_DIGEST_ANNOTATION);
     let opened = open_blob(&blob.file, &BlobOptions::default())
         .map_err(|source| ConvertError::BrokenEstargz { layer: layer.to_string(), source })?;
-    if let Some(annotated) = annotated {
-        if *annotated != opened.toc_digest.to_string() {
-            return Err(ConvertError::TocDigestMismatch {
-                layer: layer.to_string(),
-                annotated: annotated.clone(),
-                actual: opened.toc_digest,
-            });
-        }
+    if let Some(annotated) = annotated
+        && *annotated != opened.toc_digest.to_string()
+    {
+        return Err(ConvertError::TocDigestMismatch {
+            layer: layer.to_string(),
+            annotated: annotated.clone(),
+            actual: opened.toc_digest,
+        });
     }
     Ok(PassedLayer {
         toc_digest: opened.toc_digest,

@@ -83,7 +83,9 @@ mod tests {
         // SAFETY: no other test in this crate reads or writes DOCKER_CONFIG.
         unsafe { std::env::set_var("DOCKER_CONFIG", dir.path()) };
         let auth = registry_auth("registry.example.com:5000").unwrap();
-        assert!(matches!(auth, RegistryAuth::Basic(ref u, ref p) if u == "user" && p == "secret"));
+        let RegistryAuth::Basic(user, password) = auth else { panic!("expected Basic credentials") };
+        assert_eq!(user, "user");
+        assert_eq!(password, "secret");
         assert!(matches!(registry_auth("other.example.com").unwrap(), RegistryAuth::Anonymous));
         assert!(matches!(registry_auth("tok.example.com").unwrap(), RegistryAuth::Anonymous));
 

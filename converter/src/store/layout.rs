@@ -1,10 +1,10 @@
 //! OCI image layout directories as source and destination.
 //!
 //! A layout is `oci-layout`, `index.json` and `blobs/<algorithm>/<hex>`. Tags are the
-//! `org.opencontainers.image.ref.name` annotations of `index.json` entries. Writes are atomic
-//! per file (temporary file in the same directory, then rename); `index.json` is written last,
-//! so a failed conversion never changes what a tag points at. Concurrent writers to the same
-//! layout are not coordinated.
+//! `org.opencontainers.image.ref.name` annotations of `index.json` entries. Each file is written
+//! to a temporary file in the same directory and then renamed, so writes are atomic per file.
+//! `index.json` is written last, so a failed conversion never changes what a tag points at.
+//! Concurrent writers to the same layout are not coordinated.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,10 @@ impl Layout {
     /// Opens an existing layout for reading.
     pub fn open(dir: &Path) -> Result<Layout, ConvertError> {
         if !dir.is_dir() {
-            return Err(ConvertError::InvalidLayout { path: dir.to_path_buf(), reason: "the directory does not exist".into() });
+            return Err(ConvertError::InvalidLayout {
+                path: dir.to_path_buf(),
+                reason: "the directory does not exist".into(),
+            });
         }
         if !dir.join(INDEX_FILE).is_file() {
             return Err(ConvertError::InvalidLayout {
@@ -54,7 +57,7 @@ impl Layout {
         Ok(Layout { dir: dir.to_path_buf() })
     }
 
-    /// The layout directory.
+    /// Returns the layout directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -68,8 +71,11 @@ impl Layout {
         let bytes = std::fs::read(&path).map_err(|e| ConvertError::io("reading", &path, e))?;
         let object = RawObject::parse(&bytes).map_err(|reason| self.invalid(format!("index.json: {reason}")))?;
         let index = index_view(object, &path.display().to_string())?;
-        let tagged: Vec<&Descriptor> =
-            index.manifests.iter().filter(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) == Some(tag)).collect();
+        let tagged: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) == Some(tag))
+            .collect();
         match tagged.as_slice() {
             [one] => return Ok((*one).clone()),
             [] => {}
@@ -102,7 +108,12 @@ impl Layout {
     /// Reads a small blob (manifest, index, config) and checks its digest and size.
     pub fn read_blob(&self, descriptor: &Descriptor, what: &'static str, limit: u64) -> Result<Vec<u8>, ConvertError> {
         if descriptor.size > limit {
-            return Err(ConvertError::TooLarge { what, digest: descriptor.digest.clone(), size: descriptor.size, limit });
+            return Err(ConvertError::TooLarge {
+                what,
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                limit,
+            });
         }
         let path = self.blob_path(&descriptor.digest)?;
         let file = std::fs::File::open(&path).map_err(|e| self.missing_blob(what, &descriptor.digest, &path, e))?;
@@ -169,8 +180,10 @@ impl Layout {
             }
             Err(e) => return Err(ConvertError::io("reading", &path, e)),
         };
-        let entries: Vec<RawObject> =
-            index.get_as("manifests").map_err(|reason| self.invalid(format!("index.json: {reason}")))?.unwrap_or_default();
+        let entries: Vec<RawObject> = index
+            .get_as("manifests")
+            .map_err(|reason| self.invalid(format!("index.json: {reason}")))?
+            .unwrap_or_default();
         let mut kept: Vec<Box<serde_json::value::RawValue>> = Vec::with_capacity(entries.len() + 1);
         for entry in entries {
             let annotations: std::collections::BTreeMap<String, String> =
@@ -222,7 +235,8 @@ impl Layout {
 /// read by other users and tools too.
 fn set_readable(path: &Path) -> Result<(), ConvertError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| ConvertError::io("setting permissions of", path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| ConvertError::io("setting permissions of", path, e))
 }
 
 #[cfg(test)]
@@ -266,7 +280,13 @@ mod tests {
         let digest = digest_of(b"{}");
         layout.write_blob(&digest, b"{}").unwrap();
         std::fs::write(layout.blob_path(&digest).unwrap(), b"[]").unwrap();
-        let descriptor = Descriptor { media_type: media::OCI_MANIFEST.into(), digest, size: 2, annotations: Default::default(), platform: None };
+        let descriptor = Descriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest,
+            size: 2,
+            annotations: Default::default(),
+            platform: None,
+        };
         let err = layout.read_blob(&descriptor, "manifest", 100).unwrap_err();
         assert!(matches!(err, ConvertError::DigestMismatch { .. }), "{err}");
     }

@@ -1,4 +1,4 @@
-//! Where images are read from and written to: a registry repository or an OCI layout.
+//! Image stores, as source and destination: a registry repository or an OCI layout.
 //!
 //! [`Source`] fetches manifests, configs and layer blobs and verifies every digest;
 //! [`Destination`] stores blobs, manifests and finally the tag. Each backend has its own file.
@@ -29,6 +29,18 @@ pub struct LocalBlob {
     pub temp: Option<tempfile::TempPath>,
 }
 
+/// A layer blob file to store at the destination.
+pub struct BlobFile<'a> {
+    /// Digest of the blob.
+    pub digest: &'a str,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// The file holding it.
+    pub path: &'a Path,
+    /// True when the file may be moved instead of copied (a temporary file of ours).
+    pub consume: bool,
+}
+
 /// The image being converted.
 pub enum Source {
     /// A registry repository.
@@ -56,7 +68,9 @@ impl Source {
     /// Opens the source, authenticating to a registry.
     pub async fn open(image: &ImageRef, client: &Client) -> Result<Source, ConvertError> {
         match image {
-            ImageRef::Registry(r) => Ok(Source::Registry(RegistryStore::connect(r, client.clone(), RegistryOperation::Pull).await?)),
+            ImageRef::Registry(r) => {
+                Ok(Source::Registry(RegistryStore::connect(r, client.clone(), RegistryOperation::Pull).await?))
+            }
             ImageRef::Layout { dir, tag, tag_defaulted } => {
                 Ok(Source::Layout { layout: Layout::open(dir)?, tag: tag.clone(), tag_defaulted: *tag_defaulted })
             }
@@ -123,7 +137,7 @@ impl Source {
         }
     }
 
-    /// The registry store, when the source is a registry.
+    /// Returns the registry store, when the source is a registry.
     pub fn registry(&self) -> Option<&RegistryStore> {
         match self {
             Source::Registry(store) => Some(store),
@@ -132,7 +146,7 @@ impl Source {
     }
 }
 
-/// Where the converted image goes.
+/// Store that receives the converted image.
 pub enum Destination {
     /// A registry repository; the tag comes from the reference.
     Registry {
@@ -159,7 +173,9 @@ impl Destination {
                 let store = RegistryStore::connect(r, client.clone(), RegistryOperation::Push).await?;
                 Ok(Destination::Registry { store, tag })
             }
-            ImageRef::Layout { dir, tag, .. } => Ok(Destination::Layout { layout: Layout::create(dir)?, tag: tag.clone() }),
+            ImageRef::Layout { dir, tag, .. } => {
+                Ok(Destination::Layout { layout: Layout::create(dir)?, tag: tag.clone() })
+            }
         }
     }
 
@@ -171,19 +187,16 @@ impl Destination {
         }
     }
 
-    /// Stores a layer blob from a local file unless it is present. `consume` allows moving the
-    /// file instead of copying it. `source` enables a cross-repository mount when both sides are
-    /// repositories of the same registry.
+    /// Stores a layer blob from a local file unless it is present. `source` enables a
+    /// cross-repository mount when both sides are repositories of the same registry.
     pub async fn put_layer(
         &self,
-        digest: &str,
-        size: u64,
-        path: &Path,
-        consume: bool,
+        blob: BlobFile<'_>,
         source: Option<&RegistryStore>,
         progress: &LayerProgress,
         cancel: &CancellationToken,
     ) -> Result<(), ConvertError> {
+        let BlobFile { digest, size, path, consume } = blob;
         if self.has_blob(digest).await? {
             tracing::debug!(digest, "blob already present at the destination");
             return Ok(());
@@ -191,12 +204,13 @@ impl Destination {
         progress.phase(Phase::Upload, size);
         match self {
             Destination::Registry { store, .. } => {
-                if let Some(from) = source {
-                    if from.registry() == store.registry() && from.repository() != store.repository() && store.mount_blob(digest, from).await
-                    {
-                        tracing::debug!(digest, from = from.repository(), "blob mounted from the source repository");
-                        return Ok(());
-                    }
+                if let Some(from) = source
+                    && from.registry() == store.registry()
+                    && from.repository() != store.repository()
+                    && store.mount_blob(digest, from).await
+                {
+                    tracing::debug!(digest, from = from.repository(), "blob mounted from the source repository");
+                    return Ok(());
                 }
                 // Dropping an unfinished upload only abandons the registry's upload session.
                 tokio::select! {
@@ -208,7 +222,8 @@ impl Destination {
             Destination::Layout { layout, .. } => {
                 let layout = layout.clone();
                 let (digest, path) = (digest.to_string(), path.to_path_buf());
-                run_blocking("copying a blob into the layout", move || layout.install_blob(&digest, &path, consume)).await
+                run_blocking("copying a blob into the layout", move || layout.install_blob(&digest, &path, consume))
+                    .await
             }
         }
     }
@@ -240,7 +255,7 @@ impl Destination {
         }
     }
 
-    /// The destination tag.
+    /// Returns the destination tag.
     pub fn tag_name(&self) -> &str {
         match self {
             Destination::Registry { tag, .. } | Destination::Layout { tag, .. } => tag,

@@ -50,8 +50,12 @@ pub struct RegistryStore {
 
 impl RegistryStore {
     /// Reads credentials and authenticates for `operation`, which also checks that the registry
-    /// answers.
-    pub async fn connect(image: &RegistryRef, client: Client, operation: RegistryOperation) -> Result<RegistryStore, ConvertError> {
+    /// is reachable.
+    pub async fn connect(
+        image: &RegistryRef,
+        client: Client,
+        operation: RegistryOperation,
+    ) -> Result<RegistryStore, ConvertError> {
         let store = RegistryStore {
             client,
             reference: image.reference.clone(),
@@ -71,12 +75,12 @@ impl RegistryStore {
         self.reference.resolve_registry()
     }
 
-    /// The repository path.
+    /// Returns the repository path.
     pub fn repository(&self) -> &str {
         self.reference.repository()
     }
 
-    /// The reference as given.
+    /// Returns the reference as given.
     pub fn reference(&self) -> &Reference {
         &self.reference
     }
@@ -121,9 +125,19 @@ impl RegistryStore {
     }
 
     /// Fetches a small blob (a config) into memory and verifies it.
-    pub async fn fetch_small_blob(&self, descriptor: &Descriptor, what: &'static str, limit: u64) -> Result<Vec<u8>, ConvertError> {
+    pub async fn fetch_small_blob(
+        &self,
+        descriptor: &Descriptor,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, ConvertError> {
         if descriptor.size > limit {
-            return Err(ConvertError::TooLarge { what, digest: descriptor.digest.clone(), size: descriptor.size, limit });
+            return Err(ConvertError::TooLarge {
+                what,
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                limit,
+            });
         }
         let mut bytes = Vec::with_capacity(descriptor.size as usize);
         self.client
@@ -192,7 +206,13 @@ impl RegistryStore {
     }
 
     /// Uploads a blob from a file, streaming it.
-    pub async fn upload_file(&self, digest: &str, size: u64, path: &Path, progress: &LayerProgress) -> Result<(), ConvertError> {
+    pub async fn upload_file(
+        &self,
+        digest: &str,
+        size: u64,
+        path: &Path,
+        progress: &LayerProgress,
+    ) -> Result<(), ConvertError> {
         let file = tokio::fs::File::open(path).await.map_err(|e| ConvertError::io("reading", path, e))?;
         let sent = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&sent);
@@ -220,7 +240,13 @@ impl RegistryStore {
     }
 
     /// Pushes manifest bytes by digest, or under `tag` when given.
-    pub async fn push_manifest(&self, bytes: &[u8], media_type: &str, digest: &str, tag: Option<&str>) -> Result<(), ConvertError> {
+    pub async fn push_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        digest: &str,
+        tag: Option<&str>,
+    ) -> Result<(), ConvertError> {
         let reference = match tag {
             Some(tag) => self.by_tag(tag),
             None => self.by_digest(digest),
@@ -241,16 +267,21 @@ impl RegistryStore {
         match pushed {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.error(e, "pushing", reference.to_string(), RegistryOperation::Push)),
-            Err(join) => Err(ConvertError::Internal {
-                what: format!("pushing manifest {reference}"),
-                message: join.to_string(),
-            }),
+            Err(join) => {
+                Err(ConvertError::Internal { what: format!("pushing manifest {reference}"), message: join.to_string() })
+            }
         }
     }
 
     /// Maps a client error to the converter's error, recognising unreachable registries,
     /// authorization failures and missing manifests.
-    fn error(&self, error: OciDistributionError, operation: &'static str, reference: String, op: RegistryOperation) -> ConvertError {
+    fn error(
+        &self,
+        error: OciDistributionError,
+        operation: &'static str,
+        reference: String,
+        op: RegistryOperation,
+    ) -> ConvertError {
         let registry = self.registry().to_string();
         let op_name = match op {
             RegistryOperation::Pull => "pull",
@@ -263,7 +294,12 @@ impl RegistryStore {
                 } else {
                     "check the host and port, and pass --insecure if the registry serves plain HTTP"
                 };
-                ConvertError::RegistryUnreachable { url: format!("{}://{registry}", self.scheme), registry, hint, source: Box::new(error) }
+                ConvertError::RegistryUnreachable {
+                    url: format!("{}://{registry}", self.scheme),
+                    registry,
+                    hint,
+                    source: Box::new(error),
+                }
             }
             OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
                 ConvertError::Unauthorized { registry, reference, operation: op_name, source: Box::new(error) }
@@ -275,7 +311,10 @@ impl RegistryStore {
                 } else if codes.iter().any(|c| {
                     matches!(
                         c,
-                        OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown
+                        OciErrorCode::ManifestUnknown
+                            | OciErrorCode::NameUnknown
+                            | OciErrorCode::NotFound
+                            | OciErrorCode::BlobUnknown
                     )
                 }) {
                     ConvertError::NotFound { reference, source: Some(Box::new(error)) }
@@ -283,7 +322,8 @@ impl RegistryStore {
                     ConvertError::Registry { operation, reference, source: Box::new(error) }
                 }
             }
-            OciDistributionError::ServerError { code: 404, .. } | OciDistributionError::ImageManifestNotFoundError(_) => {
+            OciDistributionError::ServerError { code: 404, .. }
+            | OciDistributionError::ImageManifestNotFoundError(_) => {
                 ConvertError::NotFound { reference, source: Some(Box::new(error)) }
             }
             OciDistributionError::ServerError { code: 401 | 403, .. } => {
