@@ -10,8 +10,8 @@ use lazypull_snapshotter::cache::ChunkCache;
 use lazypull_snapshotter::layer::LayerConfig;
 use lazypull_snapshotter::remote::{Anonymous, RegistryClient, RegistryConfig};
 use lazypull_snapshotter::service::{
-    self, LayerManager, LayerSettings, LazySnapshotter, REMOTE, REMOTE_VALUE, SNAPSHOT_REF,
-    STARGZ_DIGEST, STARGZ_LAYERS, STARGZ_REFERENCE, TOC_DIGEST,
+    self, LayerManager, LayerSettings, LazySnapshotter, REMOTE, REMOTE_VALUE, RESTORE_LABELS,
+    SNAPSHOT_REF, STARGZ_DIGEST, STARGZ_LAYERS, STARGZ_REFERENCE, TOC_DIGEST,
 };
 use lazypull_snapshotter::snapshot::{
     ErrorCode, Kind, Labels, SnapshotError, Snapshotter, UsagePolicy,
@@ -222,5 +222,45 @@ async fn removing_a_failed_remote_snapshot_clears_it() {
     assert_eq!(
         lazy.stat("sha256:c1".into()).await.unwrap_err().code(),
         ErrorCode::NotFound
+    );
+}
+
+#[tokio::test]
+async fn label_updates_keep_the_restore_labels() {
+    let root = tempfile::tempdir().unwrap();
+    let lazy = snapshotter(root.path());
+    committed_remote(&lazy, "sha256:c1");
+    let before = lazy.stat("sha256:c1".into()).await.unwrap();
+    let mut info = before.clone();
+    info.labels = [(
+        "containerd.io/snapshot/team".to_owned(),
+        "storage".to_owned(),
+    )]
+    .into_iter()
+    .collect();
+
+    let replaced = lazy.update(info.clone(), Vec::new()).await.unwrap();
+    assert_eq!(
+        replaced
+            .labels
+            .get("containerd.io/snapshot/team")
+            .map(String::as_str),
+        Some("storage")
+    );
+    for key in RESTORE_LABELS {
+        assert_eq!(
+            replaced.labels.get(key),
+            before.labels.get(key),
+            "label {key}"
+        );
+    }
+
+    let deleted = lazy
+        .update(info, vec![format!("labels.{REMOTE}")])
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted.labels.get(REMOTE).map(String::as_str),
+        Some(REMOTE_VALUE)
     );
 }

@@ -37,6 +37,20 @@ pub const STARGZ_PREFETCH: &str = "containerd.io/snapshot/remote/stargz.prefetch
 /// Digest of the layer's TOC JSON, from the layer descriptor's annotation.
 pub const TOC_DIGEST: &str = estargz::TOC_DIGEST_ANNOTATION;
 
+/// The labels a remote snapshot is mounted again from after a restart.
+pub const RESTORE_LABELS: [&str; 10] = [
+    SNAPSHOT_REF,
+    REMOTE,
+    CRI_IMAGE_REF,
+    CRI_LAYER_DIGEST,
+    CRI_IMAGE_LAYERS,
+    STARGZ_REFERENCE,
+    STARGZ_DIGEST,
+    STARGZ_LAYERS,
+    STARGZ_PREFETCH,
+    TOC_DIGEST,
+];
+
 /// What a Prepare's labels say about a layer that can be mounted lazily.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {

@@ -250,7 +250,17 @@ impl Snapshotter for LazySnapshotter {
         self.core.stat(&key)
     }
 
-    async fn update(&self, info: Info, fieldpaths: Vec<String>) -> Result<Info, SnapshotError> {
+    async fn update(&self, mut info: Info, fieldpaths: Vec<String>) -> Result<Info, SnapshotError> {
+        // A restart mounts a remote snapshot's layer again from these labels, so an update that
+        // replaces or deletes labels keeps them.
+        let stored = self.core.stat(&info.name)?;
+        if stored.labels.contains_key(labels::REMOTE) {
+            for key in labels::RESTORE_LABELS {
+                if let Some(value) = stored.labels.get(key) {
+                    info.labels.insert(key.to_owned(), value.clone());
+                }
+            }
+        }
         self.blocking(move |core| core.update(&info, &fieldpaths))
             .await
     }

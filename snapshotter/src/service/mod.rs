@@ -34,8 +34,9 @@ pub use collector::DaemonCollector;
 pub use daemon::{Daemon, DaemonError, bind_socket, run, serve};
 pub use error::RemoteLayerError;
 pub use labels::{
-    CRI_IMAGE_LAYERS, CRI_IMAGE_REF, CRI_LAYER_DIGEST, Fallback, REMOTE, REMOTE_VALUE, RemoteSpec,
-    SNAPSHOT_REF, STARGZ_DIGEST, STARGZ_LAYERS, STARGZ_PREFETCH, STARGZ_REFERENCE, TOC_DIGEST,
+    CRI_IMAGE_LAYERS, CRI_IMAGE_REF, CRI_LAYER_DIGEST, Fallback, REMOTE, REMOTE_VALUE,
+    RESTORE_LABELS, RemoteSpec, SNAPSHOT_REF, STARGZ_DIGEST, STARGZ_LAYERS, STARGZ_PREFETCH,
+    STARGZ_REFERENCE, TOC_DIGEST,
 };
 pub use layers::{LayerManager, LayerReport, LayerSettings};
 pub use lazy::LazySnapshotter;
