@@ -52,7 +52,7 @@ fn snapshotter(root: &Path) -> LazySnapshotter {
     LazySnapshotter::new(core, layers, false)
 }
 
-/// The labels `ctr-remote image rpull` sends for the bottom layer of an image.
+/// Returns the labels `ctr-remote image rpull` sends for the bottom layer of an image.
 fn rpull_labels(target: &str) -> Labels {
     [
         (SNAPSHOT_REF, target),

@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 endpoint for Prometheus scrapes: `GET /metrics` and nothing else.
 //!
-//! One request per connection, answered and closed. The request head is capped in size and
+//! One request per connection, then the connection closes. The request head is capped in size and
 //! time so a stuck or hostile client cannot hold a task forever.
 
 use std::future::Future;
@@ -12,12 +12,12 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Metrics;
 
-/// Longest request head read.
+/// Maximum size of a request head.
 const MAX_HEAD_BYTES: usize = 8192;
-/// Time a client gets to send its request head and read the answer.
+/// Time a client gets to send its request head and read the response.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why the metrics endpoint stopped.
+/// Failure that stopped the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsServerError {
     /// Accepting connections failed.

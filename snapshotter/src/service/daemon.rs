@@ -97,7 +97,7 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
 ///
 /// The socket appears only after the restore, so containerd's connection attempts fail fast
 /// (and are retried) while remote snapshots are mounted again, instead of waiting on a socket
-/// that does not answer.
+/// that does not respond.
 pub async fn serve(config: &ServeConfig) -> Result<(), DaemonError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
@@ -244,7 +244,7 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The snapshotter the daemon serves.
+    /// Returns the snapshotter the daemon serves.
     pub fn snapshotter(&self) -> &Arc<LazySnapshotter> {
         &self.snapshotter
     }

@@ -1,4 +1,4 @@
-//! The snapshot labels that ask for a remote snapshot, and what they say about the layer.
+//! The snapshot labels that request a remote snapshot, and the layer facts they carry.
 //!
 //! containerd 1.6 passes a layer descriptor's annotations that start with
 //! `containerd.io/snapshot/` as labels of the Prepare that unpacks it, plus
@@ -14,9 +14,9 @@ use estargz::Digest;
 use crate::remote::ImageRef;
 use crate::snapshot::Labels;
 
-/// The chain ID the layer will be committed as; its presence asks for a remote snapshot.
+/// The chain ID the layer will be committed as. Its presence requests a remote snapshot.
 pub const SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
-/// Set on committed remote snapshots, so a restart knows which ones to mount again.
+/// Label of committed remote snapshots, which a restart mounts again.
 pub const REMOTE: &str = "containerd.io/snapshot/remote";
 /// Value of [`REMOTE`].
 pub const REMOTE_VALUE: &str = "remote snapshot";
@@ -51,7 +51,7 @@ pub const RESTORE_LABELS: [&str; 10] = [
     TOC_DIGEST,
 ];
 
-/// What a Prepare's labels say about a layer that can be mounted lazily.
+/// The layer facts in a Prepare's labels, for a layer that can be mounted lazily.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
     /// Name to commit the remote snapshot under (the chain ID).
@@ -70,7 +70,7 @@ pub struct RemoteSpec {
     pub prefetch_bytes: Option<u64>,
 }
 
-/// Why a Prepare is served as an ordinary snapshot that containerd unpacks.
+/// The reason a Prepare is served as an ordinary snapshot that containerd unpacks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fallback {
     /// No image reference label.
@@ -96,7 +96,7 @@ pub enum Fallback {
         label: &'static str,
         /// The value, cut to 100 characters.
         value: String,
-        /// What is wrong.
+        /// The problem with the value.
         reason: String,
     },
 }

@@ -15,9 +15,9 @@ use crate::snapshot::{
 /// containerd's snapshotter with remote snapshots.
 ///
 /// For a Prepare whose labels name a layer of an eStargz image (see [`RemoteSpec`]), the
-/// snapshotter mounts the layer with FUSE on the new snapshot's `fs` directory, commits it under the chain
-/// ID with the label `containerd.io/snapshot/remote`, and returns ALREADY_EXISTS, so
-/// containerd never downloads the blob. Any other Prepare, and any remote attempt that fails,
+/// snapshotter mounts the layer with FUSE on the new snapshot's `fs` directory. It commits the
+/// snapshot under the chain ID with the label `containerd.io/snapshot/remote` and returns
+/// ALREADY_EXISTS, so containerd never downloads the blob. Any other Prepare, and any remote attempt that fails,
 /// is an ordinary overlayfs snapshot that containerd unpacks into.
 ///
 /// Before mounts over remote layers are handed out (Prepare with a parent, View, Mounts),

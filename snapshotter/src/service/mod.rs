@@ -1,10 +1,10 @@
 //! The containerd remote snapshotter: the overlayfs core plus lazily mounted eStargz layers,
 //! and the daemon that serves it.
 //!
-//! - [`LazySnapshotter`] implements [`Snapshotter`](crate::snapshot::Snapshotter): a Prepare
-//!   whose labels name an eStargz layer ([`RemoteSpec`]) is answered by a FUSE mount of the
-//!   layer committed under its chain ID, and ALREADY_EXISTS; everything else is an ordinary
-//!   overlayfs snapshot. A missing label, a blob that is not eStargz or a failed mount falls back
+//! - [`LazySnapshotter`] implements [`Snapshotter`](crate::snapshot::Snapshotter). For a Prepare
+//!   whose labels name an eStargz layer ([`RemoteSpec`]), it mounts the layer with FUSE, commits
+//!   it under its chain ID and replies ALREADY_EXISTS. Everything else is an ordinary overlayfs
+//!   snapshot. A missing label, a blob that is not eStargz or a failed mount falls back
 //!   to the ordinary path and logs why ([`Fallback`], [`RemoteLayerError`]).
 //! - [`LayerManager`] owns opened layers, FUSE sessions and layers opened ahead of their
 //!   Prepare, checks reachability before mounts are handed out, and frees a layer's cache when

@@ -24,7 +24,7 @@ use crate::remote::{BlobSource, RemoteError, RemoteStats};
 const INDEX_FILE: &str = "tail.json";
 const DATA_FILE: &str = "tail.bin";
 
-/// What `tail.json` holds.
+/// Contents of `tail.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TailIndex {
     /// Size of the blob the spans belong to.
@@ -52,7 +52,7 @@ impl TailIndex {
         (index.spans.iter().map(|span| span.len).sum::<u64>() == data_len).then_some(index)
     }
 
-    /// Where `range` starts in `tail.bin`, when one span holds all of it.
+    /// Returns where `range` starts in `tail.bin`, when one span contains all of it.
     fn locate(&self, range: &Range<u64>) -> Option<u64> {
         let mut file_offset = 0;
         for span in &self.spans {
@@ -110,7 +110,7 @@ impl PersistedSource {
         }
     }
 
-    /// Whether some bytes are served from disk.
+    /// Tells whether some bytes are served from disk.
     pub fn has_persisted(&self) -> bool {
         self.lock().persisted.is_some()
     }
@@ -139,7 +139,7 @@ impl PersistedSource {
             for span in &previous.spans {
                 let len = usize::try_from(span.len).map_err(std::io::Error::other)?;
                 let bytes = data.get(at..at + len).ok_or_else(|| {
-                    std::io::Error::other("tail.bin is shorter than tail.json says")
+                    std::io::Error::other("tail.bin is shorter than the spans in tail.json")
                 })?;
                 pieces.push((span.offset, Bytes::copy_from_slice(bytes)));
                 at += len;

@@ -10,7 +10,7 @@ use crate::snapshot::{ChainLink, Kind, mountinfo};
 /// Remote snapshots restored at once.
 const PARALLEL_RESTORES: usize = 4;
 
-/// What a restore did.
+/// Outcome of a restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreReport {
     /// Mounts found below the snapshots directory and removed (dead FUSE mounts after a crash).

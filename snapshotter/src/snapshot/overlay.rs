@@ -32,7 +32,7 @@ pub enum UsagePolicy {
     /// Walk the directory and store its usage, as for unpacked layers.
     Measure,
     /// Store no usage. For a remote layer whose `fs` directory is a lazy FUSE mount, a walk
-    /// would list every directory of the layer for a number nobody needs.
+    /// would list every directory of the layer for a number no caller uses.
     Skip,
 }
 
@@ -99,8 +99,8 @@ impl OverlaySnapshotter {
             .map_err(SnapshotError::io("create", &snapshots))?;
         let store = Store::open(&root.join("metadata.log"))?;
         let mut overlay_options = Vec::new();
-        // The overlayfs inode index needs lower filesystems that export file handles, which a
-        // FUSE lower does not; containerd's overlayfs snapshotter turns it off the same way
+        // The overlayfs inode index needs lower filesystems that export file handles, and a FUSE
+        // lower does not. containerd's overlayfs snapshotter turns the index off the same way
         // whenever the running kernel has the parameter.
         if Path::new("/sys/module/overlay/parameters/index").exists() {
             overlay_options.push("index=off".to_owned());
@@ -114,17 +114,18 @@ impl OverlaySnapshotter {
         })
     }
 
-    /// The root directory.
+    /// Returns the root directory.
     pub fn root(&self) -> &Path {
         &self.shared.root
     }
 
-    /// The directory of snapshot `id`.
+    /// Returns the directory of snapshot `id`.
     pub fn snapshot_dir(&self, id: u64) -> PathBuf {
         self.shared.root.join("snapshots").join(id.to_string())
     }
 
-    /// The `fs` directory of snapshot `id`: its files, or the mount point of a remote layer.
+    /// Returns the `fs` directory of snapshot `id`: its files, or the mount point of a remote
+    /// layer.
     pub fn fs_dir(&self, id: u64) -> PathBuf {
         self.snapshot_dir(id).join("fs")
     }
@@ -149,7 +150,7 @@ impl OverlaySnapshotter {
         Ok(info_of(key, record))
     }
 
-    /// Every record, for startup restore.
+    /// Returns every record, for startup restore.
     pub fn stored(&self) -> Vec<Stored> {
         let store = self.store();
         store
@@ -276,8 +277,8 @@ impl OverlaySnapshotter {
                     .create(&work)
                     .map_err(SnapshotError::io("create", &work))?;
             }
-            // The upper directory becomes the container's root directory; give it the owner of
-            // the layer below, as containerd does for images with a non-root root directory.
+            // The upper directory becomes the container's root directory, so it gets the owner
+            // of the layer below, as containerd does for images with a non-root root directory.
             if let Some(parent_id) = parent_id {
                 let parent_fs = self.fs_dir(parent_id);
                 let meta =
@@ -294,7 +295,7 @@ impl OverlaySnapshotter {
         Ok(dir)
     }
 
-    /// The mounts that assemble `key`.
+    /// Returns the mounts that assemble `key`.
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>, SnapshotError> {
         let store = self.store();
         self.mounts_in(store.state(), key)

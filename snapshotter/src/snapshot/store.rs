@@ -3,7 +3,7 @@
 //! Each change is one line holding all of its operations (a commit deletes the active key and
 //! puts the committed name in the same line), written with one `write` and made durable with
 //! `fdatasync` before the in-memory state changes. So a crash leaves either the whole change or
-//! none of it. A torn last line (the crash hit during the write) is ignored at the next open; a
+//! none of it. A torn last line (the crash hit during the write) is ignored at the next open. A
 //! bad line anywhere else is reported as corruption rather than guessed around.
 //!
 //! At open, and when the log grows well beyond the number of live records, the log is
@@ -26,13 +26,13 @@ const FORMAT_VERSION: u32 = 1;
 /// Appended lines tolerated before compaction, beyond twice the number of live records.
 const COMPACT_SLACK: usize = 1000;
 
-/// Why the store failed. The operation that hit the failure was not applied.
+/// Failure of the store. The operation that hit the failure was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading, writing or syncing the log failed.
     #[error("failed to {action} snapshot metadata {path}")]
     Io {
-        /// What was being done.
+        /// The operation that failed.
         action: &'static str,
         /// The file.
         path: PathBuf,
@@ -191,7 +191,7 @@ impl Store {
         })
     }
 
-    /// The current records.
+    /// Returns the current records.
     pub fn state(&self) -> &State {
         &self.state
     }
