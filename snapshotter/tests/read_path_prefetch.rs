@@ -224,6 +224,13 @@ async fn background_fetch_caches_whole_layer() {
         );
     }
     assert_eq!(source.requests(), 0, "everything is cached");
+
+    // Opened again over the warm disk tier, the layer counts as fully fetched without fetching.
+    let source = built.source();
+    let again = open(&built, source.clone(), cache, &background_config()).await;
+    assert_eq!(again.wait_background(WAIT).await, BackgroundState::Done);
+    assert_eq!(again.fetched_fraction(), 1.0);
+    assert_eq!(source.requests(), 1, "only the open: {:?}", source.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,15 @@ impl ChunkLoader {
         ChunkKey::new(self.layer, chunk)
     }
 
+    /// Whether a cache tier holds `chunk` (no file I/O); if so, it counts as obtained.
+    pub(crate) fn cached(&self, chunk: &Chunk) -> bool {
+        let cached = self.cache.contains(&self.key(chunk));
+        if cached {
+            self.progress.mark(self.index.all_chunks(), chunk);
+        }
+        cached
+    }
+
     /// Obtains every chunk of `chunks` and returns their verified bytes in order (all `None`
     /// unless `options.collect`; skipped chunks stay `None` too).
     ///

@@ -184,7 +184,7 @@ async fn prefetch_range(loader: &ChunkLoader, end: u64, config: &PrefetchConfig)
         .progress
         .starting_before(all, end)
         .map(|position| *loader.progress.chunk(all, position))
-        .filter(|chunk| !loader.cache.contains(&loader.key(chunk)))
+        .filter(|chunk| !loader.cached(chunk))
         .collect();
     let rule = MergeRule {
         max_gap: loader.config.merge_gap_bytes,
@@ -330,13 +330,12 @@ fn next_group(
     rule: MergeRule,
 ) -> Option<Vec<Chunk>> {
     let all = loader.index.all_chunks();
-    let missing = |chunk: &Chunk| !loader.cache.contains(&loader.key(chunk));
     let mut queue = lock(queue);
     if queue.consecutive_failures >= MAX_BACKGROUND_FAILURES {
         return None;
     }
     while let Some(group) = queue.retry.pop_front() {
-        let group: Vec<Chunk> = group.into_iter().filter(missing).collect();
+        let group: Vec<Chunk> = group.into_iter().filter(|chunk| !loader.cached(chunk)).collect();
         if !group.is_empty() {
             return Some(group);
         }
@@ -346,7 +345,7 @@ fn next_group(
     while queue.next < loader.progress.len() {
         let position = queue.next;
         let chunk = loader.progress.chunk(all, position);
-        if loader.progress.is_obtained(all, position) || !missing(chunk) {
+        if loader.progress.is_obtained(all, position) || loader.cached(chunk) {
             queue.next += 1;
             continue;
         }
