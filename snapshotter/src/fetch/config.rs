@@ -11,9 +11,8 @@ use super::plan::MergeRule;
 
 /// Settings of demand fetches: retries and how neighbouring chunks share a range request.
 ///
-/// The merge defaults come from `benches/read_path.rs`: with 64 KiB chunks, a 256 KiB gap
-/// allowance cut the requests of a partly cached sequential read by about a third while adding
-/// under 10% more bytes (the figures are in the module documentation of [`super::plan`]).
+/// The merge defaults come from the table printed by `benches/read_path.rs`; the figures are
+/// in the module documentation of [`super::plan`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FetchConfig {
