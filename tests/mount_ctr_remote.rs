@@ -62,9 +62,7 @@ fn ctr_remote_converted_image_mounts_byte_exact() {
         "ctr-remote convert failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    containerd
-        .ctr_ok(["images", "push", "--plain-http", &converted])
-        .unwrap();
+    push_with_retries(&containerd, &converted);
 
     let tars = tempfile::tempdir().unwrap();
     let archives: Vec<PathBuf> = layers
@@ -171,9 +169,7 @@ fn ctr_remote_python_image_mounts_byte_exact() {
         "ctr-remote converted the python image in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    containerd
-        .ctr_ok(["images", "push", "--plain-http", &converted])
-        .unwrap();
+    push_with_retries(&containerd, &converted);
 
     let blobs = mount_util::layout_layers(&layout, PYTHON_IMAGE_TAG).unwrap();
     let pairs: Vec<(&Path, bool)> = blobs.iter().map(|blob| (blob.as_path(), true)).collect();
@@ -191,4 +187,24 @@ fn ctr_remote_python_image_mounts_byte_exact() {
         actual.nodes.len()
     );
     mount.unmount().unwrap();
+}
+
+/// Pushes `reference` from containerd to the test registry. `ctr images push` sometimes fails
+/// with "unexpected EOF" from the registry while another test pushes to it (seen with
+/// containerd 1.6.20 and docker-registry 2.8.2), so a failed push is repeated twice.
+fn push_with_retries(containerd: &Containerd, reference: &str) {
+    let mut last_error = None;
+    for _ in 0..3 {
+        match containerd.ctr_ok(["images", "push", "--plain-http", reference]) {
+            Ok(_) => return,
+            Err(error) => {
+                eprintln!("push of {reference} failed, retrying: {error:#}");
+                last_error = Some(error);
+            }
+        }
+    }
+    panic!(
+        "push of {reference} failed three times: {:#}",
+        last_error.unwrap()
+    );
 }
