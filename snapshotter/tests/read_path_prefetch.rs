@@ -150,7 +150,7 @@ async fn layer_without_landmark_prefetches_configured_size() {
         PrefetchState::Done { chunks: 0 }
     );
     assert_eq!(source.requests(), 1);
-    // The blob range that holds f0, f1 and f2.
+    // The blob range that contains f0, f1 and f2.
     let end = chunk_offsets(&layer, "dir/f3.bin")[0];
     drop(layer);
 

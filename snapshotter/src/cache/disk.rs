@@ -26,7 +26,7 @@ use super::stats::{CacheStats, bump};
 
 /// Prefix of temporary files; anything with it is deleted at startup.
 const TEMP_PREFIX: &str = ".tmp";
-/// Least time between two warnings about failed disk writes.
+/// Minimum time between two warnings about failed disk writes.
 const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Handle to the disk tier; clones share one state.
@@ -117,7 +117,7 @@ impl DiskTier {
         self.state().lru.used()
     }
 
-    /// Whether a file for `key` is recorded; no file I/O.
+    /// Returns whether a file for `key` is recorded, without file I/O.
     pub(crate) fn contains(&self, key: &ChunkKey) -> bool {
         self.state().lru.contains(key)
     }

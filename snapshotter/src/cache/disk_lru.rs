@@ -18,7 +18,7 @@ struct Entry {
 /// Sizes and access order of the files of the disk tier, plus bytes reserved by writes in
 /// progress.
 ///
-/// Invariant: `committed` is the sum of the sizes in `entries`, and `order` holds exactly one
+/// Invariant: `committed` is the sum of the sizes in `entries`, and `order` contains exactly one
 /// `tick → key` pair per entry.
 #[derive(Debug)]
 pub(crate) struct DiskLru {

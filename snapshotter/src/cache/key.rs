@@ -23,7 +23,7 @@ pub struct ChunkKey {
 }
 
 impl ChunkKey {
-    /// The key of `chunk` in layer `layer`.
+    /// Returns the key of `chunk` in layer `layer`.
     pub fn new(layer: Digest, chunk: &Chunk) -> Self {
         ChunkKey {
             layer,

@@ -1,6 +1,6 @@
 //! The priority gate: demand reads and prefetch go first, background fetches wait.
 //!
-//! Every demand read and every prefetch holds a [`PriorityGuard`] while it looks up and fetches
+//! Every demand read and every prefetch keeps a [`PriorityGuard`] while it looks up and fetches
 //! chunks. Background fetch tasks wait until no guard is held and a quiet period has passed,
 //! and abandon a request in flight as soon as a new guard is taken (see
 //! [`PriorityGate::wait_entered_after`]), so a demand read never queues behind background work.
@@ -42,7 +42,7 @@ impl Default for PriorityGate {
 }
 
 impl PriorityGate {
-    /// A gate with no prioritized work in progress.
+    /// Creates a gate with no prioritized work in progress.
     pub fn new() -> Self {
         let (state, _) = watch::channel(GateState {
             active: 0,

@@ -51,7 +51,7 @@ impl Default for FetchConfig {
 }
 
 impl FetchConfig {
-    /// The merge rule of demand reads.
+    /// Returns the merge rule of demand reads.
     pub fn merge_rule(&self) -> MergeRule {
         MergeRule {
             max_gap: self.merge_gap_bytes,

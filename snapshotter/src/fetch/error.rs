@@ -50,7 +50,7 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Whether the chunk failed its digest check (the source served wrong bytes).
+    /// Returns whether the chunk failed its digest check (the source served wrong bytes).
     pub fn is_verification_failure(&self) -> bool {
         matches!(
             self,

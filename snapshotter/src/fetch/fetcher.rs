@@ -13,7 +13,7 @@ use super::config::FetchConfig;
 use super::error::FetchError;
 use super::stats::{LayerStats, Purpose};
 
-/// Longest delay between two attempts.
+/// Maximum delay between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Fetches chunks of one layer blob; borrowed pieces of a [`ChunkLoader`](super::loader::ChunkLoader).
@@ -163,7 +163,7 @@ impl RangeFetcher<'_> {
     async fn read_exact(&self, start: u64, end: u64) -> Result<Bytes, RemoteError> {
         let buffer = self.source.read_range(start..end).await?;
         if buffer.len() as u64 != end - start {
-            // The source promises exact lengths; a short answer is treated like a broken body.
+            // The source promises exact lengths, so a short body is treated like one that broke off.
             return Err(RemoteError::ShortBody {
                 host: self.source.id().to_string(),
                 expected: end - start,

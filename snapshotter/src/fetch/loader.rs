@@ -65,7 +65,7 @@ impl ChunkLoader {
         ChunkKey::new(self.layer, chunk)
     }
 
-    /// Whether a cache tier holds `chunk` (no file I/O); if so, it counts as obtained.
+    /// Returns whether a cache tier contains `chunk`, without file I/O, and if so marks it obtained.
     pub(crate) fn cached(&self, chunk: &Chunk) -> bool {
         let cached = self.cache.contains(&self.key(chunk));
         if cached {

@@ -5,7 +5,7 @@
 //!
 //! - Prefetch fetches the chunks whose member starts before the prefetch end (the landmark's
 //!   offset, or a configured size) in requests of `request_bytes`, `concurrency` at a time. It
-//!   holds a [`PriorityGuard`](crate::cache::PriorityGuard), like a demand read.
+//!   keeps a [`PriorityGuard`](crate::cache::PriorityGuard), like a demand read.
 //! - Background fetch then walks the rest of the blob in requests of `background_request_bytes`
 //!   with `background_concurrency` workers. A worker starts a request only after the priority
 //!   gate has been idle for `background_quiet`, and abandons it (to retry later) as soon as a
@@ -115,12 +115,12 @@ impl Prefetcher {
         }
     }
 
-    /// The prefetch state now.
+    /// Returns the prefetch state.
     pub fn state(&self) -> PrefetchState {
         *self.prefetch.borrow()
     }
 
-    /// The background fetch state now.
+    /// Returns the background fetch state.
     pub fn background_state(&self) -> BackgroundState {
         *self.background.borrow()
     }
@@ -323,7 +323,7 @@ async fn background_worker(
     }
 }
 
-/// The next run of chunks not obtained yet, in blob order, or a group handed back.
+/// Takes the next run of chunks not obtained yet, in blob order, or a group handed back.
 fn next_group(
     loader: &ChunkLoader,
     queue: &Mutex<BackgroundQueue>,
@@ -335,7 +335,10 @@ fn next_group(
         return None;
     }
     while let Some(group) = queue.retry.pop_front() {
-        let group: Vec<Chunk> = group.into_iter().filter(|chunk| !loader.cached(chunk)).collect();
+        let group: Vec<Chunk> = group
+            .into_iter()
+            .filter(|chunk| !loader.cached(chunk))
+            .collect();
         if !group.is_empty() {
             return Some(group);
         }

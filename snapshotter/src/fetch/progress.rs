@@ -49,7 +49,7 @@ impl BlobOrder {
         self.order.len()
     }
 
-    /// The chunk at blob-order position `position`.
+    /// Returns the chunk at blob-order position `position`.
     pub(crate) fn chunk<'a>(&self, all: &'a [Chunk], position: usize) -> &'a Chunk {
         &all[self.order[position] as usize]
     }
@@ -80,7 +80,7 @@ impl BlobOrder {
         }
     }
 
-    /// Whether the span of the chunk at `position` has been obtained.
+    /// Returns whether the span of the chunk at `position` has been obtained.
     pub(crate) fn is_obtained(&self, all: &[Chunk], position: usize) -> bool {
         let first = self.span_position(all, self.chunk(all, position).comp_offset);
         self.obtained

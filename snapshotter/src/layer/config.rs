@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{CacheConfig, ConfigError};
 use crate::fetch::{FetchConfig, PrefetchConfig};
 
-/// Default number of bytes read from the end of a blob at open: 512 KiB, which holds the footer
+/// Default number of bytes read from the end of a blob at open: 512 KiB, which contains the footer
 /// and the whole TOC of most layers, so opening costs one request.
 pub const DEFAULT_TOC_TAIL_BYTES: u64 = 512 << 10;
 /// Largest accepted [`LayerConfig::toc_tail_bytes`].

@@ -146,7 +146,7 @@ impl LayerError {
         }
     }
 
-    /// The fetch failure behind a [`LayerError::Fetch`], when it came from the fetcher.
+    /// Returns the fetch failure behind a [`LayerError::Fetch`], when it came from the fetcher.
     pub fn fetch_error(&self) -> Option<&FetchError> {
         match self {
             LayerError::Fetch { source, .. } => source.downcast_ref::<FetchError>(),

@@ -21,7 +21,7 @@ pub struct LayerInfo {
 }
 
 impl LayerInfo {
-    /// A layer without a prefetch override.
+    /// Creates the identity of a layer without a prefetch override.
     pub fn new(digest: Digest, size: u64, toc_digest: Option<Digest>) -> Self {
         LayerInfo {
             digest,

@@ -115,7 +115,7 @@ impl Layer {
         self.info.digest
     }
 
-    /// What the layer was opened with.
+    /// Returns what the layer was opened with.
     pub fn info(&self) -> &LayerInfo {
         &self.info
     }
@@ -130,12 +130,12 @@ impl Layer {
         self.loader.compression
     }
 
-    /// The inode table.
+    /// Returns the inode table.
     pub fn index(&self) -> &LayerIndex {
         &self.loader.index
     }
 
-    /// The blob source, for liveness checks.
+    /// Returns the blob source, for liveness checks.
     pub fn source(&self) -> &Arc<dyn BlobSource> {
         &self.loader.source
     }
@@ -161,12 +161,14 @@ impl Layer {
                 node: node.0,
             });
         }
+
         let stats = &self.loader.stats;
         LayerStats::add(&stats.reads, 1);
         let end = offset.saturating_add(u64::from(len)).min(file.size);
         if offset >= end {
             return Ok(Bytes::new());
         }
+
         let chunks = index.chunks_in(node, offset..end);
         let parts = {
             let _priority = self.loader.cache.priority_gate().enter();
@@ -192,7 +194,7 @@ impl Layer {
         self.prefetcher.wait(timeout).await
     }
 
-    /// The prefetch state now.
+    /// Returns the prefetch state.
     pub fn prefetch_state(&self) -> PrefetchState {
         self.prefetcher.state()
     }
@@ -207,7 +209,7 @@ impl Layer {
         self.prefetcher.cancel();
     }
 
-    /// The layer's counters.
+    /// Returns a copy of the layer's counters.
     pub fn stats(&self) -> LayerStatsSnapshot {
         self.loader.stats.snapshot(self.fetched_fraction())
     }

@@ -1,6 +1,6 @@
 //! Loading a layer's footer and TOC in as few range requests as possible.
 //!
-//! The first request reads the last `toc_tail_bytes` of the blob. That tail holds the footer and,
+//! The first request reads the last `toc_tail_bytes` of the blob. That tail contains the footer and,
 //! for most layers, the whole compressed TOC (the TOC sits just before the footer). Only when
 //! the TOC starts before the tail does a second request fetch the missing front part.
 
@@ -80,7 +80,8 @@ pub(crate) async fn load_toc(
     decoded.map_err(|source| LayerError::Toc { layer, source })
 }
 
-/// The compressed TOC: a slice of the tail, or the tail completed by a read of the front part.
+/// Returns the compressed TOC: a slice of the tail, or the tail completed by a read of the front
+/// part.
 async fn toc_bytes(
     source: &dyn BlobSource,
     stats: &LayerStats,
