@@ -56,6 +56,8 @@ work=$(mktemp -d /tmp/lazypull-bench-XXXXXX)
 pids=()
 
 cleanup() {
+    # Every step runs even when an earlier one fails.
+    set +e
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -64,8 +66,8 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
     done
     # Deepest mounts first.
-    grep -F " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r point; do
-        umount -l "$point" 2>/dev/null || true
+    { grep -F " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r point; do
+        umount -l "$point" 2>/dev/null
     done
     rm -rf "$work"
     if [ "$shaped" = 1 ]; then
@@ -94,6 +96,24 @@ in_server() {
     else
         "$@"
     fi
+}
+
+# Starts a daemon in the background on side $1 (client or server) with stdout and stderr to $2,
+# and records its pid. The subshell execs the daemon, so the recorded pid is the daemon's own
+# and stopping it stops the daemon.
+spawn() {
+    local side=$1 log=$2
+    shift 2
+    (
+        if [ "$shaped" = 1 ]; then
+            ns=$server_ns
+            [ "$side" = client ] && ns=$client_ns
+            exec nsenter --net="/run/netns/$ns" "$@"
+        else
+            exec "$@"
+        fi
+    ) >"$log" 2>&1 &
+    pids+=($!)
 }
 
 free_port() {
@@ -149,8 +169,7 @@ http:
   addr: 127.0.0.1:$port
   secret: benchmark-only
 CONFIG
-in_server docker-registry serve "$work/registry/config.yml" >"$work/registry/log" 2>&1 &
-pids+=($!)
+spawn server "$work/registry/log" docker-registry serve "$work/registry/config.yml"
 wait_for registry in_server curl -sf "http://127.0.0.1:$port/v2/"
 in_server skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
     "oci:$source_layout:latest" "docker://127.0.0.1:$port/python:latest"
@@ -159,8 +178,7 @@ in_server skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-ve
 
 registry_address=127.0.0.1:$port
 if [ "$shaped" = 1 ]; then
-    in_server python3 "$repo/benches/delay_proxy.py" "$server_address" 5000 "$port" 0.020 >"$work/proxy.log" 2>&1 &
-    pids+=($!)
+    spawn server "$work/proxy.log" python3 "$repo/benches/delay_proxy.py" "$server_address" 5000 "$port" 0.020
     registry_address=$server_address:5000
     wait_for "the delaying proxy" in_client curl -sf "http://$registry_address/v2/"
 fi
@@ -185,8 +203,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   type = "snapshot"
   address = "$dir/lazypull.sock"
 CONFIG
-    in_client containerd --config "$dir/containerd/config.toml" >"$dir/containerd/log" 2>&1 &
-    pids+=($!)
+    spawn client "$dir/containerd/log" containerd --config "$dir/containerd/config.toml"
     wait_for containerd ctr --address "$dir/containerd/containerd.sock" version
 }
 
@@ -198,8 +215,7 @@ root = "$dir/lazypull"
 [registry.hosts."$server_address:5000"]
 insecure = true
 CONFIG
-    in_client "$lazypull" serve --config "$dir/lazypull.toml" >"$dir/lazypull.log" 2>&1 &
-    pids+=($!)
+    spawn client "$dir/lazypull.log" "$lazypull" serve --config "$dir/lazypull.toml"
     wait_for "lazypull serve" test -S "$dir/lazypull.sock"
 }
 
@@ -216,7 +232,9 @@ seconds_between() {
     python3 -c "print(f'{$2 - $1:.2f}')"
 }
 
-# Runs one cold start of variant $1 (lazypull or overlayfs); prints the seconds.
+# Runs one cold start of variant $1 (lazypull or overlayfs) and sets `seconds`. Called
+# directly, never in a command substitution, so the daemons it starts stay in `pids` for the
+# exit trap when it fails.
 run_once() {
     local variant=$1 n=$2
     local dir=$work/run-$variant-$n
@@ -242,7 +260,7 @@ run_once() {
     [ "$output" = 42 ] || { echo "$variant run $n printed '$output'" >&2; exit 1; }
     stop_run_processes
     echo "$variant run $n: pull $(seconds_between "$started" "$pulled") s, run $(seconds_between "$pulled" "$ended") s" >&2
-    seconds_between "$started" "$ended"
+    seconds=$(seconds_between "$started" "$ended")
 }
 
 median() {
@@ -253,7 +271,7 @@ declare -A times
 for variant in overlayfs lazypull; do
     values=()
     for n in $(seq 1 "$runs"); do
-        seconds=$(run_once "$variant" "$n")
+        run_once "$variant" "$n"
         echo "$variant run $n: $seconds s to first output" >&2
         values+=("$seconds")
     done
