@@ -366,3 +366,41 @@ async fn wait_prefetch_times_out_while_running() {
         PrefetchState::Done { chunks: 4 }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_fetch_respects_bandwidth_limit() {
+    let built = build_layer(files(), CHUNK, &[]);
+    let probe = open(
+        &built,
+        built.source(),
+        Arc::new(ChunkCache::in_memory(1 << 20)),
+        &test_config(),
+    )
+    .await;
+    let payload: u64 = probe
+        .index()
+        .all_chunks()
+        .iter()
+        .map(|c| c.comp_end - c.comp_offset)
+        .sum();
+    drop(probe);
+
+    // A limit of half the payload per second: the whole layer takes about two seconds.
+    let mut config = background_config();
+    config.prefetch.background_bytes_per_sec = payload / 2;
+    let started = Instant::now();
+    let layer = open(
+        &built,
+        built.source(),
+        Arc::new(ChunkCache::in_memory(64 << 20)),
+        &config,
+    )
+    .await;
+    assert_eq!(layer.wait_background(WAIT).await, BackgroundState::Done);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "background fetch took only {elapsed:?}"
+    );
+    assert_eq!(layer.fetched_fraction(), 1.0);
+}

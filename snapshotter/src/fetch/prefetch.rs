@@ -319,7 +319,9 @@ async fn background_worker(
                 }
             }
         }
-        pace(&chunks, started, config.background_bytes_per_sec).await;
+        // Each worker gets an equal share of the layer's bandwidth limit.
+        let share = config.background_bytes_per_sec.div_ceil(config.background_concurrency as u64);
+        pace(&chunks, started, share).await;
     }
 }
 
