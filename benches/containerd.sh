@@ -23,6 +23,8 @@
 #   ESGZ_LAYOUT     OCI layout of the converted image; converted from SOURCE_LAYOUT when missing
 #   WORKLOAD        the python program the container runs
 #   SHAPED          1 for the shaped link (needs ip, tc and nsenter)
+#   LAZYPULL_CONFIG TOML appended to the daemon's config, such as
+#                   $'[prefetch]\nbackground = false'  (background fetch off)
 # Needs root, containerd, ctr, ctr-remote, runc, docker-registry, skopeo, curl and python3.
 # Sends nothing outside 127.0.0.1 and the namespaces it creates.
 
@@ -36,6 +38,7 @@ source_layout=${SOURCE_LAYOUT:-$cache/images/python}
 esgz_layout=${ESGZ_LAYOUT:-$cache/images/python-esgz-bench}
 workload=${WORKLOAD:-"import json, sqlite3, ssl, email.mime.text, http.client, asyncio; print(42)"}
 shaped=${SHAPED:-0}
+extra_config=${LAZYPULL_CONFIG:-}
 
 subnet=10.201.0.0/24
 server_address=10.201.0.1
@@ -212,6 +215,7 @@ start_lazypull() {
     cat >"$dir/lazypull.toml" <<CONFIG
 socket = "$dir/lazypull.sock"
 root = "$dir/lazypull"
+$extra_config
 [registry.hosts."$server_address:5000"]
 insecure = true
 CONFIG
