@@ -203,8 +203,8 @@ pub fn open_blob(source: &impl ReadAt, options: &BlobOptions) -> Result<OpenedBl
 /// after the first are decoded too, since parallel writers may cut a member in the middle of a
 /// span.
 pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Result<Vec<u8>, ChunkError> {
-    let offset = chunk.comp_offset;
-    let Some(expected) = chunk.digest else {
+    let offset = chunk.comp_offset();
+    let Some(expected) = chunk.digest() else {
         return Err(ChunkError::NoDigest { offset });
     };
     let decompress = |source| ChunkError::Decompress { offset, source };
@@ -212,18 +212,18 @@ pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Res
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(span)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(span).map_err(decompress)?),
     };
-    if chunk.inner_offset > 0 {
-        let skipped = std::io::copy(&mut (&mut decoder).take(chunk.inner_offset), &mut std::io::sink()).map_err(decompress)?;
-        if skipped < chunk.inner_offset {
-            return Err(ChunkError::Short { offset, expected: chunk.inner_offset + chunk.size, got: skipped });
+    if chunk.inner_offset() > 0 {
+        let skipped = std::io::copy(&mut (&mut decoder).take(chunk.inner_offset()), &mut std::io::sink()).map_err(decompress)?;
+        if skipped < chunk.inner_offset() {
+            return Err(ChunkError::Short { offset, expected: chunk.inner_offset() + chunk.size(), got: skipped });
         }
     }
-    let size = usize::try_from(chunk.size).map_err(|_| ChunkError::Short { offset, expected: chunk.size, got: 0 })?;
+    let size = usize::try_from(chunk.size()).map_err(|_| ChunkError::Short { offset, expected: chunk.size(), got: 0 })?;
     let mut out = vec![0u8; size];
     let mut filled = 0;
     while filled < size {
         match decoder.read(&mut out[filled..]) {
-            Ok(0) => return Err(ChunkError::Short { offset, expected: chunk.size, got: filled as u64 }),
+            Ok(0) => return Err(ChunkError::Short { offset, expected: chunk.size(), got: filled as u64 }),
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(decompress(e)),
@@ -238,6 +238,6 @@ pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Res
 
 /// Reads, decodes and verifies one chunk.
 pub fn read_chunk(source: &impl ReadAt, chunk: &Chunk, compression: Compression) -> Result<Vec<u8>, BlobError> {
-    let span = read(source, chunk.comp_offset, chunk.comp_end - chunk.comp_offset)?;
+    let span = read(source, chunk.comp_offset(), chunk.comp_end() - chunk.comp_offset())?;
     Ok(decode_chunk(&span, chunk, compression)?)
 }

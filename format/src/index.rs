@@ -62,8 +62,8 @@ struct Span {
     len: u32,
 }
 
-/// One inode.
-#[derive(Debug, Clone)]
+/// The attributes of one inode, returned by value by [`LayerIndex::node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node {
     /// File type.
     pub kind: NodeKind,
@@ -85,41 +85,170 @@ pub struct Node {
     pub dev_minor: u32,
     /// Whether the directory carried an opaque marker (overlay mode only).
     pub opaque: bool,
+}
+
+/// An inode while the index is built: every field inline, easy to update.
+#[derive(Debug, Clone)]
+struct BuildNode {
+    kind: NodeKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Timestamp,
+    size: u64,
+    nlink: u32,
+    dev_major: u32,
+    dev_minor: u32,
+    opaque: bool,
     parent: u32,
     link: Span,
     xattrs: Range<u32>,
-    chunks: Range<u32>,
-    children: Range<u32>,
+}
+
+/// An inode as stored in a finished index: 48 bytes. Rare attributes (symlink target, xattrs,
+/// device numbers, sub-second mtime) live in a side table.
+#[derive(Debug, Clone, Copy)]
+struct NodeRecord {
+    size: u64,
+    mtime_secs: i64,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    parent: u32,
+    /// First chunk; the node's chunks end where the next node's begin.
+    chunk_start: u32,
+    /// First directory entry; the node's entries end where the next node's begin.
+    child_start: u32,
+    /// Index into the side table, or `NO_EXTRA`.
+    extra: u32,
+    /// Permission bits in the low 12 bits, [`NodeKind`] above them.
+    mode_kind: u16,
+    opaque: bool,
+}
+
+/// Attributes few nodes have.
+#[derive(Debug, Clone, Default)]
+struct NodeExtra {
+    link: Span,
+    xattrs: Range<u32>,
+    dev_major: u32,
+    dev_minor: u32,
+    mtime_nanos: u32,
+}
+
+const NO_EXTRA: u32 = u32::MAX;
+
+fn kind_code(kind: NodeKind) -> u16 {
+    match kind {
+        NodeKind::Dir => 0,
+        NodeKind::Reg => 1,
+        NodeKind::Symlink => 2,
+        NodeKind::Char => 3,
+        NodeKind::Block => 4,
+        NodeKind::Fifo => 5,
+    }
+}
+
+fn kind_from_code(code: u16) -> NodeKind {
+    match code {
+        0 => NodeKind::Dir,
+        1 => NodeKind::Reg,
+        2 => NodeKind::Symlink,
+        3 => NodeKind::Char,
+        4 => NodeKind::Block,
+        _ => NodeKind::Fifo,
+    }
 }
 
 /// One chunk of a regular file: where its bytes live in the blob and how to verify them.
+///
+/// Stored compactly (64 bytes): lengths and inner offsets are 32-bit, which the limits on chunk
+/// size guarantee, and the compressed end is kept as a length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
-    /// Offset of the chunk inside the file.
-    pub file_offset: u64,
-    /// Uncompressed length.
-    pub size: u64,
-    /// Blob offset of the member or frame to start decompressing at.
-    pub comp_offset: u64,
-    /// Blob offset where the next payload member starts (or the TOC): the chunk's compressed
-    /// bytes lie within `comp_offset..comp_end`.
-    pub comp_end: u64,
-    /// Uncompressed bytes to skip after `comp_offset`.
-    pub inner_offset: u64,
-    /// Expected digest of the uncompressed chunk.
-    pub digest: Option<Digest>,
+    file_offset: u64,
+    comp_offset: u64,
+    size: u32,
+    comp_len: u32,
+    inner_offset: u32,
+    has_digest: bool,
+    digest: [u8; 32],
 }
 
 impl Chunk {
+    /// Creates a chunk. Returns `None` when `size` or `inner_offset` does not fit 32 bits or
+    /// `comp_end` is before `comp_offset`. A compressed span longer than 4 GiB is cut to 4 GiB, far
+    /// more than any chunk within the size limit needs.
+    pub fn new(
+        file_offset: u64,
+        size: u64,
+        comp_offset: u64,
+        comp_end: u64,
+        inner_offset: u64,
+        digest: Option<Digest>,
+    ) -> Option<Chunk> {
+        let comp_len = comp_end.checked_sub(comp_offset)?;
+        Some(Chunk {
+            file_offset,
+            comp_offset,
+            size: u32::try_from(size).ok()?,
+            comp_len: u32::try_from(comp_len).unwrap_or(u32::MAX),
+            inner_offset: u32::try_from(inner_offset).ok()?,
+            has_digest: digest.is_some(),
+            digest: digest.map_or([0; 32], |d| *d.as_bytes()),
+        })
+    }
+
+    /// Offset of the chunk inside the file.
+    pub fn file_offset(&self) -> u64 {
+        self.file_offset
+    }
+
+    /// Uncompressed length.
+    pub fn size(&self) -> u64 {
+        u64::from(self.size)
+    }
+
+    /// Blob offset of the member or frame to start decompressing at.
+    pub fn comp_offset(&self) -> u64 {
+        self.comp_offset
+    }
+
+    /// Blob offset where the next payload member starts (or the TOC): the chunk's compressed bytes
+    /// lie within `comp_offset()..comp_end()`.
+    pub fn comp_end(&self) -> u64 {
+        self.comp_offset + u64::from(self.comp_len)
+    }
+
+    /// Uncompressed bytes to skip after `comp_offset()`.
+    pub fn inner_offset(&self) -> u64 {
+        u64::from(self.inner_offset)
+    }
+
+    /// Expected digest of the uncompressed chunk.
+    pub fn digest(&self) -> Option<Digest> {
+        self.has_digest.then(|| Digest::from_bytes(self.digest))
+    }
+
     /// The chunk's byte range inside its file.
     pub fn file_range(&self) -> Range<u64> {
-        self.file_offset..self.file_offset + self.size
+        self.file_offset..self.file_offset + self.size()
     }
 
     /// The compressed byte range of the blob that holds the chunk.
     pub fn comp_range(&self) -> Range<u64> {
-        self.comp_offset..self.comp_end
+        self.comp_offset..self.comp_end()
     }
+}
+
+/// A chunk as read from the TOC, before its compressed end is known.
+#[derive(Debug, Clone, Copy)]
+struct ChunkSpec {
+    file_offset: u64,
+    size: u64,
+    comp_offset: u64,
+    inner_offset: u64,
+    digest: Option<Digest>,
 }
 
 /// Which landmark a layer has and where its payload starts.
@@ -165,7 +294,8 @@ pub struct IndexStats {
 /// The inode table of one layer.
 #[derive(Debug, Clone)]
 pub struct LayerIndex {
-    nodes: Vec<Node>,
+    nodes: Vec<NodeRecord>,
+    extras: Vec<NodeExtra>,
     dirents: Vec<(Span, u32)>,
     chunks: Vec<Chunk>,
     xattrs: Vec<(Span, Span)>,
@@ -178,12 +308,12 @@ pub struct LayerIndex {
 /// A chunk whose compressed end is not known until every entry is read.
 struct PendingChunk {
     node: u32,
-    chunk: Chunk,
+    chunk: ChunkSpec,
 }
 
 struct Builder {
     options: IndexOptions,
-    nodes: Vec<Node>,
+    nodes: Vec<BuildNode>,
     strings: Vec<u8>,
     xattrs: Vec<(Span, Span)>,
     /// (parent, name) → index into `dirents`.
@@ -208,7 +338,7 @@ fn perm_bits(mode: i64) -> u32 {
 
 impl Builder {
     fn new(options: IndexOptions) -> Self {
-        let root = Node {
+        let root = BuildNode {
             kind: NodeKind::Dir,
             mode: 0o755,
             uid: 0,
@@ -222,8 +352,6 @@ impl Builder {
             parent: 0,
             link: Span::default(),
             xattrs: 0..0,
-            chunks: 0..0,
-            children: 0..0,
         };
         Builder {
             options,
@@ -249,7 +377,7 @@ impl Builder {
     }
 
     fn new_node(&mut self, kind: NodeKind, parent: u32) -> u32 {
-        self.nodes.push(Node {
+        self.nodes.push(BuildNode {
             kind,
             mode: 0o755,
             uid: 0,
@@ -263,8 +391,6 @@ impl Builder {
             parent,
             link: Span::default(),
             xattrs: 0..0,
-            chunks: 0..0,
-            children: 0..0,
         });
         (self.nodes.len() - 1) as u32
     }
@@ -450,16 +576,18 @@ impl Builder {
     }
 
     fn push_chunk(&mut self, index: usize, entry: &TocEntry, node: u32, file_offset: u64, size: u64) -> Result<(), TocError> {
-        if size > self.options.limits.max_chunk_bytes {
+        if size > self.options.limits.max_chunk_bytes || size > u64::from(u32::MAX) {
             return Err(Self::invalid(index, entry, format!("chunk of {size} bytes is above the limit")));
+        }
+        if entry.inner_offset > u64::from(u32::MAX) {
+            return Err(Self::invalid(index, entry, format!("inner offset {} is above 4 GiB", entry.inner_offset)));
         }
         self.chunks.push(PendingChunk {
             node,
-            chunk: Chunk {
+            chunk: ChunkSpec {
                 file_offset,
                 size,
                 comp_offset: entry.offset,
-                comp_end: 0,
                 inner_offset: entry.inner_offset,
                 digest: entry.chunk_digest.or(entry.digest),
             },
@@ -577,16 +705,6 @@ impl Builder {
             std::mem::take(&mut self.dirents).into_iter().filter(|d| d.2 != PLACEHOLDER).collect();
         dirents.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| name_of(a.1).cmp(name_of(b.1))));
         dirents.dedup_by(|b, a| a.0 == b.0 && name_of(a.1) == name_of(b.1));
-        let mut start = 0usize;
-        while start < dirents.len() {
-            let parent = dirents[start].0;
-            let mut end = start;
-            while end < dirents.len() && dirents[end].0 == parent {
-                end += 1;
-            }
-            self.nodes[parent as usize].children = start as u32..end as u32;
-            start = end;
-        }
         for node in &mut self.nodes {
             node.nlink = if node.kind == NodeKind::Dir { 2 } else { 0 };
         }
@@ -607,50 +725,108 @@ impl Builder {
         let mut pending = std::mem::take(&mut self.chunks);
         pending.sort_by_key(|c| (c.node, c.chunk.file_offset));
         let mut chunks = Vec::with_capacity(pending.len());
+        let mut chunk_start = vec![0u32; self.nodes.len() + 1];
         let mut i = 0;
-        while i < pending.len() {
-            let node = pending[i].node;
-            let begin = chunks.len();
+        for node in 0..self.nodes.len() as u32 {
+            chunk_start[node as usize] = chunks.len() as u32;
+            if i >= pending.len() || pending[i].node != node {
+                continue;
+            }
+            let invalid = |reason: String| TocError::InvalidEntry { index: 0, name: format!("node {node}"), reason };
             let mut expected = 0u64;
             while i < pending.len() && pending[i].node == node {
-                let mut chunk = pending[i].chunk;
-                if chunk.file_offset != expected {
-                    return Err(TocError::InvalidEntry {
-                        index: 0,
-                        name: format!("node {node}"),
-                        reason: format!("chunk at file offset {} does not continue at {expected}", chunk.file_offset),
-                    });
+                let spec = pending[i].chunk;
+                if spec.file_offset != expected {
+                    return Err(invalid(format!("chunk at file offset {} does not continue at {expected}", spec.file_offset)));
                 }
-                if chunk.comp_offset >= toc_offset {
-                    return Err(TocError::InvalidEntry {
-                        index: 0,
-                        name: format!("node {node}"),
-                        reason: format!("chunk offset {} is not before the TOC at {toc_offset}", chunk.comp_offset),
-                    });
+                if spec.comp_offset >= toc_offset {
+                    return Err(invalid(format!("chunk offset {} is not before the TOC at {toc_offset}", spec.comp_offset)));
                 }
-                let next = offsets.partition_point(|&o| o <= chunk.comp_offset);
-                chunk.comp_end = offsets.get(next).copied().unwrap_or(toc_offset);
-                expected = chunk.file_offset + chunk.size;
+                let next = offsets.partition_point(|&o| o <= spec.comp_offset);
+                let comp_end = offsets.get(next).copied().unwrap_or(toc_offset);
+                let chunk = Chunk::new(spec.file_offset, spec.size, spec.comp_offset, comp_end, spec.inner_offset, spec.digest)
+                    .ok_or_else(|| invalid("chunk size or inner offset does not fit 32 bits".into()))?;
+                expected = spec.file_offset + spec.size;
                 chunks.push(chunk);
                 i += 1;
             }
-            let n = &mut self.nodes[node as usize];
-            if expected != n.size {
-                return Err(TocError::InvalidEntry {
-                    index: 0,
-                    name: format!("node {node}"),
-                    reason: format!("chunks cover {expected} bytes of a {}-byte file", n.size),
-                });
+            let size = self.nodes[node as usize].size;
+            if expected != size {
+                return Err(invalid(format!("chunks cover {expected} bytes of a {size}-byte file")));
             }
-            n.chunks = begin as u32..chunks.len() as u32;
         }
+        chunk_start[self.nodes.len()] = chunks.len() as u32;
+        drop(pending);
+
+        // Directory entries are sorted by parent, so each directory's entries start where the
+        // previous node's end.
+        let mut child_start = vec![0u32; self.nodes.len() + 1];
+        let mut d = 0usize;
+        for node in 0..self.nodes.len() {
+            child_start[node] = d as u32;
+            while d < dirents.len() && dirents[d].0 as usize == node {
+                d += 1;
+            }
+        }
+        child_start[self.nodes.len()] = dirents.len() as u32;
+
+        let mut extras = Vec::new();
+        let mut records = Vec::with_capacity(self.nodes.len() + 1);
+        for (n, node) in self.nodes.iter().enumerate() {
+            let needs_extra = node.link.len > 0
+                || !node.xattrs.is_empty()
+                || node.dev_major != 0
+                || node.dev_minor != 0
+                || node.mtime.nanos != 0;
+            let extra = if needs_extra {
+                extras.push(NodeExtra {
+                    link: node.link,
+                    xattrs: node.xattrs.clone(),
+                    dev_major: node.dev_major,
+                    dev_minor: node.dev_minor,
+                    mtime_nanos: node.mtime.nanos,
+                });
+                (extras.len() - 1) as u32
+            } else {
+                NO_EXTRA
+            };
+            records.push(NodeRecord {
+                size: node.size,
+                mtime_secs: node.mtime.secs,
+                uid: node.uid,
+                gid: node.gid,
+                nlink: node.nlink,
+                parent: node.parent,
+                chunk_start: chunk_start[n],
+                child_start: child_start[n],
+                extra,
+                mode_kind: (node.mode & 0o7777) as u16 | (kind_code(node.kind) << 12),
+                opaque: node.opaque,
+            });
+        }
+        // A sentinel record closes the chunk and entry ranges of the last node.
+        records.push(NodeRecord {
+            size: 0,
+            mtime_secs: 0,
+            uid: 0,
+            gid: 0,
+            nlink: 0,
+            parent: 0,
+            chunk_start: chunk_start[self.nodes.len()],
+            child_start: child_start[self.nodes.len()],
+            extra: NO_EXTRA,
+            mode_kind: 0,
+            opaque: false,
+        });
+        drop(std::mem::take(&mut self.nodes));
 
         // The vectors grew by doubling; the index lives as long as the mount, so drop the slack.
-        self.nodes.shrink_to_fit();
+        extras.shrink_to_fit();
         self.xattrs.shrink_to_fit();
         self.strings.shrink_to_fit();
         Ok(LayerIndex {
-            nodes: self.nodes,
+            nodes: records,
+            extras,
             dirents: dirents.into_iter().map(|(_, span, node)| (span, node)).collect(),
             chunks,
             xattrs: self.xattrs,
@@ -683,25 +859,53 @@ impl LayerIndex {
         &self.strings[span.start as usize..(span.start + span.len) as usize]
     }
 
-    /// Number of nodes, the root included. Node ids are `0..node_count()`.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
+    fn record(&self, id: NodeId) -> Option<&NodeRecord> {
+        // The last record is the sentinel, not a node.
+        self.nodes.get(id.0 as usize).filter(|_| (id.0 as usize) + 1 < self.nodes.len())
     }
 
-    /// The node with this id.
-    pub fn node(&self, id: NodeId) -> Option<&Node> {
-        self.nodes.get(id.0 as usize)
+    fn extra(&self, id: NodeId) -> Option<&NodeExtra> {
+        self.record(id).and_then(|r| self.extras.get(r.extra as usize))
+    }
+
+    fn children_range(&self, id: NodeId) -> Range<usize> {
+        match self.record(id) {
+            Some(r) => r.child_start as usize..self.nodes[id.0 as usize + 1].child_start as usize,
+            None => 0..0,
+        }
+    }
+
+    /// Number of nodes, the root included. Node ids are `0..node_count()`.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len().saturating_sub(1)
+    }
+
+    /// The attributes of the node with this id.
+    pub fn node(&self, id: NodeId) -> Option<Node> {
+        let record = self.record(id)?;
+        let extra = self.extra(id);
+        Some(Node {
+            kind: kind_from_code(record.mode_kind >> 12),
+            mode: u32::from(record.mode_kind & 0o7777),
+            uid: record.uid,
+            gid: record.gid,
+            mtime: Timestamp::new(record.mtime_secs, extra.map_or(0, |e| e.mtime_nanos)),
+            size: record.size,
+            nlink: record.nlink,
+            dev_major: extra.map_or(0, |e| e.dev_major),
+            dev_minor: extra.map_or(0, |e| e.dev_minor),
+            opaque: record.opaque,
+        })
     }
 
     /// The parent directory of a directory (the root is its own parent).
     pub fn parent(&self, id: NodeId) -> NodeId {
-        self.node(id).map_or(NodeId::ROOT, |n| NodeId(n.parent))
+        self.record(id).map_or(NodeId::ROOT, |r| NodeId(r.parent))
     }
 
     /// Looks up `name` in directory `dir`.
     pub fn lookup(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
-        let node = self.node(dir)?;
-        let children = &self.dirents[node.children.start as usize..node.children.end as usize];
+        let children = &self.dirents[self.children_range(dir)];
         children
             .binary_search_by(|(span, _)| self.string(*span).cmp(name))
             .ok()
@@ -719,14 +923,14 @@ impl LayerIndex {
 
     /// Number of entries in a directory (without `.` and `..`).
     pub fn child_count(&self, dir: NodeId) -> usize {
-        self.node(dir).map_or(0, |n| n.children.len())
+        self.children_range(dir).len()
     }
 
     /// The `index`-th entry of a directory in name order.
     pub fn child_at(&self, dir: NodeId, index: usize) -> Option<(&[u8], NodeId)> {
-        let node = self.node(dir)?;
-        let i = node.children.start as usize + index;
-        if i >= node.children.end as usize {
+        let range = self.children_range(dir);
+        let i = range.start + index;
+        if i >= range.end {
             return None;
         }
         let (span, id) = self.dirents[i];
@@ -740,12 +944,12 @@ impl LayerIndex {
 
     /// Target of a symlink (empty for other nodes).
     pub fn symlink_target(&self, id: NodeId) -> &[u8] {
-        self.node(id).map_or(&[][..], |n| self.string(n.link))
+        self.extra(id).map_or(&[][..], |e| self.string(e.link))
     }
 
     /// Extended attributes of a node, sorted by name.
     pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let range = self.node(id).map_or(0..0, |n| n.xattrs.clone());
+        let range = self.extra(id).map_or(0..0, |e| e.xattrs.clone());
         self.xattrs[range.start as usize..range.end as usize]
             .iter()
             .map(|&(name, value)| (self.string(name), self.string(value)))
@@ -753,7 +957,10 @@ impl LayerIndex {
 
     /// All chunks of a regular file, in file order.
     pub fn chunks(&self, id: NodeId) -> &[Chunk] {
-        self.node(id).map_or(&[], |n| &self.chunks[n.chunks.start as usize..n.chunks.end as usize])
+        match self.record(id) {
+            Some(r) => &self.chunks[r.chunk_start as usize..self.nodes[id.0 as usize + 1].chunk_start as usize],
+            None => &[],
+        }
     }
 
     /// The chunks of a file that overlap `range` (a half-open byte range of the file).
@@ -762,7 +969,7 @@ impl LayerIndex {
         if range.start >= range.end {
             return &[];
         }
-        let first = all.partition_point(|c| c.file_offset + c.size <= range.start);
+        let first = all.partition_point(|c| c.file_offset + c.size() <= range.start);
         let last = all.partition_point(|c| c.file_offset < range.end);
         &all[first..last.max(first)]
     }
@@ -789,10 +996,22 @@ impl LayerIndex {
 
     /// Approximate heap memory held by the index, in bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.nodes.capacity() * std::mem::size_of::<NodeRecord>()
+            + self.extras.capacity() * std::mem::size_of::<NodeExtra>()
             + self.dirents.capacity() * std::mem::size_of::<(Span, u32)>()
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
             + self.xattrs.capacity() * std::mem::size_of::<(Span, Span)>()
             + self.strings.capacity()
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn records_stay_compact() {
+        assert_eq!(std::mem::size_of::<NodeRecord>(), 48);
+        assert_eq!(std::mem::size_of::<Chunk>(), 64);
     }
 }

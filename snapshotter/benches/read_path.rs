@@ -209,7 +209,7 @@ async fn merge_scenario(built: &Built, gap: u64, max_request: u64, scenario: &st
     if scenario.starts_with("partly cached") {
         // Every third chunk is cached before the measured reads.
         for chunk in layer.index().chunks(id).iter().step_by(3) {
-            layer.read(id, chunk.file_offset, 1).await.unwrap();
+            layer.read(id, chunk.file_offset(), 1).await.unwrap();
         }
     }
     source.reset_counters();

@@ -87,9 +87,9 @@ async fn concurrent_readers_fetch_each_chunk_once() {
         assert!(got == want, "a reader got different bytes");
     }
     for chunk in &chunks {
-        assert_eq!(source.requests_containing(chunk.comp_offset), 1, "chunk at {}: {:?}", chunk.comp_offset, source.log());
+        assert_eq!(source.requests_containing(chunk.comp_offset()), 1, "chunk at {}: {:?}", chunk.comp_offset(), source.log());
     }
-    let file_span = chunks.last().unwrap().comp_end - chunks[0].comp_offset;
+    let file_span = chunks.last().unwrap().comp_end() - chunks[0].comp_offset();
     assert_eq!(source.bytes() - open_bytes, file_span, "fetched exactly the file's compressed bytes");
     let stats = layer.stats();
     assert_eq!(stats.chunks_verified, 16);
@@ -100,7 +100,7 @@ async fn concurrent_readers_fetch_each_chunk_once() {
         assert!(result.unwrap() == expected(built, "dir/exact.bin"));
     }
     let exact_chunk = layer.index().chunks(node(layer.index(), "dir/exact.bin"))[0];
-    assert_eq!(source.requests_containing(exact_chunk.comp_offset), 1);
+    assert_eq!(source.requests_containing(exact_chunk.comp_offset()), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,7 +108,7 @@ async fn failed_fetch_is_retried_for_every_waiter() {
     let built = big_layer();
     let source = built.source();
     let layer = open(built, source.clone(), Arc::new(ChunkCache::in_memory(256 * MIB)), &test_config()).await;
-    let chunk5 = layer.index().chunks(node(layer.index(), "dir/big.bin"))[5].comp_offset;
+    let chunk5 = layer.index().chunks(node(layer.index(), "dir/big.bin"))[5].comp_offset();
     source.fail_containing(chunk5, 1);
 
     let want = expected(built, "dir/big.bin");
@@ -129,12 +129,12 @@ async fn failed_fetch_reaches_waiters_and_is_not_cached() {
     let layer = open(built, source.clone(), Arc::new(ChunkCache::in_memory(256 * MIB)), &config).await;
     let id = node(layer.index(), "dir/big.bin");
     let chunk5 = layer.index().chunks(id)[5];
-    source.fail_containing(chunk5.comp_offset, 1);
+    source.fail_containing(chunk5.comp_offset(), 1);
 
     let readers: Vec<_> = (0..READERS as u64)
         .map(|i| {
             let layer = layer.clone();
-            tokio::spawn(async move { layer.read(id, chunk5.file_offset + i * 1000, 1000).await })
+            tokio::spawn(async move { layer.read(id, chunk5.file_offset() + i * 1000, 1000).await })
         })
         .collect();
     for reader in readers {
@@ -142,14 +142,14 @@ async fn failed_fetch_reaches_waiters_and_is_not_cached() {
         let fetch = failure.fetch_error().expect("a fetch failure");
         assert!(matches!(fetch, FetchError::Remote { attempts: 1, .. }), "{fetch}");
     }
-    assert_eq!(source.requests_containing(chunk5.comp_offset), 1, "waiters did not fetch again");
+    assert_eq!(source.requests_containing(chunk5.comp_offset()), 1, "waiters did not fetch again");
     assert_eq!(layer.stats().waits, READERS as u64 - 1);
 
-    let again = layer.read(id, chunk5.file_offset, 1000).await.expect("the next read succeeds");
+    let again = layer.read(id, chunk5.file_offset(), 1000).await.expect("the next read succeeds");
     let want = expected(built, "dir/big.bin");
-    let from = chunk5.file_offset as usize;
+    let from = chunk5.file_offset() as usize;
     assert_eq!(again[..], want[from..from + 1000]);
-    assert_eq!(source.requests_containing(chunk5.comp_offset), 2);
+    assert_eq!(source.requests_containing(chunk5.comp_offset()), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,30 +160,30 @@ async fn corrupted_chunk_fails_without_caching() {
     drop(probe);
 
     // Flip a byte in the middle of chunk 3's compressed bytes.
-    let middle = (chunk.comp_offset + chunk.comp_end) / 2;
+    let middle = (chunk.comp_offset() + chunk.comp_end()) / 2;
     let source = Arc::new(MemSource::new(built.corrupted_at(middle)));
     let cache = Arc::new(ChunkCache::in_memory(256 * MIB));
     let config = test_config();
     let layer = open(built, source.clone(), cache.clone(), &config).await;
     let id = node(layer.index(), "dir/big.bin");
 
-    let err = layer.read(id, chunk.file_offset + 10, 100).await.unwrap_err();
+    let err = layer.read(id, chunk.file_offset() + 10, 100).await.unwrap_err();
     let fetch = err.fetch_error().expect("a fetch failure");
     assert!(matches!(fetch, FetchError::Chunk { attempts: 3, .. }), "{fetch}");
-    assert_eq!(source.requests_containing(chunk.comp_offset), 3, "first attempt and two retries");
+    assert_eq!(source.requests_containing(chunk.comp_offset()), 3, "first attempt and two retries");
     assert_eq!(layer.stats().verification_failures, 3);
     assert!(!cache.contains(&ChunkKey::new(built.digest, &chunk)), "nothing was cached");
 
     let want = expected(built, "dir/big.bin");
     let other = layer.read(id, 0, 1000).await.expect("other chunks are served");
     assert_eq!(other[..], want[..1000]);
-    let after = layer.read(id, chunk.file_offset + chunk.size, 1000).await.expect("the next chunk is served");
-    let from = (chunk.file_offset + chunk.size) as usize;
+    let after = layer.read(id, chunk.file_offset() + chunk.size(), 1000).await.expect("the next chunk is served");
+    let from = (chunk.file_offset() + chunk.size()) as usize;
     assert_eq!(after[..], want[from..from + 1000]);
 
-    let again = layer.read(id, chunk.file_offset, 100).await;
+    let again = layer.read(id, chunk.file_offset(), 100).await;
     assert!(again.is_err(), "the corrupt chunk is fetched and rejected again, not served");
-    assert_eq!(source.requests_containing(chunk.comp_offset), 6);
+    assert_eq!(source.requests_containing(chunk.comp_offset()), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,11 +192,11 @@ async fn corruption_in_transit_is_repaired_by_retry() {
     let source = built.source();
     let layer = open(built, source.clone(), Arc::new(ChunkCache::in_memory(256 * MIB)), &test_config()).await;
     let chunk = layer.index().chunks(node(layer.index(), "dir/big.bin"))[7];
-    source.corrupt_containing((chunk.comp_offset + chunk.comp_end) / 2, 1);
+    source.corrupt_containing((chunk.comp_offset() + chunk.comp_end()) / 2, 1);
     let got = read_all(&layer, "dir/big.bin", 1 << 20).await;
     assert!(got == expected(built, "dir/big.bin"));
     assert_eq!(layer.stats().verification_failures, 1);
-    assert_eq!(source.requests_containing(chunk.comp_offset), 2);
+    assert_eq!(source.requests_containing(chunk.comp_offset()), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

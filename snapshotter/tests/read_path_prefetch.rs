@@ -381,7 +381,7 @@ async fn background_fetch_respects_bandwidth_limit() {
         .index()
         .all_chunks()
         .iter()
-        .map(|c| c.comp_end - c.comp_offset)
+        .map(|c| c.comp_end() - c.comp_offset())
         .sum();
     drop(probe);
 

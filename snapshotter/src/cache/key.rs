@@ -27,9 +27,9 @@ impl ChunkKey {
     pub fn new(layer: Digest, chunk: &Chunk) -> Self {
         ChunkKey {
             layer,
-            comp_offset: chunk.comp_offset,
-            inner_offset: chunk.inner_offset,
-            size: chunk.size,
+            comp_offset: chunk.comp_offset(),
+            inner_offset: chunk.inner_offset(),
+            size: chunk.size(),
         }
     }
 

@@ -38,11 +38,11 @@ impl RangeFetcher<'_> {
         let mut results: Vec<Option<ChunkResult>> = (0..chunks.len()).map(|_| None).collect();
         let mut pending = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.iter().enumerate() {
-            if chunk.digest.is_some() {
+            if chunk.digest().is_some() {
                 pending.push(i);
             } else {
                 // Unverifiable bytes are never served, so there is nothing to fetch.
-                let offset = chunk.comp_offset;
+                let offset = chunk.comp_offset();
                 let source = ChunkError::NoDigest { offset };
                 results[i] = Some(Err(Arc::new(FetchError::Chunk {
                     layer: self.layer,
@@ -58,12 +58,12 @@ impl RangeFetcher<'_> {
             let last_attempt = attempt > self.config.max_retries;
             let start = pending
                 .iter()
-                .map(|&i| chunks[i].comp_offset)
+                .map(|&i| chunks[i].comp_offset())
                 .min()
                 .unwrap_or(0);
             let end = pending
                 .iter()
-                .map(|&i| chunks[i].comp_end)
+                .map(|&i| chunks[i].comp_end())
                 .max()
                 .unwrap_or(0);
             LayerStats::add(&self.stats.requests, 1);
@@ -125,7 +125,7 @@ impl RangeFetcher<'_> {
             }
             if last_attempt {
                 for (i, source) in failed {
-                    let offset = chunks[i].comp_offset;
+                    let offset = chunks[i].comp_offset();
                     results[i] = Some(Err(Arc::new(FetchError::Chunk {
                         layer: self.layer,
                         offset,
@@ -138,7 +138,7 @@ impl RangeFetcher<'_> {
             tracing::warn!(
                 layer = %self.layer,
                 chunks = failed.len(),
-                first_offset = chunks[failed[0].0].comp_offset,
+                first_offset = chunks[failed[0].0].comp_offset(),
                 error = %failed[0].1,
                 attempt,
                 "fetched chunks failed verification; fetching them again"
@@ -198,8 +198,8 @@ async fn decode_off_thread(
             .iter()
             .map(|chunk| {
                 // The request covers every chunk's span, so both bounds lie inside the buffer.
-                let from = (chunk.comp_offset - start) as usize;
-                let to = ((chunk.comp_end - start) as usize).min(buffer.len());
+                let from = (chunk.comp_offset() - start) as usize;
+                let to = ((chunk.comp_end() - start) as usize).min(buffer.len());
                 estargz::blob::decode_chunk(&buffer[from..to], chunk, compression)
             })
             .collect()

@@ -219,7 +219,7 @@ impl ChunkLoader {
             return leaders;
         }
         let reads = leaders.iter().map(|(i, guard)| async move {
-            match chunks[*i].digest {
+            match chunks[*i].digest() {
                 Some(digest) => self.cache.read_disk(guard.key(), digest).await,
                 None => None,
             }

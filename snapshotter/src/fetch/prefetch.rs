@@ -308,7 +308,7 @@ async fn background_worker(
                 queue.consecutive_failures += 1;
                 tracing::warn!(
                     layer = %loader.layer,
-                    first_offset = chunks[0].comp_offset,
+                    first_offset = chunks[0].comp_offset(),
                     chunks = chunks.len(),
                     failures = queue.consecutive_failures,
                     %error,
@@ -355,15 +355,15 @@ fn next_group(
             continue;
         }
         if !group.is_empty() {
-            let too_far = chunk.comp_offset > end.saturating_add(rule.max_gap);
-            let too_big = chunk.comp_end.max(end) - start > rule.max_request;
+            let too_far = chunk.comp_offset() > end.saturating_add(rule.max_gap);
+            let too_big = chunk.comp_end().max(end) - start > rule.max_request;
             if too_far || too_big {
                 break;
             }
         } else {
-            start = chunk.comp_offset;
+            start = chunk.comp_offset();
         }
-        end = end.max(chunk.comp_end);
+        end = end.max(chunk.comp_end());
         group.push(*chunk);
         queue.next += 1;
     }
@@ -375,7 +375,7 @@ async fn pace(chunks: &[Chunk], started: Instant, bytes_per_sec: u64) {
     if bytes_per_sec == 0 {
         return;
     }
-    let bytes: u64 = chunks.iter().map(|c| c.comp_end - c.comp_offset).sum();
+    let bytes: u64 = chunks.iter().map(|c| c.comp_end() - c.comp_offset()).sum();
     let budget = Duration::from_secs_f64(bytes as f64 / bytes_per_sec as f64);
     if let Some(rest) = budget.checked_sub(started.elapsed()) {
         tokio::time::sleep(rest).await;

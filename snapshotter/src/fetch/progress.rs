@@ -24,15 +24,15 @@ impl BlobOrder {
         let mut order: Vec<u32> = (0..all.len() as u32).collect();
         order.sort_by_key(|&i| {
             let c = &all[i as usize];
-            (c.comp_offset, c.inner_offset)
+            (c.comp_offset(), c.inner_offset())
         });
         let mut total_bytes = 0;
         let mut previous = None;
         for &i in &order {
             let chunk = &all[i as usize];
-            if previous != Some(chunk.comp_offset) {
-                total_bytes += chunk.comp_end - chunk.comp_offset;
-                previous = Some(chunk.comp_offset);
+            if previous != Some(chunk.comp_offset()) {
+                total_bytes += chunk.comp_end() - chunk.comp_offset();
+                previous = Some(chunk.comp_offset());
             }
         }
         let words = order.len().div_ceil(64);
@@ -58,31 +58,31 @@ impl BlobOrder {
     pub(crate) fn starting_before(&self, all: &[Chunk], end: u64) -> Range<usize> {
         0..self
             .order
-            .partition_point(|&i| all[i as usize].comp_offset < end)
+            .partition_point(|&i| all[i as usize].comp_offset() < end)
     }
 
     /// Position of the first chunk of the span starting at `comp_offset`.
     fn span_position(&self, all: &[Chunk], comp_offset: u64) -> usize {
         self.order
-            .partition_point(|&i| all[i as usize].comp_offset < comp_offset)
+            .partition_point(|&i| all[i as usize].comp_offset() < comp_offset)
     }
 
     /// Records that `chunk` has been obtained.
     pub(crate) fn mark(&self, all: &[Chunk], chunk: &Chunk) {
-        let position = self.span_position(all, chunk.comp_offset);
+        let position = self.span_position(all, chunk.comp_offset());
         let Some(word) = self.obtained.get(position / 64) else {
             return;
         };
         let bit = 1u64 << (position % 64);
         if word.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
             self.obtained_bytes
-                .fetch_add(chunk.comp_end - chunk.comp_offset, Ordering::Relaxed);
+                .fetch_add(chunk.comp_end() - chunk.comp_offset(), Ordering::Relaxed);
         }
     }
 
     /// Returns whether the span of the chunk at `position` has been obtained.
     pub(crate) fn is_obtained(&self, all: &[Chunk], position: usize) -> bool {
-        let first = self.span_position(all, self.chunk(all, position).comp_offset);
+        let first = self.span_position(all, self.chunk(all, position).comp_offset());
         self.obtained
             .get(first / 64)
             .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (first % 64)) != 0)
@@ -107,21 +107,14 @@ mod tests {
     use super::*;
 
     fn chunk(comp: Range<u64>, inner: u64) -> Chunk {
-        Chunk {
-            file_offset: 0,
-            size: 10,
-            comp_offset: comp.start,
-            comp_end: comp.end,
-            inner_offset: inner,
-            digest: None,
-        }
+        Chunk::new(0, 10, comp.start, comp.end, inner, None).unwrap()
     }
 
     #[test]
     fn fraction_counts_shared_spans_once() {
         let all = [chunk(100..200, 0), chunk(0..100, 0), chunk(100..200, 10)];
         let order = BlobOrder::new(&all);
-        assert_eq!(order.chunk(&all, 0).comp_offset, 0);
+        assert_eq!(order.chunk(&all, 0).comp_offset(), 0);
         order.mark(&all, &all[2]);
         assert_eq!(order.fraction(), 0.5);
         order.mark(&all, &all[0]);

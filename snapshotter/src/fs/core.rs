@@ -115,7 +115,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
         &self.source
     }
 
-    fn node(&self, ino: Ino) -> Result<(NodeId, &Node), FsError> {
+    fn node(&self, ino: Ino) -> Result<(NodeId, Node), FsError> {
         let id = ino.node().ok_or(FsError::UnknownInode(ino))?;
         let node = self
             .source
@@ -125,7 +125,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
         Ok((id, node))
     }
 
-    fn dir(&self, ino: Ino) -> Result<(NodeId, &Node), FsError> {
+    fn dir(&self, ino: Ino) -> Result<(NodeId, Node), FsError> {
         let (id, node) = self.node(ino)?;
         if node.kind != NodeKind::Dir {
             return Err(FsError::NotADirectory(ino));
@@ -144,7 +144,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
     /// Attributes of an inode.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
         let (_, node) = self.node(ino)?;
-        Ok(Attr::of(ino, node))
+        Ok(Attr::of(ino, &node))
     }
 
     /// Looks up `name` in directory `parent` and returns the entry's attributes. Symlinks are

@@ -81,8 +81,8 @@ impl MemorySource {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(FsReadError::Fetch {
                     node: node.0,
-                    offset: chunk.comp_offset,
-                    end: chunk.comp_end,
+                    offset: chunk.comp_offset(),
+                    end: chunk.comp_end(),
                     source: "the in-memory source is set to fail".into(),
                 });
             }
@@ -90,12 +90,12 @@ impl MemorySource {
                 read_chunk(&self.blob.as_slice(), chunk, self.compression).map_err(|error| {
                     FsReadError::Verify {
                         node: node.0,
-                        offset: chunk.comp_offset,
+                        offset: chunk.comp_offset(),
                         source: Box::new(error),
                     }
                 })?;
-            let from = offset.max(chunk.file_offset) - chunk.file_offset;
-            let to = end.min(chunk.file_offset + chunk.size) - chunk.file_offset;
+            let from = offset.max(chunk.file_offset()) - chunk.file_offset();
+            let to = end.min(chunk.file_offset() + chunk.size()) - chunk.file_offset();
             out.extend_from_slice(&bytes[from as usize..to as usize]);
         }
         Ok(out.freeze())

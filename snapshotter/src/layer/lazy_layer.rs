@@ -63,7 +63,7 @@ impl Layer {
         let progress = BlobOrder::new(index.all_chunks());
 
         let prefetch_end = prefetch_end(&index, info, config);
-        let content_bytes: u64 = index.all_chunks().iter().map(|c| c.size).sum();
+        let content_bytes: u64 = index.all_chunks().iter().map(|c| c.size()).sum();
         let background = config.prefetch.background
             && (cache.has_disk() || cache.memory_budget() >= content_bytes);
         if config.prefetch.background && !background {
@@ -253,17 +253,17 @@ fn assemble(
     let mut pieces = Vec::with_capacity(chunks.len());
     for (chunk, part) in chunks.iter().zip(parts) {
         let part = part.unwrap_or_default();
-        if part.len() as u64 != chunk.size {
+        if part.len() as u64 != chunk.size() {
             return Err(LayerError::ChunkLength {
                 layer,
                 node: node.0,
-                file_offset: chunk.file_offset,
-                expected: chunk.size,
+                file_offset: chunk.file_offset(),
+                expected: chunk.size(),
                 found: part.len() as u64,
             });
         }
-        let from = offset.max(chunk.file_offset) - chunk.file_offset;
-        let to = end.min(chunk.file_offset + chunk.size) - chunk.file_offset;
+        let from = offset.max(chunk.file_offset()) - chunk.file_offset();
+        let to = end.min(chunk.file_offset() + chunk.size()) - chunk.file_offset();
         pieces.push(part.slice(from as usize..to as usize));
     }
     if pieces.len() == 1 {

@@ -337,7 +337,7 @@ pub fn chunk_offsets(layer: &Layer, path: &str) -> Vec<u64> {
         .index()
         .chunks(node(layer.index(), path))
         .iter()
-        .map(|c| c.comp_offset)
+        .map(|c| c.comp_offset())
         .collect()
 }
 
