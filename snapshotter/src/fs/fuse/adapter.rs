@@ -171,6 +171,12 @@ impl<S: FileSource + ?Sized> Filesystem for LayerFs<S> {
         });
     }
 
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Nothing is ever written, so there is nothing to flush; answering keeps fuser from
+        // logging an unimplemented operation on every close.
+        reply.ok();
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(Ino(ino.0), flags.0) {
             Ok(()) => reply.opened(
