@@ -246,3 +246,37 @@ fn failed_layer_leaves_no_registry_tag() {
     assert_conversion_fails(&oci(&source, "v1"), &destination, &[], &["is not a tar archive"]);
     assert!(skopeo_inspect_raw(&destination).is_none(), "a failed conversion created the destination tag");
 }
+
+#[test]
+fn interrupted_conversion_removes_temporary_files() {
+    let python = lazypull_testkit::image::python_image().unwrap();
+    let work = scratch("lazypull-convert-work-");
+    let tmp = scratch("lazypull-convert-tmp-");
+    let destination = work.path().join("out");
+    let mut child = lazypull()
+        .arg("convert")
+        .arg(oci(&python, "latest"))
+        .arg(oci(&destination, "esgz"))
+        .args(["--progress", "none", "--tmpdir"])
+        .arg(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Interrupt once the layers are being spooled to temporary files.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no temporary file appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the conversion ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert_dir_empty(tmp.path());
+    assert!(tagged(&destination, "esgz").is_none(), "an interrupted conversion tagged the destination");
+}

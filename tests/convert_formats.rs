@@ -56,6 +56,8 @@ fn every_layer_encoding_converts_to_the_same_tree() {
         // 64 KiB members: file payloads and headers straddle member boundaries.
         SourceLayer::new(gzip_multi_member(&tars[2], 64 << 10), LAYER_GZIP, tars[2].clone()),
         SourceLayer::new(gzip(&empty_tar()), LAYER_GZIP, empty_tar()),
+        // A zero-byte blob is an empty tar stream too.
+        SourceLayer::new(Vec::new(), LAYER_TAR, Vec::new()),
         // gzip bytes under a zstd media type: the magic bytes decide.
         SourceLayer::new(gzip(&tars[3]), LAYER_ZSTD, tars[3].clone()),
         SourceLayer::new(gzip(&recipes::duplicate_paths()), LAYER_GZIP, recipes::duplicate_paths()),
@@ -67,7 +69,7 @@ fn every_layer_encoding_converts_to_the_same_tree() {
     assert_dir_empty(tmp.path());
     let actions: Vec<&str> =
         report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["converted"; 6]);
+    assert_eq!(actions, ["converted"; 7]);
 
     let original = LayoutImage::read_tag(&source, "v1");
     let converted = LayoutImage::read_tag(&out, "esgz");

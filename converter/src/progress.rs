@@ -97,10 +97,11 @@ impl LayerProgress {
         }
         self.inner.last_decile.store(0, Ordering::Relaxed);
         if let Some(bar) = &self.inner.bar {
-            bar.set_message(phase.name());
+            // Length and position first: each setter may redraw the bar.
             bar.set_length(total);
             bar.set_position(0);
             bar.reset_eta();
+            bar.set_message(phase.name());
         }
         if self.inner.mode == ProgressMode::Log {
             tracing::info!(layer = %self.inner.digest, phase = phase.name(), bytes = total, "layer phase started");
