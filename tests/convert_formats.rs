@@ -316,3 +316,60 @@ fn zstd_output_is_zstd_chunked() {
     let differences = lazypull_testkit::tree::snapshot(&expected_dir).unwrap().diff(&actual);
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[test]
+fn upstream_estargz_layer_passes_through_with_annotations() {
+    require_or_skip!(Prereq::Root, Prereq::Binary("tar"), Prereq::Binary("go"));
+    let work = scratch("lazypull-convert-work-");
+    let tmp = scratch("lazypull-convert-tmp-");
+    let tar = rich_tar(11);
+    let tar_path = work.path().join("layer.tar");
+    std::fs::write(&tar_path, &tar).unwrap();
+    let blob_file = work.path().join("layer.esgz");
+    let built = lazypull_testkit::gochecker::go_build_estargz(&tar_path, &blob_file, &Default::default()).unwrap();
+    let blob = std::fs::read(&blob_file).unwrap();
+    // Written by upstream's estargz.Build, without annotations, as a plain gzip layer.
+    let source = work.path().join("source");
+    // The config's diffID is replaced below with upstream's.
+    write_layout(&source, "v1", &[SourceLayer::new(blob.clone(), LAYER_GZIP, Vec::new())]);
+    let image = LayoutImage::read_tag(&source, "v1");
+    let mut config = image.config.clone();
+    config["rootfs"]["diff_ids"][0] = json!(built.diff_id);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let mut manifest = image.manifest.clone();
+    manifest["config"]["digest"] = json!(write_blob(&source, &config_bytes));
+    manifest["config"]["size"] = json!(config_bytes.len());
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    write_index(
+        &source,
+        &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("v1".into()))],
+    );
+
+    let out = work.path().join("out");
+    let report = convert_ok(&oci(&source, "v1"), &oci(&out, "kept"), &[], tmp.path());
+    assert_eq!(report["layers"][0]["action"], "passed-through");
+    let kept = LayoutImage::read_tag(&out, "kept");
+    let layer = &kept.layers()[0];
+    assert_eq!(layer["digest"], sha256(&blob), "a passed-through layer changed");
+    assert_eq!(layer["annotations"][TOC_DIGEST], built.toc_digest.as_str());
+    assert!(layer["annotations"][UNCOMPRESSED_SIZE].is_string());
+    assert_eq!(kept.diff_ids()[0], built.diff_id, "a passed-through layer's diffID changed");
+
+    let report = convert_ok(&oci(&source, "v1"), &oci(&out, "rebuilt"), &["--reconvert"], tmp.path());
+    assert_eq!(report["layers"][0]["action"], "converted");
+    let rebuilt = LayoutImage::read_tag(&out, "rebuilt");
+    let tar_blob = work.path().join("original.tar");
+    std::fs::write(&tar_blob, &tar).unwrap();
+    let layer_work = work.path().join("check");
+    std::fs::create_dir_all(&layer_work).unwrap();
+    let check = check_converted_layer(
+        &tar_blob,
+        &blob_path(&out, rebuilt.layers()[0]["digest"].as_str().unwrap()),
+        &rebuilt.layers()[0],
+        &rebuilt.diff_ids()[0],
+        &layer_work,
+    );
+    let tocs = check.tar_names.iter().filter(|n| n.trim_start_matches("./") == "stargz.index.json").count();
+    assert_eq!(tocs, 1, "the rebuilt layer has {tocs} TOCs");
+    assert_dir_empty(tmp.path());
+}
