@@ -53,6 +53,10 @@ pub struct Args {
     /// or a memory cache large enough for the layer).
     #[arg(long)]
     pub background_fetch: bool,
+    /// Compressed bytes stored after a missed chunk that are fetched with it, in KiB (whole
+    /// chunks only; files stored together are often read together). 0 turns read-ahead off.
+    #[arg(long, default_value_t = 512, value_name = "KIB")]
+    pub readahead_kib: u64,
     /// Mount layers that have no TOC-digest annotation, trusting the TOC inside the blob
     /// (chunks are still verified against it).
     #[arg(long)]
@@ -115,6 +119,7 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
     options.layer.prefetch.enabled = !args.no_prefetch;
     options.layer.prefetch.background = args.background_fetch;
     options.layer.allow_unverified = args.allow_unverified;
+    options.layer.fetch.readahead_bytes = args.readahead_kib << 10;
     options
         .layer
         .validate()

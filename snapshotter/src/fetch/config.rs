@@ -31,12 +31,19 @@ pub struct FetchConfig {
     pub max_request_bytes: u64,
     /// Range requests of one read that may run at once.
     pub parallel_requests: usize,
+    /// Compressed bytes after a demand miss that are fetched with it, whole chunks only. Files
+    /// stored next to each other are often read together (a package's modules, a library and
+    /// its data), so one request brings the neighbours a workload is about to open. 0 turns
+    /// read-ahead off.
+    pub readahead_bytes: u64,
 }
 
 /// Default [`FetchConfig::merge_gap_bytes`]: 256 KiB.
 pub const DEFAULT_MERGE_GAP_BYTES: u64 = 256 << 10;
 /// Default [`FetchConfig::max_request_bytes`]: 8 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 8 << 20;
+/// Default [`FetchConfig::readahead_bytes`]: 512 KiB.
+pub const DEFAULT_READAHEAD_BYTES: u64 = 512 << 10;
 
 impl Default for FetchConfig {
     fn default() -> Self {
@@ -46,6 +53,7 @@ impl Default for FetchConfig {
             merge_gap_bytes: DEFAULT_MERGE_GAP_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             parallel_requests: 4,
+            readahead_bytes: DEFAULT_READAHEAD_BYTES,
         }
     }
 }

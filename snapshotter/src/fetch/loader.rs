@@ -45,6 +45,9 @@ pub(crate) struct LoadOptions {
     pub(crate) rule: MergeRule,
     /// Range requests that may run at once.
     pub(crate) parallel: usize,
+    /// Chunks at positions from this one on are read-ahead: fetched if nobody else is, never
+    /// waited for, and their failures do not fail the load.
+    pub(crate) required: usize,
 }
 
 impl LoadOptions {
@@ -56,6 +59,7 @@ impl LoadOptions {
             collect: true,
             rule: config.merge_rule(),
             parallel: config.parallel_requests,
+            required: usize::MAX,
         }
     }
 }
@@ -66,6 +70,29 @@ impl ChunkLoader {
     }
 
     /// Returns whether a cache tier contains `chunk`, without file I/O, and if so marks it obtained.
+    /// Read-ahead for a demand read of `chunks`: the chunks stored after the last one, whose
+    /// compressed spans end within `readahead_bytes` of it and that are neither obtained nor
+    /// cached. Empty when every chunk of the read is obtained or cached, since then no request
+    /// is made.
+    pub(crate) fn readahead(&self, chunks: &[Chunk]) -> Vec<Chunk> {
+        let all = self.index.all_chunks();
+        let obtained = |c: &Chunk| self.progress.is_chunk_obtained(all, c) || self.cached(c);
+        if self.config.readahead_bytes == 0 || chunks.iter().all(obtained) {
+            return Vec::new();
+        }
+        let Some(last) = chunks.iter().max_by_key(|c| c.comp_offset()) else {
+            return Vec::new();
+        };
+        let limit = last.comp_end().saturating_add(self.config.readahead_bytes).min(self.index.payload_end());
+        // Chunks a cache tier holds are skipped: they cost no request, and reading them now would
+        // only repeat a disk read.
+        self.progress
+            .following(all, last.comp_offset(), limit)
+            .filter(|c| !self.cached(c))
+            .copied()
+            .collect()
+    }
+
     pub(crate) fn cached(&self, chunk: &Chunk) -> bool {
         let cached = self.cache.contains(&self.key(chunk));
         if cached {
@@ -90,6 +117,7 @@ impl ChunkLoader {
             out: vec![None; chunks.len()],
             settled: vec![false; chunks.len()],
             collect: options.collect,
+            required: options.required,
         };
         loop {
             let mut leaders = Vec::new();
@@ -105,7 +133,7 @@ impl ChunkLoader {
                     }
                     Lookup::Wait(waiter) => {
                         LayerStats::add(&self.stats.memory_misses, 1);
-                        if options.wait_for_others {
+                        if options.wait_for_others && i < options.required {
                             LayerStats::add(&self.stats.waits, 1);
                             waiters.push((i, waiter));
                         } else {
@@ -137,7 +165,7 @@ impl ChunkLoader {
 
     fn settle(&self, batch: &mut Batch, chunk: &Chunk, i: usize, bytes: Bytes) {
         self.progress.mark(self.index.all_chunks(), chunk);
-        if batch.collect {
+        if batch.collect && i < batch.required {
             batch.out[i] = Some(bytes);
         }
         batch.settled[i] = true;
@@ -200,7 +228,13 @@ impl ChunkLoader {
                     Err(error) => {
                         let error: FillError = error;
                         guard.fail(error.clone());
-                        first_error.get_or_insert(error);
+                        if positions[m] < options.required {
+                            first_error.get_or_insert(error);
+                        } else {
+                            // Read-ahead is a guess; the chunk is fetched again when it is read.
+                            batch.settled[positions[m]] = true;
+                            tracing::debug!(layer = %self.layer, %error, "read-ahead chunk failed");
+                        }
                     }
                 }
             }
@@ -247,4 +281,5 @@ struct Batch {
     out: Vec<Option<Bytes>>,
     settled: Vec<bool>,
     collect: bool,
+    required: usize,
 }

@@ -196,6 +196,7 @@ async fn prefetch_range(loader: &ChunkLoader, end: u64, config: &PrefetchConfig)
         collect: false,
         rule,
         parallel: 1,
+        required: usize::MAX,
     };
     let started = Instant::now();
     let failed_chunks: usize = futures_util::stream::iter(group(&missing, rule))
@@ -280,6 +281,7 @@ async fn background_worker(
         collect: false,
         rule,
         parallel: 1,
+        required: usize::MAX,
     };
     loop {
         gate.wait_idle(config.background_quiet).await;

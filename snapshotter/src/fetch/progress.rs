@@ -61,6 +61,22 @@ impl BlobOrder {
             .partition_point(|&i| all[i as usize].comp_offset() < end)
     }
 
+    /// Chunks after the span starting at `comp_offset`, in blob order, whose compressed span ends
+    /// at or before `limit` and has not been obtained: the read-ahead candidates of a demand miss.
+    pub(crate) fn following<'a>(
+        &'a self,
+        all: &'a [Chunk],
+        comp_offset: u64,
+        limit: u64,
+    ) -> impl Iterator<Item = &'a Chunk> + 'a {
+        let start = self.order.partition_point(|&i| all[i as usize].comp_offset() <= comp_offset);
+        (start..self.order.len())
+            .map(move |position| (position, self.chunk(all, position)))
+            .take_while(move |(_, chunk)| chunk.comp_end() <= limit)
+            .filter(move |&(position, _)| !self.is_obtained(all, position))
+            .map(|(_, chunk)| chunk)
+    }
+
     /// Position of the first chunk of the span starting at `comp_offset`.
     fn span_position(&self, all: &[Chunk], comp_offset: u64) -> usize {
         self.order
@@ -78,6 +94,14 @@ impl BlobOrder {
             self.obtained_bytes
                 .fetch_add(chunk.comp_end() - chunk.comp_offset(), Ordering::Relaxed);
         }
+    }
+
+    /// Returns whether the span holding `chunk` has been obtained.
+    pub(crate) fn is_chunk_obtained(&self, all: &[Chunk], chunk: &Chunk) -> bool {
+        let first = self.span_position(all, chunk.comp_offset());
+        self.obtained
+            .get(first / 64)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (first % 64)) != 0)
     }
 
     /// Returns whether the span of the chunk at `position` has been obtained.
@@ -124,6 +148,17 @@ mod tests {
         assert!(!order.is_obtained(&all, 0));
         order.mark(&all, &all[1]);
         assert_eq!(order.fraction(), 1.0);
+    }
+
+    #[test]
+    fn following_stops_at_the_limit_and_skips_obtained_spans() {
+        let all = [chunk(0..100, 0), chunk(100..200, 0), chunk(200..300, 0), chunk(300..450, 0)];
+        let order = BlobOrder::new(&all);
+        order.mark(&all, &all[2]);
+        let ahead: Vec<u64> = order.following(&all, 0, 400).map(|c| c.comp_offset()).collect();
+        assert_eq!(ahead, [100]);
+        let ahead: Vec<u64> = order.following(&all, 0, 450).map(|c| c.comp_offset()).collect();
+        assert_eq!(ahead, [100, 300]);
     }
 
     #[test]

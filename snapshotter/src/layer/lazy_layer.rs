@@ -170,10 +170,17 @@ impl Layer {
         }
 
         let chunks = index.chunks_in(node, offset..end);
+        let ahead = self.loader.readahead(chunks);
+        let mut wanted = chunks.to_vec();
+        wanted.extend(ahead);
+        let options = LoadOptions {
+            required: chunks.len(),
+            ..LoadOptions::demand(&self.loader.config)
+        };
         let parts = {
             let _priority = self.loader.cache.priority_gate().enter();
             self.loader
-                .load(chunks, LoadOptions::demand(&self.loader.config))
+                .load(&wanted, options)
                 .await
                 .map_err(|source| LayerError::Fetch {
                     layer,

@@ -292,6 +292,8 @@ pub fn build_with(files: Vec<FileSpec>, options: &BuildOptions) -> Built {
 pub fn test_config() -> LayerConfig {
     let mut config = LayerConfig::default();
     config.prefetch.background = false;
+    // Tests count requests per read; read-ahead has tests of its own.
+    config.fetch.readahead_bytes = 0;
     config.fetch.retry_backoff = Duration::from_millis(5);
     config
 }

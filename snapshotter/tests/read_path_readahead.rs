@@ -1,0 +1,86 @@
+//! Demand read-ahead: a miss also fetches the files stored right after it, in the same request.
+
+mod read_path_support;
+
+use std::sync::Arc;
+
+use lazypull_snapshotter::cache::ChunkCache;
+use read_path_support::*;
+
+/// Twenty 4 KiB files stored one after another, then a 1 MiB file.
+fn small_files() -> Built {
+    let mut files: Vec<FileSpec> = (0..20)
+        .map(|i| FileSpec::new(&format!("dir/m{i:02}.py"), (0..4096u32).map(|b| (b * 7 + i) as u8).collect()))
+        .collect();
+    files.push(FileSpec::new("dir/zz-big.bin", (0..1u32 << 20).map(|b| (b % 251) as u8).collect()));
+    build_layer(files, 64 << 10, &[])
+}
+
+fn readahead_config(bytes: u64) -> lazypull_snapshotter::layer::LayerConfig {
+    let mut config = test_config();
+    config.fetch.readahead_bytes = bytes;
+    config
+}
+
+#[tokio::test]
+async fn miss_brings_following_files_in_one_request() {
+    let built = small_files();
+    let source = built.source();
+    let layer = open(&built, source.clone(), Arc::new(ChunkCache::in_memory(64 << 20)), &readahead_config(64 << 10)).await;
+    source.reset_counters();
+
+    let first = read_all(&layer, "dir/m00.py", 4096).await;
+    assert_eq!(first, built.files[0].data);
+    assert_eq!(source.requests(), 1, "{:?}", source.log());
+    let fetched = source.bytes();
+    assert!(fetched > 4096, "read-ahead fetched {fetched} bytes, more than the one file");
+
+    // The neighbours came with the first request.
+    source.reset_counters();
+    for i in 1..5 {
+        let path = format!("dir/m{i:02}.py");
+        assert_eq!(read_all(&layer, &path, 4096).await, built.files[i].data, "{path}");
+    }
+    assert_eq!(source.requests(), 0, "neighbours were read ahead: {:?}", source.log());
+}
+
+#[tokio::test]
+async fn readahead_stops_at_its_budget() {
+    let built = small_files();
+    let source = built.source();
+    let layer = open(&built, source.clone(), Arc::new(ChunkCache::in_memory(64 << 20)), &readahead_config(16 << 10)).await;
+    source.reset_counters();
+    read_all(&layer, "dir/m00.py", 4096).await;
+    // 16 KiB of compressed read-ahead cannot reach the 1 MiB file at the end.
+    assert!(source.bytes() < 64 << 10, "fetched {} bytes", source.bytes());
+    source.reset_counters();
+    read_all(&layer, "dir/zz-big.bin", 1 << 20).await;
+    assert!(source.requests() >= 1, "the far file still needed a request");
+}
+
+#[tokio::test]
+async fn failed_readahead_chunk_does_not_fail_the_read() {
+    let built = small_files();
+    let source = built.source();
+    let layer = open(&built, source.clone(), Arc::new(ChunkCache::in_memory(64 << 20)), &readahead_config(64 << 10)).await;
+    // Corrupt the member of the second file on every request: it is read ahead with the first.
+    let second = chunk_offsets(&layer, "dir/m01.py")[0];
+    source.corrupt_containing(second + 20, 100);
+
+    assert_eq!(read_all(&layer, "dir/m00.py", 4096).await, built.files[0].data);
+    // Reading the corrupted file itself reports the failure; nothing wrong was cached.
+    let id = node(layer.index(), "dir/m01.py");
+    assert!(layer.read(id, 0, 4096).await.is_err());
+    assert_eq!(read_all(&layer, "dir/m02.py", 4096).await, built.files[2].data);
+}
+
+#[tokio::test]
+async fn cached_reads_do_not_read_ahead() {
+    let built = small_files();
+    let source = built.source();
+    let layer = open(&built, source.clone(), Arc::new(ChunkCache::in_memory(64 << 20)), &readahead_config(64 << 10)).await;
+    read_all(&layer, "dir/m00.py", 4096).await;
+    source.reset_counters();
+    read_all(&layer, "dir/m00.py", 4096).await;
+    assert_eq!(source.requests(), 0);
+}
