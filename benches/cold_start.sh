@@ -32,6 +32,8 @@
 #                  by scripts/build-test-image.sh)
 #   NETWORKS       which networks to measure, in order (default: "loopback shaped")
 #   KEEP_WORK      1 keeps the work directory (converted images, trace, logs) for inspection
+#   QUIET_LOAD     1-minute load average to wait for before each network's runs (default 2)
+#   QUIET_WAIT     longest wait for it, in seconds (default 300)
 # Needs root, docker-registry, skopeo, curl, jq, unpigz, strace, python3, GNU tar, and for the
 # shaped network ip, tc and nsenter. Sends nothing outside 127.0.0.1 and the namespaces it
 # creates.
@@ -45,6 +47,8 @@ lazypull=${LAZYPULL:-$repo/target/release/lazypull}
 source_layout=${SOURCE_LAYOUT:-$cache/images/python}
 networks=${NETWORKS:-"loopback shaped"}
 keep_work=${KEEP_WORK:-0}
+quiet_load=${QUIET_LOAD:-2}
+quiet_wait=${QUIET_WAIT:-300}
 workload='import json, sqlite3, ssl, email.mime.text, http.client, asyncio; c = sqlite3.connect(":memory:"); c.execute("create table t(x)"); c.execute("insert into t values (42)"); print(c.execute("select x from t").fetchone()[0])'
 expected_output=42
 
@@ -62,6 +66,8 @@ for program in "${needed[@]}"; do
     command -v "$program" >/dev/null || { echo "missing $program; run scripts/setup.sh" >&2; exit 1; }
 done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer, got '$runs'" >&2; exit 2; }
+[[ $quiet_load =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "QUIET_LOAD must be a number, got '$quiet_load'" >&2; exit 2; }
+[[ $quiet_wait =~ ^[0-9]+$ ]] || { echo "QUIET_WAIT must be a whole number of seconds, got '$quiet_wait'" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo $0" >&2; exit 1; }
 [ -x "$lazypull" ] || { echo "missing $lazypull; run cargo build --release -p lazypull" >&2; exit 1; }
 [ -f "$source_layout/index.json" ] || { echo "missing $source_layout; run scripts/build-test-image.sh" >&2; exit 1; }
@@ -168,6 +174,23 @@ seconds_since() {
 drop_page_cache() {
     sync
     echo 3 >/proc/sys/vm/drop_caches
+}
+
+# Waits up to $quiet_wait seconds for the 1-minute load average to drop below $quiet_load, so
+# the conversions this script just ran, or other work on the machine, overlap the measurements
+# as little as possible. Measures anyway after the wait, and the report prints the load.
+wait_for_quiet() {
+    local waited=0 load
+    while :; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        awk -v load="$load" -v limit="$quiet_load" 'BEGIN { exit !(load < limit) }' && return 0
+        if [ "$waited" -ge "$quiet_wait" ]; then
+            log "load average still $load after $waited s; measuring anyway"
+            return 0
+        fi
+        sleep 10
+        waited=$((waited + 10))
+    done
 }
 
 # Prints the current time in milliseconds since the Unix epoch.
@@ -394,7 +417,7 @@ run_lazy() {
 
 # ---------------------------------------------------------------- images and the trace
 
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$work/images"
 log "copying $source_layout"
 skopeo --insecure-policy copy --quiet --preserve-digests "oci:$source_layout:latest" "oci:$work/images/python:latest"
@@ -461,10 +484,14 @@ prioritized_bytes=$(image_bytes "$work/images/python-esgz-prioritized")
 
 # ---------------------------------------------------------------- the runs
 
+loads_during=
+
 for network in $networks; do
     log "network $network"
     [ "$network" = shaped ] && create_namespaces
     start_registry
+    wait_for_quiet
+    loads_during+="$(cut -d' ' -f1-3 /proc/loadavg) when the $network runs started, "
     for n in $(seq 1 "$runs"); do
         run_full "$n"
         run_lazy lazy python-esgz:latest "$n"
@@ -482,7 +509,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
 
-export runs networks delay_ms load_before load_after opened_files opened_bytes read_calls read_bytes \
+export runs networks delay_ms load_at_start loads_during load_after opened_files opened_bytes read_calls read_bytes \
     plain_bytes esgz_bytes prioritized_bytes
 export cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 export cores=$(nproc) kernel=$(uname -r)
@@ -506,7 +533,8 @@ def mb(name):
 print(f"Command: `sudo benches/cold_start.sh {env['runs']}`.")
 print()
 print(f"Machine: {env['cores']} cores ({env['cpu']}), {env['memory']} RAM, Linux {env['kernel']}. "
-      f"Load average (1, 5, 15 min): {env['load_before']} at the start, {env['load_after']} at the end.")
+      f"Load average (1, 5, 15 min): {env['load_at_start']} when the script started, "
+      f"{env['loads_during']}{env['load_after']} at the end.")
 print()
 print(f"Images: plain {mb('plain_bytes')} MB of gzip layers, eStargz {mb('esgz_bytes')} MB, "
       f"eStargz with prioritized files {mb('prioritized_bytes')} MB. "

@@ -16,6 +16,8 @@
 #              `cargo build --release -p lazypull`)
 #   SIZE_MIB   size of the file in MiB (default 1024)
 #   KEEP_WORK  1 keeps the work directory for inspection
+#   QUIET_LOAD 1-minute load average to wait for before the reads (default 2)
+#   QUIET_WAIT longest wait for it, in seconds (default 300)
 # Needs root, docker-registry, skopeo, curl, jq, pigz, python3 and GNU tar. Sends nothing
 # outside 127.0.0.1.
 
@@ -26,12 +28,16 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 lazypull=${LAZYPULL:-$repo/target/release/lazypull}
 size_mib=${SIZE_MIB:-1024}
 keep_work=${KEEP_WORK:-0}
+quiet_load=${QUIET_LOAD:-2}
+quiet_wait=${QUIET_WAIT:-300}
 file_in_image=data/big.b64
 
 for program in docker-registry skopeo curl jq pigz python3 tar dd; do
     command -v "$program" >/dev/null || { echo "missing $program; run scripts/setup.sh" >&2; exit 1; }
 done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "RUNS must be a positive integer, got '$runs'" >&2; exit 2; }
+[[ $quiet_load =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "QUIET_LOAD must be a number, got '$quiet_load'" >&2; exit 2; }
+[[ $quiet_wait =~ ^[0-9]+$ ]] || { echo "QUIET_WAIT must be a whole number of seconds, got '$quiet_wait'" >&2; exit 2; }
 [[ $size_mib =~ ^[1-9][0-9]*$ ]] || { echo "SIZE_MIB must be a positive integer, got '$size_mib'" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo $0" >&2; exit 1; }
 [ -x "$lazypull" ] || { echo "missing $lazypull; run cargo build --release -p lazypull" >&2; exit 1; }
@@ -78,6 +84,23 @@ drop_page_cache() {
     echo 3 >/proc/sys/vm/drop_caches
 }
 
+# Waits up to $quiet_wait seconds for the 1-minute load average to drop below $quiet_load, so
+# the conversions this script just ran, or other work on the machine, overlap the measurements
+# as little as possible. Measures anyway after the wait, and the report prints the load.
+wait_for_quiet() {
+    local waited=0 load
+    while :; do
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        awk -v load="$load" -v limit="$quiet_load" 'BEGIN { exit !(load < limit) }' && return 0
+        if [ "$waited" -ge "$quiet_wait" ]; then
+            log "load average still $load after $waited s; measuring anyway"
+            return 0
+        fi
+        sleep 10
+        waited=$((waited + 10))
+    done
+}
+
 # Prints the current time in milliseconds since the Unix epoch.
 now_ms() {
     local micros=${EPOCHREALTIME/./}
@@ -108,6 +131,7 @@ timed_read() {
 
 # ---------------------------------------------------------------- the image
 
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "writing ${size_mib} MiB of base64 text"
 mkdir -p "$work/source/$(dirname "$file_in_image")"
 head -c $((size_mib * 1048576 / 4 * 3)) /dev/urandom | base64 -w 0 >"$work/source/$file_in_image"
@@ -212,6 +236,7 @@ fuse_settings() {
 
 # ---------------------------------------------------------------- cold reads
 
+wait_for_quiet
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cold_seconds=()
 cold_requests=()
@@ -261,7 +286,7 @@ memory=$(awk '/^MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 cores=$(nproc)
 kernel=$(uname -r)
 export runs file_bytes esgz_blob_bytes cache_bytes read_ahead_kb max_read extra_requests cpu memory \
-    cores kernel load_before load_after
+    cores kernel load_at_start load_before load_after
 export cold_seconds_list="${cold_seconds[*]}" cold_requests_list="${cold_requests[*]}" \
     cold_fetched_list="${cold_fetched[*]}" warm_seconds_list="${warm_seconds[*]}" \
     local_seconds_list="${local_seconds[*]}"
@@ -285,7 +310,8 @@ print(f"Command: `sudo benches/read_throughput.sh {env['runs']}`.")
 print()
 print(f"Machine: {env['cores']} cores ({env['cpu']}), {env['memory']} RAM, Linux {env['kernel']}, "
       "one virtio disk for the registry, the chunk cache and the local copy. "
-      f"Load average (1, 5, 15 min): {env['load_before']} at the start, {env['load_after']} at the end.")
+      f"Load average (1, 5, 15 min): {env['load_at_start']} when the script started, "
+      f"{env['load_before']} when the reads started, {env['load_after']} at the end.")
 print()
 print(f"File: {size / MIB:.0f} MiB of base64 text; eStargz blob {int(env['esgz_blob_bytes']) / MIB:.1f} MiB "
       f"(4 MiB chunks, gzip level 6). FUSE: read_ahead_kb {env['read_ahead_kb']}, max_read {env['max_read']}. "
