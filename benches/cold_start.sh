@@ -31,6 +31,7 @@
 #   SOURCE_LAYOUT  OCI layout of the plain image, tag `latest` (default: the test image built
 #                  by scripts/build-test-image.sh)
 #   NETWORKS       which networks to measure, in order (default: "loopback shaped")
+#   MOUNT_ARGS     extra options for every timed `lazypull mount`, e.g. "--readahead-kib 0"
 #   KEEP_WORK      1 keeps the work directory (converted images, trace, logs) for inspection
 #   QUIET_LOAD     1-minute load average to wait for before each network's runs (default 2)
 #   QUIET_WAIT     longest wait for it, in seconds (default 300)
@@ -47,6 +48,7 @@ lazypull=${LAZYPULL:-$repo/target/release/lazypull}
 source_layout=${SOURCE_LAYOUT:-$cache/images/python}
 networks=${NETWORKS:-"loopback shaped"}
 keep_work=${KEEP_WORK:-0}
+read -r -a mount_args <<<"${MOUNT_ARGS:-}"
 quiet_load=${QUIET_LOAD:-2}
 quiet_wait=${QUIET_WAIT:-300}
 workload='import json, sqlite3, ssl, email.mime.text, http.client, asyncio; c = sqlite3.connect(":memory:"); c.execute("create table t(x)"); c.execute("insert into t values (42)"); print(c.execute("select x from t").fetchone()[0])'
@@ -401,7 +403,7 @@ run_lazy() {
     local offset started output seconds
     offset=$(log_size)
     started=$EPOCHREALTIME
-    in_client "$lazypull" mount "${insecure[@]}" --state-dir "$dir/state" --cache-dir "$dir/cache" \
+    in_client "$lazypull" mount "${insecure[@]}" "${mount_args[@]}" --state-dir "$dir/state" --cache-dir "$dir/cache" \
         "$registry_address/$image" "$dir/rootfs" 2>"$dir/mount.log"
     mounts+=("$dir/rootfs")
     output=$(chroot "$dir/rootfs" python3 -c "$workload")
@@ -530,7 +532,10 @@ links = {"loopback": "Loopback (registry on 127.0.0.1)",
 def mb(name):
     return f"{int(env[name]) / MB:.1f}"
 
-print(f"Command: `sudo benches/cold_start.sh {env['runs']}`.")
+command = f"sudo benches/cold_start.sh {env['runs']}"
+if env.get("MOUNT_ARGS"):
+    command = f"sudo MOUNT_ARGS='{env['MOUNT_ARGS']}' benches/cold_start.sh {env['runs']}"
+print(f"Command: `{command}`.")
 print()
 print(f"Machine: {env['cores']} cores ({env['cpu']}), {env['memory']} RAM, Linux {env['kernel']}. "
       f"Load average (1, 5, 15 min): {env['load_at_start']} when the script started, "

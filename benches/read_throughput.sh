@@ -15,6 +15,7 @@
 #   LAZYPULL   the binary (default: target/release/lazypull; build it with
 #              `cargo build --release -p lazypull`)
 #   SIZE_MIB   size of the file in MiB (default 1024)
+#   MOUNT_ARGS extra options for every `lazypull mount`, e.g. "--memory-cache-mib 64"
 #   KEEP_WORK  1 keeps the work directory for inspection
 #   QUIET_LOAD 1-minute load average to wait for before the reads (default 2)
 #   QUIET_WAIT longest wait for it, in seconds (default 300)
@@ -28,6 +29,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 lazypull=${LAZYPULL:-$repo/target/release/lazypull}
 size_mib=${SIZE_MIB:-1024}
 keep_work=${KEEP_WORK:-0}
+read -r -a mount_args <<<"${MOUNT_ARGS:-}"
 quiet_load=${QUIET_LOAD:-2}
 quiet_wait=${QUIET_WAIT:-300}
 file_in_image=data/big.b64
@@ -214,7 +216,7 @@ image=127.0.0.1:$port/big:esgz
 mount_fresh() {
     local dir=$1
     mkdir -p "$dir/rootfs"
-    "$lazypull" mount --state-dir "$dir/state" --cache-dir "$dir/cache" "$image" "$dir/rootfs" 2>"$dir/mount.log"
+    "$lazypull" mount "${mount_args[@]}" --state-dir "$dir/state" --cache-dir "$dir/cache" "$image" "$dir/rootfs" 2>"$dir/mount.log"
     mounts+=("$dir/rootfs")
 }
 
@@ -306,7 +308,10 @@ cold, warm, local = floats("cold_seconds_list"), floats("warm_seconds_list"), fl
 requests = [int(value) for value in env["cold_requests_list"].split()]
 fetched = [int(value) for value in env["cold_fetched_list"].split()]
 
-print(f"Command: `sudo benches/read_throughput.sh {env['runs']}`.")
+command = f"sudo benches/read_throughput.sh {env['runs']}"
+if env.get("MOUNT_ARGS"):
+    command = f"sudo MOUNT_ARGS='{env['MOUNT_ARGS']}' benches/read_throughput.sh {env['runs']}"
+print(f"Command: `{command}`.")
 print()
 print(f"Machine: {env['cores']} cores ({env['cpu']}), {env['memory']} RAM, Linux {env['kernel']}, "
       "one virtio disk for the registry, the chunk cache and the local copy. "
