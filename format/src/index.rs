@@ -85,6 +85,10 @@ pub struct Node {
     pub dev_minor: u32,
     /// Whether the directory carried an opaque marker (overlay mode only).
     pub opaque: bool,
+    /// Whether the directory has no entry of its own and was created because an entry below it
+    /// needed it. Its attributes are defaults (mode 0755, owner 0:0, the epoch); when layers are
+    /// stacked, the directory should show the attributes it has in the layers below.
+    pub implied: bool,
 }
 
 /// An inode while the index is built: every field inline, easy to update.
@@ -100,6 +104,7 @@ struct BuildNode {
     dev_major: u32,
     dev_minor: u32,
     opaque: bool,
+    implied: bool,
     parent: u32,
     link: Span,
     xattrs: Range<u32>,
@@ -123,8 +128,12 @@ struct NodeRecord {
     extra: u32,
     /// Permission bits in the low 12 bits, [`NodeKind`] above them.
     mode_kind: u16,
-    opaque: bool,
+    /// `FLAG_OPAQUE` and `FLAG_IMPLIED`.
+    flags: u8,
 }
+
+const FLAG_OPAQUE: u8 = 1;
+const FLAG_IMPLIED: u8 = 2;
 
 /// Attributes few nodes have.
 #[derive(Debug, Clone, Default)]
@@ -349,6 +358,7 @@ impl Builder {
             dev_major: 0,
             dev_minor: 0,
             opaque: false,
+            implied: false,
             parent: 0,
             link: Span::default(),
             xattrs: 0..0,
@@ -388,6 +398,7 @@ impl Builder {
             dev_major: 0,
             dev_minor: 0,
             opaque: false,
+            implied: false,
             parent,
             link: Span::default(),
             xattrs: 0..0,
@@ -430,6 +441,7 @@ impl Builder {
                 }
                 None => {
                     let dir = self.new_node(NodeKind::Dir, node);
+                    self.nodes[dir as usize].implied = true;
                     self.add_dirent(node, part, dir);
                     self.stats.implied_dirs += 1;
                     dir
@@ -512,7 +524,12 @@ impl Builder {
         if let Some(dirent) = existing {
             let node = self.dirents[dirent as usize].2;
             if entry.kind == EntryKind::Dir && node != PLACEHOLDER && self.nodes[node as usize].kind == NodeKind::Dir {
-                self.stats.replaced += 1;
+                if self.nodes[node as usize].implied {
+                    // A directory listed after its children: now it has attributes of its own.
+                    self.nodes[node as usize].implied = false;
+                } else {
+                    self.stats.replaced += 1;
+                }
                 self.set_attrs(node, &entry);
                 return Ok(());
             }
@@ -801,7 +818,7 @@ impl Builder {
                 child_start: child_start[n],
                 extra,
                 mode_kind: (node.mode & 0o7777) as u16 | (kind_code(node.kind) << 12),
-                opaque: node.opaque,
+                flags: if node.opaque { FLAG_OPAQUE } else { 0 } | if node.implied { FLAG_IMPLIED } else { 0 },
             });
         }
         // A sentinel record closes the chunk and entry ranges of the last node.
@@ -816,7 +833,7 @@ impl Builder {
             child_start: child_start[self.nodes.len()],
             extra: NO_EXTRA,
             mode_kind: 0,
-            opaque: false,
+            flags: 0,
         });
         drop(std::mem::take(&mut self.nodes));
 
@@ -894,8 +911,42 @@ impl LayerIndex {
             nlink: record.nlink,
             dev_major: extra.map_or(0, |e| e.dev_major),
             dev_minor: extra.map_or(0, |e| e.dev_minor),
-            opaque: record.opaque,
+            opaque: record.flags & FLAG_OPAQUE != 0,
+            implied: record.flags & FLAG_IMPLIED != 0,
         })
+    }
+
+    /// The path of a node relative to the root, without a leading slash (empty for the root).
+    /// For a hard-linked file, the first name found. Costs one scan of each ancestor's entries.
+    pub fn path_of(&self, id: NodeId) -> Option<Vec<u8>> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut current = id;
+        while current != NodeId::ROOT {
+            // Directories know their parent; other nodes are found in any directory naming them.
+            let parent = match self.node(current)?.kind {
+                NodeKind::Dir => self.parent(current),
+                _ => (0..self.node_count() as u32)
+                    .map(NodeId)
+                    .find(|&d| self.children(d).any(|(_, child)| child == current))?,
+            };
+            let (name, _) = self.children(parent).find(|&(_, child)| child == current)?;
+            parts.push(name);
+            if parts.len() > self.node_count() {
+                return None;
+            }
+            current = parent;
+        }
+        parts.reverse();
+        Some(parts.join(&b'/'))
+    }
+
+    /// Directories that have no entry of their own (see [`Node::implied`]), with their paths.
+    pub fn implied_dirs(&self) -> Vec<(NodeId, Vec<u8>)> {
+        (0..self.node_count() as u32)
+            .map(NodeId)
+            .filter(|&id| id != NodeId::ROOT && self.node(id).is_some_and(|n| n.implied))
+            .filter_map(|id| Some((id, self.path_of(id)?)))
+            .collect()
     }
 
     /// The parent directory of a directory (the root is its own parent).
@@ -1008,6 +1059,23 @@ impl LayerIndex {
 #[cfg(test)]
 mod layout_tests {
     use super::*;
+
+    #[test]
+    fn implied_directories_are_marked_until_listed() {
+        let entry = |name: &str, kind| TocEntry { name: name.into(), kind, mode: 0o700, ..TocEntry::default() };
+        let entries = vec![
+            entry("a/b/f", EntryKind::Reg),
+            entry("a/", EntryKind::Dir),
+        ];
+        let index = LayerIndex::from_entries(entries, 100, &IndexOptions::default()).unwrap();
+        let a = index.lookup_path(b"a").unwrap();
+        let b = index.lookup_path(b"a/b").unwrap();
+        assert!(!index.node(a).unwrap().implied, "a has an entry, after its child");
+        assert_eq!(index.node(a).unwrap().mode, 0o700);
+        assert!(index.node(b).unwrap().implied);
+        assert_eq!(index.implied_dirs(), vec![(b, b"a/b".to_vec())]);
+        assert_eq!(index.path_of(index.lookup_path(b"a/b/f").unwrap()), Some(b"a/b/f".to_vec()));
+    }
 
     #[test]
     fn records_stay_compact() {

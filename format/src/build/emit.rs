@@ -28,7 +28,6 @@ struct Emitter<'a, R> {
     progress: &'a mut dyn FnMut(Progress),
     done: u64,
     total: u64,
-    implied_dirs: usize,
     sparse_expanded: usize,
 }
 
@@ -78,15 +77,6 @@ impl<R: Read + Seek> Emitter<'_, R> {
     fn item(&mut self, sink: &mut MemberSink, item: &Item) -> Result<(), BuildError> {
         match item {
             Item::Input(index) => self.input_entry(sink, *index)?,
-            Item::ImpliedDir { path, mtime } => {
-                let mut name = path.clone();
-                name.push(b'/');
-                sink.write(&encode(&HeaderSpec { name: &name, typeflag: b'5', mode: 0o755, mtime: *mtime, ..HeaderSpec::default() }));
-                let mut entry = TocEntry { kind: EntryKind::Dir, mode: 0o755, mod_time: mod_time(&name, *mtime)?, ..TocEntry::default() };
-                entry.set_raw_name(&name);
-                self.toc.push(entry);
-                self.implied_dirs += 1;
-            }
             Item::Landmark(kind) => self.landmark(sink, *kind)?,
         }
         sink.maybe_cut()
@@ -311,7 +301,6 @@ where
                 progress,
                 done: 0,
                 total,
-                implied_dirs: 0,
                 sparse_expanded: 0,
             };
             for item in &plan.items {
@@ -323,10 +312,10 @@ where
                 sink.start_member()?;
                 sink.write_zeros(2 * BLOCK as usize);
             }
-            Ok((emitter.toc, emitter.fixups, emitter.implied_dirs, emitter.sparse_expanded))
+            Ok((emitter.toc, emitter.fixups, emitter.sparse_expanded))
         },
     )?;
-    let (mut toc_entries, fixups, implied_dirs, sparse_expanded) = emitted;
+    let (mut toc_entries, fixups, sparse_expanded) = emitted;
     for (entry, member) in fixups {
         toc_entries[entry].offset = written.member_offsets[member];
     }
@@ -377,7 +366,6 @@ where
         toc_offset,
         toc_entries: toc.entries.len(),
         entries: entries_written,
-        implied_dirs,
         duplicates_dropped: plan.duplicates_dropped,
         prioritized_found: plan.prioritized_found,
         prioritized_missing: plan

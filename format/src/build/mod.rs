@@ -112,8 +112,6 @@ pub struct BuildOutput {
     pub toc_entries: usize,
     /// Entries written, not counting the landmark.
     pub entries: usize,
-    /// Parent directories that had no entry and were synthesized.
-    pub implied_dirs: usize,
     /// Input entries dropped because a later entry had the same path.
     pub duplicates_dropped: usize,
     /// Prioritized paths found in the layer.

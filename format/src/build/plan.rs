@@ -8,17 +8,18 @@
 //!    dropped: re-converting an eStargz layer must yield exactly one TOC and one landmark.
 //! 3. Prioritized paths come first, in the given order, followed by `.prefetch.landmark`. Without
 //!    prioritized paths, `.no.prefetch.landmark` is the very first entry.
-//! 4. Every entry is preceded by its parent directories: a directory entry that appears later in
-//!    the input is moved up, and a directory with no entry at all gets a synthesized one (mode
-//!    0755, uid and gid 0, the mtime of the child that needed it), so every reader finds a parent
-//!    for every entry.
+//! 4. Every entry is preceded by the entries of its parent directories: a directory entry that
+//!    appears later in the input is moved up. A directory with no entry at all gets none: an
+//!    invented entry would override the directory's mode, owner and mtime from the layers below
+//!    when the layers are stacked (an upper layer holding only `tmp/file` would turn a lower
+//!    `tmp/` of mode 1777 into 0755). Readers create such directories themselves.
 //! 5. A hard link is preceded by its target (moved up if needed), so GNU tar can extract it.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::tar::scan::{InputEntry, Kind};
 use crate::tar::{clean_path, split_parent};
-use crate::toc::{Timestamp, TOC_TAR_NAME};
+use crate::toc::TOC_TAR_NAME;
 use crate::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 
 /// One entry of the output, in order.
@@ -26,13 +27,6 @@ use crate::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 pub enum Item {
     /// An input entry, by index into the scanned entries.
     Input(usize),
-    /// A directory that the input implies but does not contain.
-    ImpliedDir {
-        /// Cleaned path of the directory.
-        path: Vec<u8>,
-        /// Modification time to give it.
-        mtime: Timestamp,
-    },
     /// A landmark file.
     Landmark(LandmarkKind),
 }
@@ -103,12 +97,12 @@ impl Planner<'_> {
         if self.emitted.contains(&path) {
             return;
         }
-        self.ensure_parents(&path, self.entries[index].meta.mtime);
+        self.ensure_parents(&path);
         self.emitted.insert(path);
         self.items.push(Item::Input(index));
     }
 
-    fn ensure_parents(&mut self, path: &[u8], mtime: Timestamp) {
+    fn ensure_parents(&mut self, path: &[u8]) {
         // The root has no name to synthesize, but a root entry ("./") is moved before everything.
         if !path.is_empty() && !self.emitted.contains(&b""[..]) {
             if let Some(&root) = self.survivor.get(&b""[..]) {
@@ -124,18 +118,16 @@ impl Planner<'_> {
             current = split_parent(current).0;
         }
         for dir in ancestors.into_iter().rev() {
-            let survivor = self.survivor.get(dir).copied();
-            let is_dir = survivor.is_none_or(|index| self.entries[index].meta.kind == Kind::Directory);
+            let Some(index) = self.survivor.get(dir).copied() else {
+                continue;
+            };
             if !self.emitted.contains(dir) {
                 self.emitted.insert(dir.to_vec());
-                self.items.push(match survivor {
-                    Some(index) => Item::Input(index),
-                    None => Item::ImpliedDir { path: dir.to_vec(), mtime },
-                });
+                self.items.push(Item::Input(index));
             }
             // Below a symlink or file nothing can be created: the entry stays as it is (GNU tar
-            // and eStargz readers skip it), and no directory is invented there.
-            if !is_dir {
+            // and eStargz readers skip it).
+            if self.entries[index].meta.kind != Kind::Directory {
                 return;
             }
         }
@@ -213,7 +205,7 @@ mod tests {
                 gid: 0,
                 uname: vec![],
                 gname: vec![],
-                mtime: Timestamp::new(7, 0),
+                mtime: crate::toc::Timestamp::new(7, 0),
                 size: 0,
                 devmajor: 0,
                 devminor: 0,
@@ -230,7 +222,6 @@ mod tests {
             .iter()
             .map(|item| match item {
                 Item::Input(i) => String::from_utf8_lossy(&entries[*i].meta.name).into_owned(),
-                Item::ImpliedDir { path, .. } => format!("+{}", String::from_utf8_lossy(path)),
                 Item::Landmark(kind) => kind.name().to_string(),
             })
             .collect()
@@ -253,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn implied_parents_are_synthesized_once() {
+    fn implied_parents_get_no_entry() {
         let entries = vec![
             entry("bin/app", Kind::Regular, ""),
             entry("bin/app.runfiles/_main/main.go", Kind::Regular, ""),
@@ -262,17 +253,15 @@ mod tests {
         let plan = plan(&entries, &[]);
         assert_eq!(
             names(&plan, &entries),
-            [
-                ".no.prefetch.landmark",
-                "+bin",
-                "bin/app",
-                "+bin/app.runfiles",
-                "+bin/app.runfiles/_main",
-                "bin/app.runfiles/_main/main.go",
-                "+bin/app.runfiles/_main/app_",
-                "bin/app.runfiles/_main/app_/app"
-            ]
+            [".no.prefetch.landmark", "bin/app", "bin/app.runfiles/_main/main.go", "bin/app.runfiles/_main/app_/app"]
         );
+    }
+
+    #[test]
+    fn directory_between_implied_ancestors_moves_up() {
+        let entries = vec![entry("a/b/c/f", Kind::Regular, ""), entry("a/b/", Kind::Directory, "")];
+        let plan = plan(&entries, &[]);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a/b/", "a/b/c/f"]);
     }
 
     #[test]
@@ -304,7 +293,7 @@ mod tests {
             entry("sub/stargz.index.json", Kind::Regular, ""),
         ];
         let plan = plan(&entries, &[]);
-        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a", "+sub", "sub/stargz.index.json"]);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a", "sub/stargz.index.json"]);
         assert_eq!(plan.duplicates_dropped, 0);
     }
 

@@ -29,6 +29,9 @@ pub struct FsOptions {
     pub trace: Option<Arc<TraceRecorder>>,
     /// Longest time one read may take before it fails with `EIO`; `None` waits for the source.
     pub read_timeout: Option<Duration>,
+    /// Roots of the layers stacked below this one, nearest first. Directories this layer only
+    /// implies report the attributes they have there, as when layers are applied one by one.
+    pub lower_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Filesystem statistics for `statfs`.
@@ -68,6 +71,7 @@ pub struct FsCore<S: FileSource + ?Sized> {
     trace: Option<(Arc<TraceRecorder>, NodeNames)>,
     read_timeout: Option<Duration>,
     statfs: StatFs,
+    inheritance: Option<super::inherit::Inheritance>,
 }
 
 impl<S: FileSource + ?Sized> std::fmt::Debug for FsCore<S> {
@@ -98,6 +102,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
             block_size: BLOCK_SIZE,
             name_max: NAME_MAX as u32,
         };
+        let inheritance = super::inherit::Inheritance::new(index, &options.lower_dirs);
         let trace = options
             .trace
             .map(|recorder| (recorder, NodeNames::build(index)));
@@ -107,6 +112,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
             trace,
             read_timeout: options.read_timeout,
             statfs,
+            inheritance,
         }
     }
 
@@ -117,11 +123,19 @@ impl<S: FileSource + ?Sized> FsCore<S> {
 
     fn node(&self, ino: Ino) -> Result<(NodeId, Node), FsError> {
         let id = ino.node().ok_or(FsError::UnknownInode(ino))?;
-        let node = self
+        let mut node = self
             .source
             .index()
             .node(id)
             .ok_or(FsError::UnknownInode(ino))?;
+        if node.implied
+            && let Some(attrs) = self.inheritance.as_ref().and_then(|i| i.attrs(id))
+        {
+            node.mode = attrs.mode;
+            node.uid = attrs.uid;
+            node.gid = attrs.gid;
+            node.mtime = attrs.mtime;
+        }
         Ok((id, node))
     }
 

@@ -344,6 +344,8 @@ async fn mount_all(
             opaque_xattr: options.opaque_xattr,
             trace: trace.clone(),
             read_timeout: Some(options.read_timeout),
+            // The layers below, mounted by earlier iterations, nearest first.
+            lower_dirs: layer_dirs[..index].iter().rev().cloned().collect(),
         };
         let core = Arc::new(FsCore::new(Arc::clone(layer), fs_options));
         let (dir_owned, handle_owned) = (dir.clone(), handle.clone());

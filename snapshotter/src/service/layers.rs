@@ -153,10 +153,12 @@ impl LayerManager {
 
     /// Opens the layer of `spec` (or reuses the open or opened-ahead one) and mounts it at
     /// `mountpoint` for snapshot `id`. Resolving and opening are bounded by the resolve timeout.
+    /// `lower_dirs` are the `fs` directories of the snapshot's parents, nearest first.
     pub async fn mount(
         &self,
         id: u64,
         mountpoint: &Path,
+        lower_dirs: Vec<PathBuf>,
         spec: &RemoteSpec,
     ) -> Result<(), RemoteLayerError> {
         let limit = self.settings().resolve_timeout;
@@ -166,7 +168,7 @@ impl LayerManager {
                 digest: spec.digest,
                 limit,
             })??;
-        let session = match self.fuse_mount(&layer, mountpoint).await {
+        let session = match self.fuse_mount(&layer, mountpoint, lower_dirs).await {
             Ok(session) => session,
             Err(error) => {
                 self.release_if_unused(spec.digest, false).await;
@@ -381,10 +383,12 @@ impl LayerManager {
         &self,
         layer: &Arc<Layer>,
         mountpoint: &Path,
+        lower_dirs: Vec<PathBuf>,
     ) -> Result<LayerMount, RemoteLayerError> {
         let digest = layer.digest();
         let options = FsOptions {
             read_timeout: Some(self.settings().read_timeout),
+            lower_dirs,
             ..FsOptions::default()
         };
         let core = Arc::new(FsCore::new(Arc::clone(layer), options));

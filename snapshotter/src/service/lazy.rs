@@ -90,9 +90,11 @@ impl LazySnapshotter {
         let mounts = self
             .blocking(move |core| core.prepare(&key_owned, parent_owned.as_deref(), labels_owned))
             .await?;
-        let id = self.core.chain(key)?[0].id;
+        let chain = self.core.chain(key)?;
+        let id = chain[0].id;
         let fs = self.core.fs_dir(id);
-        if let Err(error) = self.layers.mount(id, &fs, spec).await {
+        let lowers = chain[1..].iter().map(|link| self.core.fs_dir(link.id)).collect();
+        if let Err(error) = self.layers.mount(id, &fs, lowers, spec).await {
             tracing::warn!(
                 key,
                 snapshot_id = id,
@@ -229,7 +231,11 @@ impl LazySnapshotter {
                 .mark_failed(link.id, spec.digest, reason.clone());
             return Err(unavailable(spec.digest.to_string(), reason));
         }
-        match self.layers.mount(link.id, &fs, &spec).await {
+        let lowers = self.core.chain(&link.name)?[1..]
+            .iter()
+            .map(|parent| self.core.fs_dir(parent.id))
+            .collect();
+        match self.layers.mount(link.id, &fs, lowers, &spec).await {
             Ok(()) => {
                 tracing::info!(snapshot = %link.name, snapshot_id = link.id, layer = %spec.digest, "remounted remote snapshot");
                 Ok(())
