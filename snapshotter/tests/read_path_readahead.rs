@@ -84,3 +84,29 @@ async fn cached_reads_do_not_read_ahead() {
     read_all(&layer, "dir/m00.py", 4096).await;
     assert_eq!(source.requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_find_the_next_chunks_loaded() {
+    let built = small_files();
+    let source = built.source();
+    let mut config = test_config();
+    config.fetch.sequential_chunks = 2;
+    let layer = open(&built, source.clone(), Arc::new(ChunkCache::in_memory(64 << 20)), &config).await;
+    let id = node(layer.index(), "dir/zz-big.bin");
+    source.reset_counters();
+
+    // Reading the first 64 KiB chunk starts loading the next two in the background.
+    let first = layer.read(id, 0, 4096).await.unwrap();
+    assert_eq!(&first[..], &built.files[20].data[..4096]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while source.requests() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let chunk = 64 << 10;
+    let second_offset = chunk_offsets(&layer, "dir/zz-big.bin")[1];
+    assert_eq!(source.requests_containing(second_offset), 1, "{:?}", source.log());
+    let second = layer.read(id, chunk, chunk as u32).await.unwrap();
+    assert_eq!(&second[..], &built.files[20].data[chunk as usize..2 * chunk as usize]);
+    // The read itself fetched nothing for the second chunk; it only loads the ones after it.
+    assert_eq!(source.requests_containing(second_offset), 1, "the second chunk was loaded ahead: {:?}", source.log());
+}

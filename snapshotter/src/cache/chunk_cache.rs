@@ -153,6 +153,12 @@ impl ChunkCache {
     }
 
     /// Whether either tier holds `key`, without reading any file or counting a lookup.
+    /// Whether the memory tier holds `key` or a fetch of it is in flight: reading it now needs
+    /// neither a disk read nor a request.
+    pub fn in_memory_or_flight(&self, key: &ChunkKey) -> bool {
+        self.memory.as_ref().is_some_and(|m| m.contains(key)) || self.inflight.lock().contains_key(key)
+    }
+
     pub fn contains(&self, key: &ChunkKey) -> bool {
         self.memory.as_ref().is_some_and(|m| m.contains(key))
             || self.disk.as_ref().is_some_and(|d| d.contains(key))

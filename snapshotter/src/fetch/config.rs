@@ -36,6 +36,10 @@ pub struct FetchConfig {
     /// its data), so one request brings the neighbours a workload is about to open. 0 turns
     /// read-ahead off.
     pub readahead_bytes: u64,
+    /// Chunks after the last one a read touches, in the same file, that are loaded into memory in
+    /// the background (from the disk tier or the network), so a sequential reader finds them
+    /// ready. 0 turns it off.
+    pub sequential_chunks: usize,
 }
 
 /// Default [`FetchConfig::merge_gap_bytes`]: 256 KiB.
@@ -54,6 +58,7 @@ impl Default for FetchConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             parallel_requests: 4,
             readahead_bytes: DEFAULT_READAHEAD_BYTES,
+            sequential_chunks: 2,
         }
     }
 }

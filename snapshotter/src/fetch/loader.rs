@@ -93,6 +93,40 @@ impl ChunkLoader {
             .collect()
     }
 
+    /// Loads the chunks of `file` that follow `last` (up to `sequential_chunks` of them) into
+    /// memory on a background task, unless they are there already or being fetched. Failures
+    /// are ignored: the chunks are loaded again when they are read.
+    pub(crate) fn load_following(self: &Arc<Self>, file: &[Chunk], last: &Chunk) {
+        let count = self.config.sequential_chunks;
+        if count == 0 {
+            return;
+        }
+        let start = file.partition_point(|c| c.file_offset() <= last.file_offset());
+        let next: Vec<Chunk> = file[start..]
+            .iter()
+            .take(count)
+            .filter(|c| !self.cache.in_memory_or_flight(&self.key(c)))
+            .copied()
+            .collect();
+        if next.is_empty() {
+            return;
+        }
+        let loader = Arc::clone(self);
+        tokio::spawn(async move {
+            let options = LoadOptions {
+                purpose: Purpose::Demand,
+                wait_for_others: false,
+                collect: false,
+                rule: loader.config.merge_rule(),
+                parallel: 1,
+                required: 0,
+            };
+            if let Err(error) = loader.load(&next, options).await {
+                tracing::debug!(layer = %loader.layer, %error, "sequential read-ahead failed");
+            }
+        });
+    }
+
     pub(crate) fn cached(&self, chunk: &Chunk) -> bool {
         let cached = self.cache.contains(&self.key(chunk));
         if cached {

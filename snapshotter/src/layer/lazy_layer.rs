@@ -190,6 +190,9 @@ impl Layer {
                     source,
                 })?
         };
+        if let Some(last) = chunks.last() {
+            self.loader.load_following(index.chunks(node), last);
+        }
         let bytes = assemble(layer, node, chunks, parts, offset, end)?;
         LayerStats::add(&stats.read_bytes, bytes.len() as u64);
         Ok(bytes)

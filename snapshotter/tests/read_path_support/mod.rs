@@ -294,6 +294,7 @@ pub fn test_config() -> LayerConfig {
     config.prefetch.background = false;
     // Tests count requests per read; read-ahead has tests of its own.
     config.fetch.readahead_bytes = 0;
+    config.fetch.sequential_chunks = 0;
     config.fetch.retry_backoff = Duration::from_millis(5);
     config
 }
