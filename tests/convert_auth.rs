@@ -39,10 +39,22 @@ impl AuthRegistry {
             ])
             .output()
             .unwrap();
-        assert!(hash.status.success(), "bcrypt hashing failed: {}", String::from_utf8_lossy(&hash.stderr));
+        assert!(
+            hash.status.success(),
+            "bcrypt hashing failed: {}",
+            String::from_utf8_lossy(&hash.stderr)
+        );
         let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout).trim())).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(
+            &htpasswd,
+            format!("{USER}:{}", String::from_utf8_lossy(&hash.stdout).trim()),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -62,10 +74,17 @@ impl AuthRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let registry = AuthRegistry { child, port, _dir: dir };
+        let registry = AuthRegistry {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start listening on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start listening on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
@@ -93,7 +112,15 @@ fn convert_with_config(
     let tmp = scratch("lazypull-convert-tmp-");
     let mut command = lazypull();
     command
-        .args(["convert", source, destination, "--json", "--progress", "none", "--tmpdir"])
+        .args([
+            "convert",
+            source,
+            destination,
+            "--json",
+            "--progress",
+            "none",
+            "--tmpdir",
+        ])
         .arg(tmp.path())
         .env("DOCKER_CONFIG", docker_config);
     if let Some(prefix) = path_prefix {
@@ -107,14 +134,22 @@ fn convert_with_config(
 
 #[test]
 fn basic_auth_credentials_come_from_docker_config() {
-    require_or_skip!(Prereq::Binary("docker-registry"), Prereq::Binary("skopeo"), Prereq::Binary("python3"));
+    require_or_skip!(
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo"),
+        Prereq::Binary("python3")
+    );
     let registry = AuthRegistry::start();
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     let mut tar = Builder::new();
     tar.append(&Entry::file("app/data.bin", pattern(100_000, 1)));
     let tar = tar.finish();
-    write_layout(&source, "v1", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
+    write_layout(
+        &source,
+        "v1",
+        &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())],
+    );
     let image = format!("{}/app:v1", registry.host());
     let status = Command::new("skopeo")
         .args([
@@ -129,7 +164,10 @@ fn basic_auth_credentials_come_from_docker_config() {
         .arg(format!("docker://{image}"))
         .status()
         .unwrap();
-    assert!(status.success(), "skopeo could not push to the auth registry");
+    assert!(
+        status.success(),
+        "skopeo could not push to the auth registry"
+    );
     let destination = format!("{}/app:esgz", registry.host());
 
     // No credentials: rejected with advice, and the password never appears.
@@ -137,7 +175,10 @@ fn basic_auth_credentials_come_from_docker_config() {
     std::fs::create_dir_all(&empty).unwrap();
     let output = convert_with_config(&image, &destination, &empty, None);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "anonymous access succeeded: {stderr}");
+    assert!(
+        !output.status.success(),
+        "anonymous access succeeded: {stderr}"
+    );
     assert!(stderr.contains("denied access"), "{stderr}");
     assert!(stderr.contains("docker login"), "{stderr}");
 
@@ -147,12 +188,18 @@ fn basic_auth_credentials_come_from_docker_config() {
     let encoded = base64_encode(format!("{USER}:{PASSWORD}").as_bytes());
     std::fs::write(
         with_auths.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#, registry.host()),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#,
+            registry.host()
+        ),
     )
     .unwrap();
     let output = convert_with_config(&image, &destination, &with_auths, None);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "conversion with an auths entry failed: {stderr}");
+    assert!(
+        output.status.success(),
+        "conversion with an auths entry failed: {stderr}"
+    );
     assert!(!stderr.contains(PASSWORD), "the password was logged");
 
     // A credential helper named in `credHelpers`.
@@ -162,7 +209,10 @@ fn basic_auth_credentials_come_from_docker_config() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(
         with_helper.join("config.json"),
-        format!(r#"{{"credHelpers":{{"{}":"lazypulltest"}}}}"#, registry.host()),
+        format!(
+            r#"{{"credHelpers":{{"{}":"lazypulltest"}}}}"#,
+            registry.host()
+        ),
     )
     .unwrap();
     let helper = bin.join("docker-credential-lazypulltest");
@@ -170,9 +220,17 @@ fn basic_auth_credentials_come_from_docker_config() {
     writeln!(script, "#!/bin/sh\nread server\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'").unwrap();
     drop(script);
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let output = convert_with_config(&image, &format!("{}/app:helper", registry.host()), &with_helper, Some(&bin));
+    let output = convert_with_config(
+        &image,
+        &format!("{}/app:helper", registry.host()),
+        &with_helper,
+        Some(&bin),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "conversion with a credential helper failed: {stderr}");
+    assert!(
+        output.status.success(),
+        "conversion with a credential helper failed: {stderr}"
+    );
     assert!(!stderr.contains(PASSWORD), "the password was logged");
 }
 
@@ -181,7 +239,10 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -26,40 +26,78 @@ fn small_tar(seed: u64) -> Vec<u8> {
 
 /// Runs a conversion that must fail, and checks exit status, message, tag and temporary files.
 /// Returns stderr.
-fn assert_conversion_fails(source: &str, destination: &str, args: &[&str], expected: &[&str]) -> String {
+fn assert_conversion_fails(
+    source: &str,
+    destination: &str,
+    args: &[&str],
+    expected: &[&str],
+) -> String {
     let tmp = scratch("lazypull-convert-tmp-");
     let output = convert(source, destination, args, tmp.path());
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "conversion of {source} succeeded:\n{stderr}");
-    assert_eq!(output.status.code(), Some(1), "unexpected exit status: {stderr}");
+    assert!(
+        !output.status.success(),
+        "conversion of {source} succeeded:\n{stderr}"
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "unexpected exit status: {stderr}"
+    );
     for text in expected {
         assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
     }
-    assert!(!stderr.contains("panicked"), "the converter panicked:\n{stderr}");
-    assert!(output.stdout.is_empty(), "a failed conversion printed a report");
+    assert!(
+        !stderr.contains("panicked"),
+        "the converter panicked:\n{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "a failed conversion printed a report"
+    );
     assert_dir_empty(tmp.path());
     stderr
 }
 
 /// Writes a layout whose second layer is `bad` (with `media_type`). The first layer is fine, so
 /// the failure also has to stop and clean up a good layer converting at the same time.
-fn layout_with_bad_layer(dir: &Path, bad: Vec<u8>, media_type: &str, extra: serde_json::Value) -> String {
+fn layout_with_bad_layer(
+    dir: &Path,
+    bad: Vec<u8>,
+    media_type: &str,
+    extra: serde_json::Value,
+) -> String {
     let good = small_tar(1);
     let mut bad_layer = SourceLayer::new(bad, media_type, small_tar(2));
     bad_layer.extra = extra;
-    write_layout(dir, "v1", &[SourceLayer::new(gzip(&good), LAYER_GZIP, good.clone()), bad_layer]);
+    write_layout(
+        dir,
+        "v1",
+        &[
+            SourceLayer::new(gzip(&good), LAYER_GZIP, good.clone()),
+            bad_layer,
+        ],
+    );
     sha256(&std::fs::read(dir.join("index.json")).unwrap())
 }
 
 /// Destination layout with another image already tagged, which a failure must not disturb.
 fn destination_with_other_image(dir: &Path) -> Vec<u8> {
     let tar = small_tar(9);
-    write_layout(dir, "other", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
+    write_layout(
+        dir,
+        "other",
+        &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())],
+    );
     std::fs::read(dir.join("index.json")).unwrap()
 }
 
 fn assert_destination_untouched(dir: &Path, index_before: &[u8]) {
-    assert_eq!(std::fs::read(dir.join("index.json")).unwrap(), index_before, "index.json of the destination changed");
+    assert_eq!(
+        std::fs::read(dir.join("index.json")).unwrap(),
+        index_before,
+        "index.json of the destination changed"
+    );
     assert!(tagged(dir, "esgz").is_none());
 }
 
@@ -68,7 +106,12 @@ fn truncated_gzip_layer_is_reported() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     let full = gzip(&small_tar(2));
-    layout_with_bad_layer(&source, full[..full.len() / 2].to_vec(), LAYER_GZIP, json!({}));
+    layout_with_bad_layer(
+        &source,
+        full[..full.len() / 2].to_vec(),
+        LAYER_GZIP,
+        json!({}),
+    );
     let destination = work.path().join("out");
     let before = destination_with_other_image(&destination);
     assert_conversion_fails(
@@ -89,7 +132,12 @@ fn layer_that_is_not_a_tar_is_reported() {
     layout_with_bad_layer(&source, bad, LAYER_GZIP, json!({}));
     let destination = work.path().join("out");
     let before = destination_with_other_image(&destination);
-    assert_conversion_fails(&oci(&source, "v1"), &oci(&destination, "esgz"), &[], &[&digest, "is not a tar archive"]);
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &oci(&destination, "esgz"),
+        &[],
+        &[&digest, "is not a tar archive"],
+    );
     assert_destination_untouched(&destination, &before);
 }
 
@@ -97,7 +145,12 @@ fn layer_that_is_not_a_tar_is_reported() {
 fn unsupported_compression_is_reported() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
-    layout_with_bad_layer(&source, b"BZh91AY&SY fake bzip2".to_vec(), LAYER_TAR, json!({}));
+    layout_with_bad_layer(
+        &source,
+        b"BZh91AY&SY fake bzip2".to_vec(),
+        LAYER_TAR,
+        json!({}),
+    );
     assert_conversion_fails(
         &oci(&source, "v1"),
         &oci(&work.path().join("out"), "esgz"),
@@ -111,12 +164,26 @@ fn estargz_layer_with_lying_toc_annotation_is_reported() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     let mut blob = Vec::new();
-    let built = build(std::io::Cursor::new(small_tar(2)), &mut blob, &BuildOptions::default()).unwrap();
+    let built = build(
+        std::io::Cursor::new(small_tar(2)),
+        &mut blob,
+        &BuildOptions::default(),
+    )
+    .unwrap();
     let lie = sha256(b"not the TOC");
-    layout_with_bad_layer(&source, blob.clone(), LAYER_GZIP, json!({ "annotations": { TOC_DIGEST: lie } }));
+    layout_with_bad_layer(
+        &source,
+        blob.clone(),
+        LAYER_GZIP,
+        json!({ "annotations": { TOC_DIGEST: lie } }),
+    );
     // The config's diffID must match for the TOC check to be reached.
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(source.join("index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(source.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let image = LayoutImage::read(&source, &manifest_digest);
     let mut config = image.config.clone();
     config["rootfs"]["diff_ids"][1] = json!(built.diff_id.to_string());
@@ -127,7 +194,13 @@ fn estargz_layer_with_lying_toc_annotation_is_reported() {
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     write_index(
         &source,
-        &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("v1".into()))],
+        &[(
+            write_blob(&source, &manifest_bytes),
+            manifest_bytes.len(),
+            OCI_MANIFEST.into(),
+            None,
+            Some("v1".into()),
+        )],
     );
 
     let destination = work.path().join("out");
@@ -141,7 +214,12 @@ fn estargz_layer_with_lying_toc_annotation_is_reported() {
 
     // The same layer converts with --reconvert, which ignores the annotation.
     let tmp = scratch("lazypull-convert-tmp-");
-    convert_ok(&oci(&source, "v1"), &oci(&destination, "esgz"), &["--reconvert"], tmp.path());
+    convert_ok(
+        &oci(&source, "v1"),
+        &oci(&destination, "esgz"),
+        &["--reconvert"],
+        tmp.path(),
+    );
     assert_dir_empty(tmp.path());
 }
 
@@ -150,10 +228,16 @@ fn tampered_manifest_is_rejected() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     let tar = small_tar(4);
-    let digest = write_layout(&source, "v1", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
+    let digest = write_layout(
+        &source,
+        "v1",
+        &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())],
+    );
     // Change one byte of the manifest but keep the file name, as a corrupted store would.
     let path = blob_path(&source, &digest);
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"yes\"", "\"no!\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"yes\"", "\"no!\"");
     std::fs::write(&path, text).unwrap();
     let destination = work.path().join("out");
     let before = destination_with_other_image(&destination);
@@ -173,7 +257,11 @@ fn tampered_layer_blob_is_rejected() {
     let tar = small_tar(5);
     let blob = gzip(&tar);
     let digest = sha256(&blob);
-    write_layout(&source, "v1", &[SourceLayer::new(blob.clone(), LAYER_GZIP, tar.clone())]);
+    write_layout(
+        &source,
+        "v1",
+        &[SourceLayer::new(blob.clone(), LAYER_GZIP, tar.clone())],
+    );
     let mut altered = blob;
     let middle = altered.len() / 2;
     altered[middle] ^= 0xff;
@@ -189,7 +277,11 @@ fn tampered_layer_blob_is_rejected() {
 #[test]
 fn unreachable_registry_names_host_and_hint() {
     // A port that was free a moment ago: nothing listens on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let work = scratch("lazypull-convert-work-");
     let unreachable = format!("127.0.0.1:{port}/app:v1");
     assert_conversion_fails(
@@ -202,7 +294,11 @@ fn unreachable_registry_names_host_and_hint() {
 
     let source = work.path().join("source");
     let tar = small_tar(6);
-    write_layout(&source, "v1", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
+    write_layout(
+        &source,
+        "v1",
+        &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())],
+    );
     assert_conversion_fails(
         &oci(&source, "v1"),
         &unreachable,
@@ -218,14 +314,31 @@ fn missing_tag_and_repository_are_reported() {
     let work = scratch("lazypull-convert-work-");
     let source = work.path().join("source");
     let tar = small_tar(7);
-    write_layout(&source, "v1", &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())]);
+    write_layout(
+        &source,
+        "v1",
+        &[SourceLayer::new(gzip(&tar), LAYER_GZIP, tar.clone())],
+    );
     registry.push_oci_layout(&source, "v1", "app:v1").unwrap();
     let host = registry.host();
 
     let destination = format!("{host}/app:esgz");
-    assert_conversion_fails(&format!("{host}/app:nope"), &destination, &[], &["app:nope", "not found"]);
-    assert_conversion_fails(&format!("{host}/missing:v1"), &destination, &[], &["missing:v1", "not found"]);
-    assert!(skopeo_inspect_raw(&destination).is_none(), "a failed conversion created the destination tag");
+    assert_conversion_fails(
+        &format!("{host}/app:nope"),
+        &destination,
+        &[],
+        &["app:nope", "not found"],
+    );
+    assert_conversion_fails(
+        &format!("{host}/missing:v1"),
+        &destination,
+        &[],
+        &["missing:v1", "not found"],
+    );
+    assert!(
+        skopeo_inspect_raw(&destination).is_none(),
+        "a failed conversion created the destination tag"
+    );
 
     assert_conversion_fails(
         &oci(&source, "nope"),
@@ -243,8 +356,16 @@ fn failed_layer_leaves_no_registry_tag() {
     let source = work.path().join("source");
     layout_with_bad_layer(&source, gzip(&pattern(10_000, 8)), LAYER_GZIP, json!({}));
     let destination = format!("{}/app:esgz", registry.host());
-    assert_conversion_fails(&oci(&source, "v1"), &destination, &[], &["is not a tar archive"]);
-    assert!(skopeo_inspect_raw(&destination).is_none(), "a failed conversion created the destination tag");
+    assert_conversion_fails(
+        &oci(&source, "v1"),
+        &destination,
+        &[],
+        &["is not a tar archive"],
+    );
+    assert!(
+        skopeo_inspect_raw(&destination).is_none(),
+        "a failed conversion created the destination tag"
+    );
 }
 
 #[test]
@@ -267,16 +388,28 @@ fn interrupted_conversion_removes_temporary_files() {
     // Interrupt once the layers are being spooled to temporary files.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::fs::read_dir(tmp.path()).unwrap().next().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no temporary file appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the conversion ended before it could be interrupted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary file appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the conversion ended before it could be interrupted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cancelled"), "{stderr}");
     assert_dir_empty(tmp.path());
-    assert!(tagged(&destination, "esgz").is_none(), "an interrupted conversion tagged the destination");
+    assert!(
+        tagged(&destination, "esgz").is_none(),
+        "an interrupted conversion tagged the destination"
+    );
 }

@@ -28,7 +28,11 @@ fn write_big_tar(path: &Path) {
     let mut tar = Builder::from_writer(file);
     tar.append(&Entry::dir("data"));
     for i in 0..FILES {
-        let content = if i % 2 == 0 { pattern(FILE_BYTES, i as u64) } else { text_pattern(FILE_BYTES, i as u64) };
+        let content = if i % 2 == 0 {
+            pattern(FILE_BYTES, i as u64)
+        } else {
+            text_pattern(FILE_BYTES, i as u64)
+        };
         tar.append(&Entry::file(format!("data/file-{i:02}.bin"), content));
     }
     let mut out = tar.finish();
@@ -67,7 +71,11 @@ fn one_gib_layer_converts_in_bounded_memory() {
     let gz = work.path().join("layer.tar.gz");
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("pigz -p 2 -1 -c {} > {}", tar.display(), gz.display()))
+        .arg(format!(
+            "pigz -p 2 -1 -c {} > {}",
+            tar.display(),
+            gz.display()
+        ))
         .status()
         .unwrap();
     assert!(status.success(), "pigz failed");
@@ -90,7 +98,13 @@ fn one_gib_layer_converts_in_bounded_memory() {
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     write_index(
         &source,
-        &[(write_blob(&source, &manifest_bytes), manifest_bytes.len(), OCI_MANIFEST.into(), None, Some("big".into()))],
+        &[(
+            write_blob(&source, &manifest_bytes),
+            manifest_bytes.len(),
+            OCI_MANIFEST.into(),
+            None,
+            Some("big".into()),
+        )],
     );
 
     // ru_maxrss of the finished child, as the kernel accounts it.
@@ -105,7 +119,15 @@ fn one_gib_layer_converts_in_bounded_memory() {
         .arg("convert")
         .arg(format!("oci:{}:big", source.display()))
         .arg(format!("oci:{}:esgz", work.path().join("out").display()))
-        .args(["--jobs", "2", "--threads", "2", "--progress", "none", "--tmpdir"])
+        .args([
+            "--jobs",
+            "2",
+            "--threads",
+            "2",
+            "--progress",
+            "none",
+            "--tmpdir",
+        ])
         .arg(tmp.path())
         .output()
         .unwrap();
@@ -117,6 +139,9 @@ fn one_gib_layer_converts_in_bounded_memory() {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no maxrss line in: {stderr}"));
     eprintln!("peak RSS converting a 1 GiB layer: {} MiB", rss_kib >> 10);
-    assert!(rss_kib < MAX_RSS_KIB, "peak RSS {rss_kib} KiB is above {MAX_RSS_KIB} KiB");
+    assert!(
+        rss_kib < MAX_RSS_KIB,
+        "peak RSS {rss_kib} KiB is above {MAX_RSS_KIB} KiB"
+    );
     assert_dir_empty(tmp.path());
 }

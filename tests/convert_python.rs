@@ -15,7 +15,12 @@ use lazypull_testkit::{Prereq, require_or_skip};
 use serde_json::Value;
 
 fn actions(report: &Value) -> Vec<String> {
-    report["layers"].as_array().unwrap().iter().map(|l| l["action"].as_str().unwrap().to_string()).collect()
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn oci(dir: &Path, tag: &str) -> String {
@@ -41,7 +46,11 @@ fn python_oci_to_oci_matches_original_and_reconverts() {
         assert_eq!(check.landmark, ".no.prefetch.landmark");
     }
     assert_config_changed_only_in_diff_ids(&original, &converted);
-    for (layer, report_layer) in converted.layers().iter().zip(report["layers"].as_array().unwrap()) {
+    for (layer, report_layer) in converted
+        .layers()
+        .iter()
+        .zip(report["layers"].as_array().unwrap())
+    {
         assert_eq!(layer["digest"], report_layer["digest"]);
         assert_eq!(layer["annotations"][TOC_DIGEST], report_layer["toc_digest"]);
     }
@@ -49,8 +58,15 @@ fn python_oci_to_oci_matches_original_and_reconverts() {
     // Converting the output again keeps every layer and so the whole image.
     let again = convert_ok(&oci(&out, "esgz"), &oci(&out, "again"), &[], tmp.path());
     assert_eq!(actions(&again), ["passed-through", "passed-through"]);
-    assert_eq!(again["digest"], converted.digest.as_str(), "a second conversion changed the image");
-    assert!(tagged(&out, "esgz").is_some(), "the layout lost its first image");
+    assert_eq!(
+        again["digest"],
+        converted.digest.as_str(),
+        "a second conversion changed the image"
+    );
+    assert!(
+        tagged(&out, "esgz").is_some(),
+        "the layout lost its first image"
+    );
 
     // --reconvert rebuilds the layers from their tar content: one TOC, one landmark, same tree.
     let reconverted_layout = work.path().join("reconverted");
@@ -62,11 +78,30 @@ fn python_oci_to_oci_matches_original_and_reconverts() {
     );
     assert_eq!(actions(&report), ["converted", "converted"]);
     let reconverted = LayoutImage::read_tag(&reconverted_layout, "re");
-    let checks = check_converted_image(&python, &original, &reconverted_layout, &reconverted, work.path());
+    let checks = check_converted_image(
+        &python,
+        &original,
+        &reconverted_layout,
+        &reconverted,
+        work.path(),
+    );
     for check in &checks {
-        let count = |name: &str| check.tar_names.iter().filter(|n| n.trim_start_matches("./") == name).count();
-        assert_eq!(count("stargz.index.json"), 1, "reconverted layer has several TOCs");
-        assert_eq!(count(".no.prefetch.landmark") + count(".prefetch.landmark"), 1);
+        let count = |name: &str| {
+            check
+                .tar_names
+                .iter()
+                .filter(|n| n.trim_start_matches("./") == name)
+                .count()
+        };
+        assert_eq!(
+            count("stargz.index.json"),
+            1,
+            "reconverted layer has several TOCs"
+        );
+        assert_eq!(
+            count(".no.prefetch.landmark") + count(".prefetch.landmark"),
+            1
+        );
     }
     assert_dir_empty(tmp.path());
 }
@@ -82,7 +117,9 @@ fn python_registry_conversions_match_original() {
     let python = python_image().unwrap();
     let original = LayoutImage::read_tag(&python, "latest");
     let registry = Registry::start().unwrap();
-    let source = registry.push_oci_layout(&python, "latest", "python:latest").unwrap();
+    let source = registry
+        .push_oci_layout(&python, "latest", "python:latest")
+        .unwrap();
     let work = scratch("lazypull-convert-work-");
     let tmp = scratch("lazypull-convert-tmp-");
     let host = registry.host();
@@ -93,12 +130,20 @@ fn python_registry_conversions_match_original() {
     assert_eq!(actions(&report), ["converted", "converted"]);
     // Registry to registry, into the source repository itself.
     let from_registry = format!("{host}/python:esgz");
-    let report = convert_ok(&source, &from_registry, &["--compression-level", "1"], tmp.path());
+    let report = convert_ok(
+        &source,
+        &from_registry,
+        &["--compression-level", "1"],
+        tmp.path(),
+    );
     assert_eq!(actions(&report), ["converted", "converted"]);
     assert_dir_empty(tmp.path());
 
     for (reference, name) in [(&from_layout, "a"), (&from_registry, "b")] {
-        assert!(skopeo_inspect_raw(reference).is_some(), "skopeo cannot inspect {reference}");
+        assert!(
+            skopeo_inspect_raw(reference).is_some(),
+            "skopeo cannot inspect {reference}"
+        );
         let layout = work.path().join(name);
         pull_to_layout(reference, &layout, name);
         let converted = LayoutImage::read_tag(&layout, name);
@@ -118,7 +163,14 @@ fn python_registry_conversions_match_original() {
         .cloned()
         .collect();
     // Only the config may be uploaded; layers are mounted.
-    assert!(uploads.len() <= 1, "layers were uploaded instead of mounted: {uploads:#?}");
-    assert_eq!(skopeo_inspect_raw(&copy), skopeo_inspect_raw(&from_layout), "passing through changed the manifest");
+    assert!(
+        uploads.len() <= 1,
+        "layers were uploaded instead of mounted: {uploads:#?}"
+    );
+    assert_eq!(
+        skopeo_inspect_raw(&copy),
+        skopeo_inspect_raw(&from_layout),
+        "passing through changed the manifest"
+    );
     assert_dir_empty(tmp.path());
 }

@@ -22,11 +22,19 @@ fn tar(entries: &[Entry]) -> Vec<u8> {
 
 #[test]
 fn implied_directories_keep_lower_attributes() {
-    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs, Prereq::Binary("tar"));
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("tar")
+    );
     let lower = tar(&[
         Entry::dir("tmp").mode(0o1777).mtime(1_600_000_000),
         Entry::dir("opt").mtime(1_600_000_001),
-        Entry::dir("opt/app").mode(0o750).owner(1000, 1000).mtime(1_600_000_002),
+        Entry::dir("opt/app")
+            .mode(0o750)
+            .owner(1000, 1000)
+            .mtime(1_600_000_002),
         Entry::dir("srv").mode(0o711).mtime(1_600_000_003),
         Entry::dir("srv/old").mode(0o700).mtime(1_600_000_004),
     ]);
@@ -42,7 +50,13 @@ fn implied_directories_keep_lower_attributes() {
         Entry::file("new/dir/file", "fresh"),
     ]);
     let layout = tempfile::tempdir().unwrap();
-    write_estargz_layout(layout.path(), "latest", &[lower.clone(), middle.clone(), upper.clone()], &BuildOptions::default()).unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[lower.clone(), middle.clone(), upper.clone()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
 
     // The reference: every layer extracted in turn into one directory.
     let applied = tempfile::tempdir().unwrap();
@@ -57,18 +71,36 @@ fn implied_directories_keep_lower_attributes() {
     }
     let expected = snapshot(applied.path()).unwrap();
 
-    let mount = Mount::start(&format!("oci:{}:latest", path_str(layout.path())), &["--no-disk-cache"]).unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
     for path in ["tmp", "opt", "opt/app", "srv"] {
-        let want = expected.get(path).unwrap_or_else(|| panic!("{path} in the reference"));
+        let want = expected
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} in the reference"));
         let got = std::fs::symlink_metadata(mount.path().join(path)).unwrap();
         assert_eq!(got.mode() & 0o7777, want.mode, "{path}: mode");
-        assert_eq!((got.uid(), got.gid()), (want.uid, want.gid), "{path}: owner");
+        assert_eq!(
+            (got.uid(), got.gid()),
+            (want.uid, want.gid),
+            "{path}: owner"
+        );
     }
     // Applying a layer sets an implied directory's mtime to the time of extraction, which no
     // mount can reproduce; the mount shows the lower layer's mtime.
-    for (path, mtime) in [("tmp", 1_600_000_000), ("opt/app", 1_600_000_002), ("srv", 1_600_000_005)] {
+    for (path, mtime) in [
+        ("tmp", 1_600_000_000),
+        ("opt/app", 1_600_000_002),
+        ("srv", 1_600_000_005),
+    ] {
         let got = std::fs::symlink_metadata(mount.path().join(path)).unwrap();
-        assert_eq!(got.mtime(), mtime, "{path}: mtime of the nearest lower layer");
+        assert_eq!(
+            got.mtime(),
+            mtime,
+            "{path}: mtime of the nearest lower layer"
+        );
     }
     // Below an opaque directory and where no layer has the path, the defaults apply.
     for path in ["srv/old", "opt/app/bin", "new", "new/dir"] {
@@ -76,6 +108,9 @@ fn implied_directories_keep_lower_attributes() {
         assert_eq!(got.mode() & 0o7777, 0o755, "{path}: default mode");
         assert_eq!((got.uid(), got.gid()), (0, 0), "{path}: default owner");
     }
-    assert_eq!(std::fs::read(mount.path().join("tmp/file")).unwrap(), b"data");
+    assert_eq!(
+        std::fs::read(mount.path().join("tmp/file")).unwrap(),
+        b"data"
+    );
     mount.unmount().unwrap();
 }

@@ -222,16 +222,25 @@ fn rpull_mounts_lazily_and_python_runs() {
     let output = stack.run(&reference, "t1", &PYTHON_WORKLOAD);
     let run = started.elapsed();
     assert_eq!(output.trim(), "42");
+    let mut served_total = 0;
+    let mut size_total = 0;
     for ((digest, size, _), before) in layers.iter().zip(&pulled_bytes) {
         let served = stack.registry.blob_bytes_served(digest);
         eprintln!(
             "layer {digest}: {size} bytes, {before} served by rpull, {served} after the workload"
         );
+        // Read-ahead after each miss may bring most of a small layer, never all of it here.
         assert!(
-            served < size / 2,
+            served < size * 9 / 10,
             "layer {digest}: {served} of {size} bytes served after the workload"
         );
+        served_total += served;
+        size_total += size;
     }
+    assert!(
+        served_total < size_total / 3,
+        "{served_total} of {size_total} image bytes served after the workload"
+    );
     eprintln!(
         "rpull took {:.2} s, the first run {:.2} s",
         pull.as_secs_f64(),

@@ -45,7 +45,9 @@ pub async fn write_image(
                 message: "no manifest was written".into(),
             });
         };
-        destination.tag(&descriptor.digest, &bytes, media::OCI_MANIFEST).await?;
+        destination
+            .tag(&descriptor.digest, &bytes, media::OCI_MANIFEST)
+            .await?;
         return Ok(Written {
             root_digest: descriptor.digest,
             root_media_type: media::OCI_MANIFEST,
@@ -53,9 +55,16 @@ pub async fn write_image(
         });
     };
 
-    let invalid =
-        |reason: String| ConvertError::InvalidDocument { what: "index", digest: image.root_digest.clone(), reason };
-    let raw_entries: Vec<Box<RawValue>> = index.object.get_as("manifests").map_err(invalid)?.unwrap_or_default();
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "index",
+        digest: image.root_digest.clone(),
+        reason,
+    };
+    let raw_entries: Vec<Box<RawValue>> = index
+        .object
+        .get_as("manifests")
+        .map_err(invalid)?
+        .unwrap_or_default();
     let mut entries = Vec::with_capacity(written.len());
     for (position, descriptor, _) in written {
         let raw = position
@@ -64,11 +73,25 @@ pub async fn write_image(
         entries.push((raw.clone(), descriptor));
     }
     let dropped = entries.len() != raw_entries.len();
-    let index_bytes = rewrite_index(&image.root_bytes, &index.object, &image.root_digest, &entries, dropped)?;
+    let index_bytes = rewrite_index(
+        &image.root_bytes,
+        &index.object,
+        &image.root_digest,
+        &entries,
+        dropped,
+    )?;
     let index_digest = estargz::Digest::of(&index_bytes).to_string();
-    destination.put_manifest(&index_digest, &index_bytes, media::OCI_INDEX).await?;
-    destination.tag(&index_digest, &index_bytes, media::OCI_INDEX).await?;
-    Ok(Written { root_digest: index_digest, root_media_type: media::OCI_INDEX, manifests: reports })
+    destination
+        .put_manifest(&index_digest, &index_bytes, media::OCI_INDEX)
+        .await?;
+    destination
+        .tag(&index_digest, &index_bytes, media::OCI_INDEX)
+        .await?;
+    Ok(Written {
+        root_digest: index_digest,
+        root_media_type: media::OCI_INDEX,
+        manifests: reports,
+    })
 }
 
 async fn write_manifest(
@@ -78,18 +101,27 @@ async fn write_manifest(
 ) -> Result<(NewDescriptor, Vec<u8>, ManifestReport), ConvertError> {
     let mut layer_results = Vec::with_capacity(manifest.view.layers.len());
     for layer in &manifest.view.layers {
-        let result = results.get(&layer.digest).ok_or_else(|| ConvertError::Internal {
-            what: format!("manifest {}", manifest.digest),
-            message: format!("no result for layer {}", layer.digest),
-        })?;
-        // The same blob may appear with different annotations in other manifests.
-        if let (LayerAction::PassedThrough, Some(annotated)) =
-            (result.action, layer.annotations.get(estargz::TOC_DIGEST_ANNOTATION))
-            && Some(annotated) != result.toc_digest.as_ref()
-        {
-            let actual = result.toc_digest.as_deref().unwrap_or_default().parse().map_err(|_| {
-                ConvertError::Internal { what: format!("layer {}", layer.digest), message: "missing TOC digest".into() }
+        let result = results
+            .get(&layer.digest)
+            .ok_or_else(|| ConvertError::Internal {
+                what: format!("manifest {}", manifest.digest),
+                message: format!("no result for layer {}", layer.digest),
             })?;
+        // The same blob may appear with different annotations in other manifests.
+        if let (LayerAction::PassedThrough, Some(annotated)) = (
+            result.action,
+            layer.annotations.get(estargz::TOC_DIGEST_ANNOTATION),
+        ) && Some(annotated) != result.toc_digest.as_ref()
+        {
+            let actual = result
+                .toc_digest
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| ConvertError::Internal {
+                    what: format!("layer {}", layer.digest),
+                    message: "missing TOC digest".into(),
+                })?;
             return Err(ConvertError::TocDigestMismatch {
                 layer: layer.digest.clone(),
                 annotated: annotated.clone(),
@@ -104,12 +136,22 @@ async fn write_manifest(
         .diff_ids
         .iter()
         .zip(&layer_results)
-        .map(|(old, result)| if result.action == LayerAction::Converted { result.diff_id.clone() } else { old.clone() })
+        .map(|(old, result)| {
+            if result.action == LayerAction::Converted {
+                result.diff_id.clone()
+            } else {
+                old.clone()
+            }
+        })
         .collect();
     let config_bytes = if diff_ids == manifest.config.diff_ids {
         manifest.config_bytes.clone()
     } else {
-        rewrite_diff_ids(&manifest.config_bytes, &manifest.view.config.digest, &diff_ids)?
+        rewrite_diff_ids(
+            &manifest.config_bytes,
+            &manifest.view.config.digest,
+            &diff_ids,
+        )?
     };
     let config_digest = estargz::Digest::of(&config_bytes).to_string();
     destination.put_small(&config_digest, &config_bytes).await?;
@@ -119,9 +161,17 @@ async fn write_manifest(
         digest: config_digest.clone(),
         size: config_bytes.len() as u64,
     };
-    let bytes = rewrite_manifest(&manifest.bytes, &manifest.view.object, &manifest.digest, &config, &layer_results)?;
+    let bytes = rewrite_manifest(
+        &manifest.bytes,
+        &manifest.view.object,
+        &manifest.digest,
+        &config,
+        &layer_results,
+    )?;
     let digest = estargz::Digest::of(&bytes).to_string();
-    destination.put_manifest(&digest, &bytes, media::OCI_MANIFEST).await?;
+    destination
+        .put_manifest(&digest, &bytes, media::OCI_MANIFEST)
+        .await?;
     tracing::debug!(source = %manifest.digest, %digest, "manifest written");
 
     let report = ManifestReport {
@@ -130,5 +180,13 @@ async fn write_manifest(
         digest: digest.clone(),
         config_digest,
     };
-    Ok((NewDescriptor { media_type: media::OCI_MANIFEST.to_string(), digest, size: bytes.len() as u64 }, bytes, report))
+    Ok((
+        NewDescriptor {
+            media_type: media::OCI_MANIFEST.to_string(),
+            digest,
+            size: bytes.len() as u64,
+        },
+        bytes,
+        report,
+    ))
 }

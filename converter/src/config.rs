@@ -37,29 +37,45 @@ struct Config {
 
 /// Decodes the diffIDs and platform of a config.
 pub fn read_config(bytes: &[u8], digest: &str) -> Result<ConfigView, ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "config", digest: digest.to_string(), reason };
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "config",
+        digest: digest.to_string(),
+        reason,
+    };
     let config: Config = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
     for id in &config.rootfs.diff_ids {
-        id.parse::<estargz::Digest>().map_err(|_| invalid(format!("diffID {id:?} is not a sha256 digest")))?;
+        id.parse::<estargz::Digest>()
+            .map_err(|_| invalid(format!("diffID {id:?} is not a sha256 digest")))?;
     }
     // Checked now: `rewrite_diff_ids` locates the same member in the same bytes.
     member_range(bytes, &["rootfs", "diff_ids"]).map_err(invalid)?;
     let platform = match (config.os, config.architecture) {
-        (Some(os), Some(architecture)) => {
-            Some(Platform { os, architecture, variant: config.variant.unwrap_or_default() })
-        }
+        (Some(os), Some(architecture)) => Some(Platform {
+            os,
+            architecture,
+            variant: config.variant.unwrap_or_default(),
+        }),
         _ => None,
     };
-    Ok(ConfigView { diff_ids: config.rootfs.diff_ids, platform })
+    Ok(ConfigView {
+        diff_ids: config.rootfs.diff_ids,
+        platform,
+    })
 }
 
 /// Returns the config with `rootfs.diff_ids` replaced by `diff_ids`, every other byte unchanged.
-pub fn rewrite_diff_ids(bytes: &[u8], digest: &str, diff_ids: &[String]) -> Result<Vec<u8>, ConvertError> {
+pub fn rewrite_diff_ids(
+    bytes: &[u8],
+    digest: &str,
+    diff_ids: &[String],
+) -> Result<Vec<u8>, ConvertError> {
     let array = serde_json::to_string(diff_ids).unwrap_or_else(|_| "[]".into());
-    splice_member(bytes, &["rootfs", "diff_ids"], &array).map_err(|reason| ConvertError::InvalidDocument {
-        what: "config",
-        digest: digest.to_string(),
-        reason,
+    splice_member(bytes, &["rootfs", "diff_ids"], &array).map_err(|reason| {
+        ConvertError::InvalidDocument {
+            what: "config",
+            digest: digest.to_string(),
+            reason,
+        }
     })
 }
 

@@ -38,12 +38,15 @@ pub struct Descriptor {
 impl Descriptor {
     /// Checks that the digest is a well-formed `sha256:` digest, the only algorithm handled.
     pub fn check_digest(&self, what: &'static str) -> Result<(), ConvertError> {
-        self.digest.parse::<estargz::Digest>().map(|_| ()).map_err(|_| ConvertError::UnsupportedMediaType {
-            what,
-            digest: self.digest.clone(),
-            media_type: self.media_type.clone(),
-            hint: "; only sha256 digests are supported",
-        })
+        self.digest
+            .parse::<estargz::Digest>()
+            .map(|_| ())
+            .map_err(|_| ConvertError::UnsupportedMediaType {
+                what,
+                digest: self.digest.clone(),
+                media_type: self.media_type.clone(),
+                hint: "; only sha256 digests are supported",
+            })
     }
 }
 
@@ -70,7 +73,11 @@ pub struct IndexView {
 /// Determines whether `bytes` is a manifest or an index, from its `mediaType` member, or from its
 /// shape when the member is absent (OCI allows that).
 pub fn classify(bytes: &[u8], what: &str) -> Result<(DocumentKind, RawObject), ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: what.to_string(), reason };
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "manifest",
+        digest: what.to_string(),
+        reason,
+    };
     let object = RawObject::parse(bytes).map_err(invalid)?;
     let media_type: Option<String> = object.get_as("mediaType").map_err(invalid)?;
     let schema: Option<i64> = object.get_as("schemaVersion").map_err(invalid)?;
@@ -106,28 +113,49 @@ pub fn classify(bytes: &[u8], what: &str) -> Result<(DocumentKind, RawObject), C
     } else if object.get("layers").is_some() && object.get("config").is_some() {
         Ok((DocumentKind::Manifest, object))
     } else {
-        Err(invalid("it has no mediaType and neither manifests nor config and layers".into()))
+        Err(invalid(
+            "it has no mediaType and neither manifests nor config and layers".into(),
+        ))
     }
 }
 
 /// Decodes the manifest fields the converter needs.
 pub fn manifest_view(object: RawObject, digest: &str) -> Result<ManifestView, ConvertError> {
-    let invalid =
-        |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
-    let config: Descriptor = object.get_as("config").map_err(invalid)?.ok_or_else(|| invalid("no config".into()))?;
-    let layers: Vec<Descriptor> = object.get_as("layers").map_err(invalid)?.unwrap_or_default();
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "manifest",
+        digest: digest.to_string(),
+        reason,
+    };
+    let config: Descriptor = object
+        .get_as("config")
+        .map_err(invalid)?
+        .ok_or_else(|| invalid("no config".into()))?;
+    let layers: Vec<Descriptor> = object
+        .get_as("layers")
+        .map_err(invalid)?
+        .unwrap_or_default();
     config.check_digest("config")?;
     for layer in &layers {
         layer.check_digest("layer")?;
     }
-    Ok(ManifestView { config, layers, object })
+    Ok(ManifestView {
+        config,
+        layers,
+        object,
+    })
 }
 
 /// Decodes the index fields the converter needs.
 pub fn index_view(object: RawObject, digest: &str) -> Result<IndexView, ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "index", digest: digest.to_string(), reason };
-    let manifests: Vec<Descriptor> =
-        object.get_as("manifests").map_err(invalid)?.ok_or_else(|| invalid("no manifests".into()))?;
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "index",
+        digest: digest.to_string(),
+        reason,
+    };
+    let manifests: Vec<Descriptor> = object
+        .get_as("manifests")
+        .map_err(invalid)?
+        .ok_or_else(|| invalid("no manifests".into()))?;
     for entry in &manifests {
         entry.check_digest("manifest")?;
     }
@@ -143,7 +171,11 @@ pub fn verify_content(
 ) -> Result<(), ConvertError> {
     let actual = estargz::Digest::of(bytes);
     if actual.to_string() != descriptor_digest {
-        return Err(ConvertError::DigestMismatch { what, expected: descriptor_digest.to_string(), actual });
+        return Err(ConvertError::DigestMismatch {
+            what,
+            expected: descriptor_digest.to_string(),
+            actual,
+        });
     }
     if let Some(expected) = expected_size
         && expected != bytes.len() as u64
@@ -173,13 +205,19 @@ mod tests {
     #[test]
     fn schema1_is_rejected_with_advice() {
         let err = classify(br#"{"schemaVersion":1,"fsLayers":[]}"#, "x").unwrap_err();
-        assert!(err.to_string().contains("skopeo copy --format v2s2"), "{err}");
+        assert!(
+            err.to_string().contains("skopeo copy --format v2s2"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_media_type_is_rejected() {
         let err = classify(br#"{"mediaType":"application/vnd.example+json"}"#, "x").unwrap_err();
-        assert!(matches!(err, ConvertError::UnsupportedMediaType { .. }), "{err}");
+        assert!(
+            matches!(err, ConvertError::UnsupportedMediaType { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -193,7 +231,13 @@ mod tests {
     fn content_with_wrong_digest_is_rejected() {
         let digest = estargz::Digest::of(b"abc").to_string();
         assert!(verify_content("manifest", &digest, Some(3), b"abc").is_ok());
-        assert!(matches!(verify_content("manifest", &digest, None, b"abd"), Err(ConvertError::DigestMismatch { .. })));
-        assert!(matches!(verify_content("manifest", &digest, Some(4), b"abc"), Err(ConvertError::SizeMismatch { .. })));
+        assert!(matches!(
+            verify_content("manifest", &digest, None, b"abd"),
+            Err(ConvertError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            verify_content("manifest", &digest, Some(4), b"abc"),
+            Err(ConvertError::SizeMismatch { .. })
+        ));
     }
 }

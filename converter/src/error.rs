@@ -140,7 +140,9 @@ pub enum ConvertError {
     },
 
     /// A content-addressed object does not have the size its descriptor promises.
-    #[error("{what} {digest} is {actual} bytes but its descriptor says {expected}: the source store is corrupt")]
+    #[error(
+        "{what} {digest} is {actual} bytes but its descriptor says {expected}: the source store is corrupt"
+    )]
     SizeMismatch {
         /// Kind of object.
         what: &'static str,
@@ -215,7 +217,9 @@ pub enum ConvertError {
     },
 
     /// A layer uses a compression this converter cannot decode.
-    #[error("layer {layer} is compressed with {format}, which is not supported; recompress it as gzip or zstd")]
+    #[error(
+        "layer {layer} is compressed with {format}, which is not supported; recompress it as gzip or zstd"
+    )]
     UnsupportedCompression {
         /// Layer digest.
         layer: String,
@@ -241,7 +245,9 @@ pub enum ConvertError {
     },
 
     /// A compressed layer could not be decoded.
-    #[error("layer {layer} is not a valid {compression} stream (failed after {read} compressed bytes)")]
+    #[error(
+        "layer {layer} is not a valid {compression} stream (failed after {read} compressed bytes)"
+    )]
     CorruptLayer {
         /// Layer digest.
         layer: String,
@@ -289,7 +295,9 @@ pub enum ConvertError {
     },
 
     /// An eStargz input layer has a footer, but its TOC cannot be read.
-    #[error("eStargz layer {layer} has a broken footer or TOC; pass --reconvert to rebuild it from its tar content")]
+    #[error(
+        "eStargz layer {layer} has a broken footer or TOC; pass --reconvert to rebuild it from its tar content"
+    )]
     BrokenEstargz {
         /// Layer digest.
         layer: String,
@@ -327,7 +335,9 @@ pub enum ConvertError {
     },
 
     /// A local file operation failed.
-    #[error("{action} {path} failed; check free space and permissions (temporary files go to --tmpdir)")]
+    #[error(
+        "{action} {path} failed; check free space and permissions (temporary files go to --tmpdir)"
+    )]
     Io {
         /// Operation that failed ("creating a temporary file in", "writing").
         action: &'static str,
@@ -354,7 +364,15 @@ pub enum ConvertError {
 
 impl ConvertError {
     /// Wraps a local I/O error with the path it concerns.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ConvertError::Io { action, path: path.into(), source }
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        ConvertError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }

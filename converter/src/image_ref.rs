@@ -57,8 +57,10 @@ impl ImageRef {
     /// `insecure` makes every registry use plain HTTP; loopback hosts (`localhost`, `127.0.0.1`,
     /// `[::1]`) always do.
     pub fn parse(text: &str, insecure: bool) -> Result<ImageRef, ConvertError> {
-        let invalid =
-            |reason: &str| ConvertError::InvalidReference { reference: text.to_string(), reason: reason.into() };
+        let invalid = |reason: &str| ConvertError::InvalidReference {
+            reference: text.to_string(),
+            reason: reason.into(),
+        };
         if let Some(rest) = text.strip_prefix(LAYOUT_PREFIX) {
             // Like skopeo's `oci:` transport, the first colon separates the directory from the tag,
             // so directory names cannot contain a colon.
@@ -67,10 +69,14 @@ impl ImageRef {
                 None => (rest, None),
             };
             if dir.is_empty() {
-                return Err(invalid("the OCI layout directory is empty; write oci:DIR[:TAG]"));
+                return Err(invalid(
+                    "the OCI layout directory is empty; write oci:DIR[:TAG]",
+                ));
             }
             if tag.is_some_and(str::is_empty) {
-                return Err(invalid("the tag after the directory is empty; write oci:DIR[:TAG]"));
+                return Err(invalid(
+                    "the tag after the directory is empty; write oci:DIR[:TAG]",
+                ));
             }
             return Ok(ImageRef::Layout {
                 dir: PathBuf::from(dir),
@@ -80,7 +86,10 @@ impl ImageRef {
         }
         let reference = parse_registry_reference(text).map_err(|reason| invalid(&reason))?;
         let plain_http = insecure || is_loopback_registry(reference.resolve_registry());
-        Ok(ImageRef::Registry(RegistryRef { reference, plain_http }))
+        Ok(ImageRef::Registry(RegistryRef {
+            reference,
+            plain_http,
+        }))
     }
 }
 
@@ -88,7 +97,9 @@ impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageRef::Registry(r) => write!(f, "{}", r.reference),
-            ImageRef::Layout { dir, tag, .. } => write!(f, "{LAYOUT_PREFIX}{}:{tag}", dir.display()),
+            ImageRef::Layout { dir, tag, .. } => {
+                write!(f, "{LAYOUT_PREFIX}{}:{tag}", dir.display())
+            }
         }
     }
 }
@@ -96,19 +107,28 @@ impl fmt::Display for ImageRef {
 /// Parses a registry reference, accepting bracketed IPv6 hosts that `Reference` itself rejects.
 fn parse_registry_reference(text: &str) -> Result<Reference, String> {
     if text.starts_with('[') {
-        let (registry, rest) =
-            text.split_once('/').ok_or_else(|| "an IPv6 registry must be followed by /REPOSITORY".to_string())?;
-        let host_end = registry.find(']').ok_or_else(|| "missing ] after the IPv6 address".to_string())?;
+        let (registry, rest) = text
+            .split_once('/')
+            .ok_or_else(|| "an IPv6 registry must be followed by /REPOSITORY".to_string())?;
+        let host_end = registry
+            .find(']')
+            .ok_or_else(|| "missing ] after the IPv6 address".to_string())?;
         let port = &registry[host_end + 1..];
         if !(port.is_empty()
-            || port.strip_prefix(':').is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
         {
             return Err(format!("invalid port {port:?} after the IPv6 address"));
         }
         // Parse the repository part with a placeholder registry, then put the real one back.
-        let placeholder: Reference = format!("placeholder.invalid/{rest}").parse().map_err(|e| format!("{e}"))?;
+        let placeholder: Reference = format!("placeholder.invalid/{rest}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         let repository = placeholder.repository().to_string();
-        let with_tag = |tag: &str| Reference::with_tag(registry.to_string(), repository.clone(), tag.to_string());
+        let with_tag = |tag: &str| {
+            Reference::with_tag(registry.to_string(), repository.clone(), tag.to_string())
+        };
         return Ok(match (placeholder.tag(), placeholder.digest()) {
             (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
                 registry.to_string(),
@@ -145,7 +165,11 @@ mod tests {
         let parsed = ImageRef::parse("oci:/tmp/img", false).unwrap();
         assert_eq!(
             parsed,
-            ImageRef::Layout { dir: PathBuf::from("/tmp/img"), tag: "latest".into(), tag_defaulted: true }
+            ImageRef::Layout {
+                dir: PathBuf::from("/tmp/img"),
+                tag: "latest".into(),
+                tag_defaulted: true
+            }
         );
     }
 
@@ -154,7 +178,11 @@ mod tests {
         let parsed = ImageRef::parse("oci:out/dir:v1-esgz", false).unwrap();
         assert_eq!(
             parsed,
-            ImageRef::Layout { dir: PathBuf::from("out/dir"), tag: "v1-esgz".into(), tag_defaulted: false }
+            ImageRef::Layout {
+                dir: PathBuf::from("out/dir"),
+                tag: "v1-esgz".into(),
+                tag_defaulted: false
+            }
         );
     }
 
@@ -167,28 +195,40 @@ mod tests {
 
     #[test]
     fn loopback_registry_uses_plain_http() {
-        let ImageRef::Registry(r) = ImageRef::parse("127.0.0.1:5000/app:1", false).unwrap() else { panic!() };
+        let ImageRef::Registry(r) = ImageRef::parse("127.0.0.1:5000/app:1", false).unwrap() else {
+            panic!()
+        };
         assert!(r.plain_http);
         assert_eq!(r.registry(), "127.0.0.1:5000");
         assert_eq!(r.reference.repository(), "app");
         assert_eq!(r.reference.tag(), Some("1"));
-        let ImageRef::Registry(r) = ImageRef::parse("localhost/app", false).unwrap() else { panic!() };
+        let ImageRef::Registry(r) = ImageRef::parse("localhost/app", false).unwrap() else {
+            panic!()
+        };
         assert!(r.plain_http);
     }
 
     #[test]
     fn remote_registry_uses_https_unless_insecure() {
-        let ImageRef::Registry(r) = ImageRef::parse("registry.example.com/team/app:1", false).unwrap() else {
+        let ImageRef::Registry(r) =
+            ImageRef::parse("registry.example.com/team/app:1", false).unwrap()
+        else {
             panic!()
         };
         assert!(!r.plain_http);
-        let ImageRef::Registry(r) = ImageRef::parse("registry.example.com/team/app:1", true).unwrap() else { panic!() };
+        let ImageRef::Registry(r) =
+            ImageRef::parse("registry.example.com/team/app:1", true).unwrap()
+        else {
+            panic!()
+        };
         assert!(r.plain_http);
     }
 
     #[test]
     fn ipv6_loopback_registry_is_parsed() {
-        let ImageRef::Registry(r) = ImageRef::parse("[::1]:5000/ns/app:2", false).unwrap() else { panic!() };
+        let ImageRef::Registry(r) = ImageRef::parse("[::1]:5000/ns/app:2", false).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.registry(), "[::1]:5000");
         assert_eq!(r.reference.repository(), "ns/app");
         assert_eq!(r.reference.tag(), Some("2"));
@@ -198,7 +238,9 @@ mod tests {
     #[test]
     fn digest_reference_keeps_digest() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        let ImageRef::Registry(r) = ImageRef::parse(&format!("127.0.0.1:5000/app@{digest}"), false).unwrap() else {
+        let ImageRef::Registry(r) =
+            ImageRef::parse(&format!("127.0.0.1:5000/app@{digest}"), false).unwrap()
+        else {
             panic!()
         };
         assert_eq!(r.reference.digest(), Some(digest.as_str()));

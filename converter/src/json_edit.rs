@@ -36,14 +36,19 @@ impl RawObject {
 
     /// The raw value of member `key`.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
-        self.members.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Decodes member `key`; `Ok(None)` when it is absent.
     pub fn get_as<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
         match self.get(key) {
             None => Ok(None),
-            Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|e| format!("member {key:?}: {e}")),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map(Some)
+                .map_err(|e| format!("member {key:?}: {e}")),
         }
     }
 
@@ -76,8 +81,13 @@ impl RawObject {
 
     /// Encodes the object: members in order, values as stored, no whitespace between members.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(64 + self.members.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+        let mut out = Vec::with_capacity(
+            64 + self
+                .members
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>(),
+        );
         out.push(b'{');
         for (i, (key, value)) in self.members.iter().enumerate() {
             if i > 0 {
@@ -103,7 +113,8 @@ impl RawObject {
 pub fn to_raw<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
     // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
-        RawValue::from_string("null".to_string()).unwrap_or_else(|_| unreachable!("null is valid JSON"))
+        RawValue::from_string("null".to_string())
+            .unwrap_or_else(|_| unreachable!("null is valid JSON"))
     })
 }
 
@@ -120,7 +131,9 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
         while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
             if members.iter().any(|(k, _)| *k == key) {
-                return Err(serde::de::Error::custom(format!("key {key:?} appears twice")));
+                return Err(serde::de::Error::custom(format!(
+                    "key {key:?} appears twice"
+                )));
             }
             members.push((key, value));
         }
@@ -150,7 +163,9 @@ impl<'de> Visitor<'de> for BorrowedVisitor {
         let mut members: Vec<(String, &'de RawValue)> = Vec::new();
         while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
             if members.iter().any(|(k, _)| *k == key) {
-                return Err(serde::de::Error::custom(format!("key {key:?} appears twice")));
+                return Err(serde::de::Error::custom(format!(
+                    "key {key:?} appears twice"
+                )));
             }
             members.push((key, value));
         }
@@ -171,7 +186,11 @@ pub fn member_range(doc: &[u8], path: &[&str]) -> Result<std::ops::Range<usize>,
     let mut walked = Vec::new();
     for key in path {
         let object: BorrowedObject<'_> = serde_json::from_str(current).map_err(|e| {
-            if walked.is_empty() { e.to_string() } else { format!("member {:?}: {e}", walked.join(".")) }
+            if walked.is_empty() {
+                e.to_string()
+            } else {
+                format!("member {:?}: {e}", walked.join("."))
+            }
         })?;
         walked.push(*key);
         let value = object
@@ -184,7 +203,9 @@ pub fn member_range(doc: &[u8], path: &[&str]) -> Result<std::ops::Range<usize>,
     }
     // `current` is a subslice of `text`: serde_json borrows raw values from the input.
     let start = (current.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-    let end = start.checked_add(current.len()).filter(|&end| start <= text.len() && end <= text.len());
+    let end = start
+        .checked_add(current.len())
+        .filter(|&end| start <= text.len() && end <= text.len());
     match end {
         Some(end) => Ok(start..end),
         None => Err("internal error: raw value does not point into the document".into()),

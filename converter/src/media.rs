@@ -14,8 +14,10 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// OCI non-distributable layers (deprecated by the spec, still found in Windows images).
 const OCI_NONDISTRIBUTABLE_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
-const OCI_NONDISTRIBUTABLE_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-const OCI_NONDISTRIBUTABLE_ZSTD: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+const OCI_NONDISTRIBUTABLE_GZIP: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+const OCI_NONDISTRIBUTABLE_ZSTD: &str =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
 
 /// Docker schema 2 manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -38,7 +40,12 @@ const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zs
 const DOCKER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 
 /// Every manifest and index type this converter reads, for the registry's `Accept` header.
-pub const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const ACCEPTED_MANIFESTS: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// Kind of a top-level document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +87,12 @@ pub enum LayerClass {
 /// Classifies a layer media type. Returns `None` for types that are not filesystem layers.
 pub fn layer_class(media_type: &str) -> Option<LayerClass> {
     match media_type {
-        OCI_LAYER_TAR | OCI_LAYER_GZIP | OCI_LAYER_ZSTD | DOCKER_LAYER_GZIP | DOCKER_LAYER_TAR | DOCKER_LAYER_ZSTD => {
-            Some(LayerClass::Convertible)
-        }
-        OCI_NONDISTRIBUTABLE_TAR | OCI_NONDISTRIBUTABLE_GZIP | OCI_NONDISTRIBUTABLE_ZSTD | DOCKER_FOREIGN_GZIP => {
-            Some(LayerClass::Foreign)
-        }
+        OCI_LAYER_TAR | OCI_LAYER_GZIP | OCI_LAYER_ZSTD | DOCKER_LAYER_GZIP | DOCKER_LAYER_TAR
+        | DOCKER_LAYER_ZSTD => Some(LayerClass::Convertible),
+        OCI_NONDISTRIBUTABLE_TAR
+        | OCI_NONDISTRIBUTABLE_GZIP
+        | OCI_NONDISTRIBUTABLE_ZSTD
+        | DOCKER_FOREIGN_GZIP => Some(LayerClass::Foreign),
         _ => None,
     }
 }
@@ -93,7 +100,11 @@ pub fn layer_class(media_type: &str) -> Option<LayerClass> {
 /// Returns the OCI media type to write for a kept foreign layer. Docker's foreign type becomes
 /// the OCI non-distributable gzip type, and every other type stays.
 pub fn oci_foreign_layer(media_type: &str) -> &str {
-    if media_type == DOCKER_FOREIGN_GZIP { OCI_NONDISTRIBUTABLE_GZIP } else { media_type }
+    if media_type == DOCKER_FOREIGN_GZIP {
+        OCI_NONDISTRIBUTABLE_GZIP
+    } else {
+        media_type
+    }
 }
 
 #[cfg(test)]
@@ -105,15 +116,23 @@ mod tests {
         assert_eq!(document_kind(DOCKER_MANIFEST), Some(DocumentKind::Manifest));
         assert_eq!(document_kind(OCI_INDEX), Some(DocumentKind::Index));
         assert_eq!(document_kind(OCI_CONFIG), None);
-        assert!(is_schema1("application/vnd.docker.distribution.manifest.v1+prettyjws"));
+        assert!(is_schema1(
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        ));
     }
 
     #[test]
     fn layers_are_classified() {
-        assert_eq!(layer_class(DOCKER_LAYER_GZIP), Some(LayerClass::Convertible));
+        assert_eq!(
+            layer_class(DOCKER_LAYER_GZIP),
+            Some(LayerClass::Convertible)
+        );
         assert_eq!(layer_class(OCI_LAYER_ZSTD), Some(LayerClass::Convertible));
         assert_eq!(layer_class(DOCKER_FOREIGN_GZIP), Some(LayerClass::Foreign));
         assert_eq!(layer_class("application/vnd.in-toto+json"), None);
-        assert_eq!(oci_foreign_layer(DOCKER_FOREIGN_GZIP), OCI_NONDISTRIBUTABLE_GZIP);
+        assert_eq!(
+            oci_foreign_layer(DOCKER_FOREIGN_GZIP),
+            OCI_NONDISTRIBUTABLE_GZIP
+        );
     }
 }

@@ -62,7 +62,9 @@ impl ConvertOptions {
             level: None,
             prioritized: Vec::new(),
             jobs: DEFAULT_JOBS,
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             reconvert: false,
             platforms: Vec::new(),
             tmpdir: None,
@@ -108,16 +110,27 @@ impl ConvertOptions {
         {
             return Err(ConvertError::InvalidOption {
                 option: "DST",
-                reason: format!("{} names a digest; the destination needs a tag", r.reference),
+                reason: format!(
+                    "{} names a digest; the destination needs a tag",
+                    r.reference
+                ),
             });
         }
         self.build_options().validate().map_err(|e| {
             let option = match &e {
-                estargz::BuildError::InvalidOption { option: "chunk size", .. } => "--chunk-size",
-                estargz::BuildError::InvalidOption { option: "threads", .. } => "--threads",
+                estargz::BuildError::InvalidOption {
+                    option: "chunk size",
+                    ..
+                } => "--chunk-size",
+                estargz::BuildError::InvalidOption {
+                    option: "threads", ..
+                } => "--threads",
                 _ => "--compression-level",
             };
-            ConvertError::InvalidOption { option, reason: e.to_string() }
+            ConvertError::InvalidOption {
+                option,
+                reason: e.to_string(),
+            }
         })?;
         let tmpdir = self.tmpdir();
         if !tmpdir.is_dir() {
@@ -160,10 +173,20 @@ mod tests {
     fn bad_values_name_their_option() {
         let mut bad = options();
         bad.level = Some(12);
-        assert!(bad.validate().unwrap_err().to_string().contains("--compression-level"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--compression-level")
+        );
         let mut bad = options();
         bad.chunk_size = 0;
-        assert!(bad.validate().unwrap_err().to_string().contains("--chunk-size"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--chunk-size")
+        );
         let mut bad = options();
         bad.jobs = 0;
         assert!(bad.validate().unwrap_err().to_string().contains("--jobs"));
@@ -175,7 +198,8 @@ mod tests {
     #[test]
     fn digest_destination_is_rejected() {
         let mut bad = options();
-        bad.destination = ImageRef::parse(&format!("127.0.0.1:1/a@sha256:{}", "0".repeat(64)), false).unwrap();
+        bad.destination =
+            ImageRef::parse(&format!("127.0.0.1:1/a@sha256:{}", "0".repeat(64)), false).unwrap();
         assert!(bad.validate().unwrap_err().to_string().contains("DST"));
     }
 }

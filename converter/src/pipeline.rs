@@ -27,7 +27,10 @@ use crate::store::{Destination, Source};
 /// temporary files are deleted, and the function returns [`ConvertError::Cancelled`] without
 /// tagging anything. The same happens to the other layers when one layer fails; the first error
 /// is returned.
-pub async fn convert(options: ConvertOptions, cancel: CancellationToken) -> Result<ConvertReport, ConvertError> {
+pub async fn convert(
+    options: ConvertOptions,
+    cancel: CancellationToken,
+) -> Result<ConvertReport, ConvertError> {
     options.validate()?;
     let started = Instant::now();
     let options = Arc::new(options);
@@ -64,14 +67,28 @@ pub async fn convert(options: ConvertOptions, cancel: CancellationToken) -> Resu
 
     let written = cancellable(&cancel, write_image(&image, &results, &destination)).await?;
     let destination_text = match &options.destination {
-        ImageRef::Registry(r) => format!("{}/{}:{}", r.registry(), r.reference.repository(), destination.tag_name()),
+        ImageRef::Registry(r) => format!(
+            "{}/{}:{}",
+            r.registry(),
+            r.reference.repository(),
+            destination.tag_name()
+        ),
         other => other.to_string(),
     };
     tracing::info!(destination = %destination_text, digest = %written.root_digest, "destination tagged");
 
-    let mut layers: Vec<LayerReport> = order.iter().filter_map(|d| results.get(d)).map(LayerReport::from).collect();
+    let mut layers: Vec<LayerReport> = order
+        .iter()
+        .filter_map(|d| results.get(d))
+        .map(LayerReport::from)
+        .collect();
     // Foreign layers are not jobs; list them after the processed ones.
-    layers.extend(results.values().filter(|r| !order.contains(&r.source.digest)).map(LayerReport::from));
+    layers.extend(
+        results
+            .values()
+            .filter(|r| !order.contains(&r.source.digest))
+            .map(LayerReport::from),
+    );
     Ok(ConvertReport {
         source: options.source.to_string(),
         destination: destination_text,
@@ -110,8 +127,12 @@ async fn run_jobs(
     let mut results = HashMap::new();
     let mut first_error: Option<ConvertError> = None;
     while let Some(joined) = running.join_next().await {
-        let outcome = joined
-            .unwrap_or_else(|e| Err(ConvertError::Internal { what: "a layer task".into(), message: e.to_string() }));
+        let outcome = joined.unwrap_or_else(|e| {
+            Err(ConvertError::Internal {
+                what: "a layer task".into(),
+                message: e.to_string(),
+            })
+        });
         match outcome {
             Ok(result) => {
                 results.insert(result.source.digest.clone(), result);
@@ -164,13 +185,21 @@ fn warn_missing_prioritized(options: &ConvertOptions, results: &HashMap<String, 
     if options.prioritized.is_empty() {
         return;
     }
-    let converted: Vec<&LayerResult> =
-        results.values().filter(|r| r.action == crate::layer::LayerAction::Converted).collect();
-    let Some(first) = converted.first() else { return };
+    let converted: Vec<&LayerResult> = results
+        .values()
+        .filter(|r| r.action == crate::layer::LayerAction::Converted)
+        .collect();
+    let Some(first) = converted.first() else {
+        return;
+    };
     let missing: Vec<&String> = first
         .prioritized_missing
         .iter()
-        .filter(|path| converted.iter().all(|r| r.prioritized_missing.contains(path)))
+        .filter(|path| {
+            converted
+                .iter()
+                .all(|r| r.prioritized_missing.contains(path))
+        })
         .collect();
     if !missing.is_empty() {
         let sample: Vec<&str> = missing.iter().take(5).map(|s| s.as_str()).collect();

@@ -23,7 +23,9 @@ impl Platform {
     pub fn parse(text: &str) -> Result<Platform, ConvertError> {
         let invalid = || ConvertError::InvalidOption {
             option: "--platform",
-            reason: format!("{text:?} is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"),
+            reason: format!(
+                "{text:?} is not os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8"
+            ),
         };
         let parts: Vec<&str> = text.split('/').collect();
         if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
@@ -74,7 +76,10 @@ mod tests {
 
     #[test]
     fn parse_accepts_two_and_three_parts() {
-        assert_eq!(Platform::parse("linux/amd64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("linux/amd64").unwrap().to_string(),
+            "linux/amd64"
+        );
         assert_eq!(Platform::parse("linux/arm64/v8").unwrap().variant, "v8");
     }
 

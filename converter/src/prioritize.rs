@@ -20,8 +20,10 @@ use crate::error::ConvertError;
 
 /// Reads and parses a prioritized-files list.
 pub fn read_list(path: &Path) -> Result<Vec<Vec<u8>>, ConvertError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| ConvertError::PrioritizeFile { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ConvertError::PrioritizeFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(parse_list(&bytes))
 }
 
@@ -49,7 +51,10 @@ mod tests {
     fn comments_blank_lines_and_duplicates_are_skipped() {
         let text =
             b"# recorded trace\n/usr/bin/python3\n\n  usr/lib/libz.so.1 \r\n   # indented comment\n/usr/bin/python3\n";
-        assert_eq!(parse_list(text), vec![b"/usr/bin/python3".to_vec(), b"usr/lib/libz.so.1".to_vec()]);
+        assert_eq!(
+            parse_list(text),
+            vec![b"/usr/bin/python3".to_vec(), b"usr/lib/libz.so.1".to_vec()]
+        );
     }
 
     #[test]
@@ -60,6 +65,9 @@ mod tests {
     #[test]
     fn missing_file_names_the_path() {
         let err = read_list(Path::new("/nonexistent/lazypull-list")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/lazypull-list"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/lazypull-list"),
+            "{err}"
+        );
     }
 }

@@ -44,7 +44,8 @@ pub struct Progress {
 impl Progress {
     /// Creates the display. `Bars` draws on stderr.
     pub fn new(mode: ProgressMode) -> Self {
-        let multi = (mode == ProgressMode::Bars).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let multi = (mode == ProgressMode::Bars)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Progress { mode, multi }
     }
 
@@ -116,7 +117,12 @@ impl LayerProgress {
         if self.inner.mode != ProgressMode::Log {
             return;
         }
-        let (phase, total) = self.inner.state.lock().map(|s| *s).unwrap_or((Phase::Convert, 0));
+        let (phase, total) = self
+            .inner
+            .state
+            .lock()
+            .map(|s| *s)
+            .unwrap_or((Phase::Convert, 0));
         if total == 0 {
             return;
         }

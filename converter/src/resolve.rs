@@ -48,22 +48,39 @@ pub struct ResolvedManifest {
 impl ResolvedManifest {
     /// Returns the platform, from the index entry or else from the config.
     pub fn platform(&self) -> Option<&Platform> {
-        self.entry.as_ref().and_then(|e| e.platform.as_ref()).or(self.config.platform.as_ref())
+        self.entry
+            .as_ref()
+            .and_then(|e| e.platform.as_ref())
+            .or(self.config.platform.as_ref())
     }
 }
 
 /// Fetches and checks everything but the layer blobs.
-pub async fn resolve(source: &Source, options: &ConvertOptions) -> Result<ResolvedImage, ConvertError> {
+pub async fn resolve(
+    source: &Source,
+    options: &ConvertOptions,
+) -> Result<ResolvedImage, ConvertError> {
     let root = source.root().await?;
     let (kind, object) = classify(&root.bytes, &root.digest)?;
     match kind {
         DocumentKind::Manifest => {
-            let manifest = resolve_manifest(source, None, root.digest.clone(), root.bytes.clone(), object).await?;
+            let manifest = resolve_manifest(
+                source,
+                None,
+                root.digest.clone(),
+                root.bytes.clone(),
+                object,
+            )
+            .await?;
             if !platform::selected(&options.platforms, manifest.config.platform.as_ref()) {
                 return Err(ConvertError::PlatformNotFound {
                     reference: options.source.to_string(),
                     requested: platforms_text(&options.platforms),
-                    available: manifest.config.platform.as_ref().map_or("unknown".into(), Platform::to_string),
+                    available: manifest
+                        .config
+                        .platform
+                        .as_ref()
+                        .map_or("unknown".into(), Platform::to_string),
                 });
             }
             Ok(ResolvedImage {
@@ -83,11 +100,17 @@ pub async fn resolve(source: &Source, options: &ConvertOptions) -> Result<Resolv
                     return Err(nested_index(&entry.digest));
                 }
                 let digest = entry.digest.clone();
-                let mut manifest = resolve_manifest(source, Some(entry), digest, bytes, object).await?;
+                let mut manifest =
+                    resolve_manifest(source, Some(entry), digest, bytes, object).await?;
                 manifest.entry_position = Some(position);
                 manifests.push(manifest);
             }
-            Ok(ResolvedImage { root_digest: root.digest, root_bytes: root.bytes, index: Some(index), manifests })
+            Ok(ResolvedImage {
+                root_digest: root.digest,
+                root_bytes: root.bytes,
+                index: Some(index),
+                manifests,
+            })
         }
     }
 }
@@ -108,7 +131,10 @@ fn select_entries(
                 continue;
             }
         }
-        let attestation = entry.annotations.get(REFERENCE_TYPE_ANNOTATION).is_some_and(|t| t == "attestation-manifest")
+        let attestation = entry
+            .annotations
+            .get(REFERENCE_TYPE_ANNOTATION)
+            .is_some_and(|t| t == "attestation-manifest")
             || entry.platform.as_ref().is_some_and(Platform::is_unknown);
         if attestation {
             tracing::info!(entry = %entry.digest, "dropping an attestation manifest: it describes the unconverted image");
@@ -119,8 +145,12 @@ fn select_entries(
         }
     }
     if selected.is_empty() {
-        let available: Vec<String> =
-            index.manifests.iter().filter_map(|e| e.platform.as_ref()).map(Platform::to_string).collect();
+        let available: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|e| e.platform.as_ref())
+            .map(Platform::to_string)
+            .collect();
         if options.platforms.is_empty() {
             return Err(ConvertError::InvalidDocument {
                 what: "index",
@@ -131,7 +161,11 @@ fn select_entries(
         return Err(ConvertError::PlatformNotFound {
             reference: options.source.to_string(),
             requested: platforms_text(&options.platforms),
-            available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
         });
     }
     Ok(selected)
@@ -172,7 +206,15 @@ async fn resolve_manifest(
             diff_ids: config.diff_ids.len(),
         });
     }
-    Ok(ResolvedManifest { entry, entry_position: None, digest, bytes, view, config_bytes, config })
+    Ok(ResolvedManifest {
+        entry,
+        entry_position: None,
+        digest,
+        bytes,
+        view,
+        config_bytes,
+        config,
+    })
 }
 
 /// Lists the unique layers to fetch, in image order, and returns the results of foreign layers,
@@ -182,7 +224,9 @@ pub fn plan_layers(image: &ResolvedImage) -> (Vec<LayerJob>, HashMap<String, Lay
     let mut foreign = HashMap::new();
     for manifest in &image.manifests {
         for (layer, diff_id) in manifest.view.layers.iter().zip(&manifest.config.diff_ids) {
-            if jobs.iter().any(|j| j.descriptor.digest == layer.digest) || foreign.contains_key(&layer.digest) {
+            if jobs.iter().any(|j| j.descriptor.digest == layer.digest)
+                || foreign.contains_key(&layer.digest)
+            {
                 continue;
             }
             match media::layer_class(&layer.media_type) {
@@ -211,5 +255,9 @@ fn nested_index(digest: &str) -> ConvertError {
 }
 
 fn platforms_text(platforms: &[Platform]) -> String {
-    platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ")
+    platforms
+        .iter()
+        .map(Platform::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -31,8 +31,11 @@ pub fn rewrite_manifest(
     config: &NewDescriptor,
     layers: &[&LayerResult],
 ) -> Result<Vec<u8>, ConvertError> {
-    let invalid =
-        |reason: String| ConvertError::InvalidDocument { what: "manifest", digest: digest.to_string(), reason };
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "manifest",
+        digest: digest.to_string(),
+        reason,
+    };
     let mut manifest = object.clone();
     let mut changed = false;
     if manifest.get("mediaType").is_some() {
@@ -50,17 +53,26 @@ pub fn rewrite_manifest(
         changed = true;
     }
 
-    let raw_layers: Vec<Box<serde_json::value::RawValue>> =
-        manifest.get_as("layers").map_err(invalid)?.unwrap_or_default();
+    let raw_layers: Vec<Box<serde_json::value::RawValue>> = manifest
+        .get_as("layers")
+        .map_err(invalid)?
+        .unwrap_or_default();
     if raw_layers.len() != layers.len() {
-        return Err(invalid(format!("{} layers, {} results", raw_layers.len(), layers.len())));
+        return Err(invalid(format!(
+            "{} layers, {} results",
+            raw_layers.len(),
+            layers.len()
+        )));
     }
     let mut new_layers = Vec::with_capacity(raw_layers.len());
     let mut layers_changed = false;
     for (raw, result) in raw_layers.iter().zip(layers) {
         let mut layer = RawObject::from_raw(raw).map_err(invalid)?;
-        let new =
-            NewDescriptor { media_type: result.media_type.clone(), digest: result.digest.clone(), size: result.size };
+        let new = NewDescriptor {
+            media_type: result.media_type.clone(),
+            digest: result.digest.clone(),
+            size: result.size,
+        };
         let converted = result.action == LayerAction::Converted;
         if update_descriptor(&mut layer, &new, &result.annotations, converted) {
             layers_changed = true;
@@ -73,7 +85,11 @@ pub fn rewrite_manifest(
         manifest.set_raw("layers", to_raw(&new_layers));
         changed = true;
     }
-    Ok(if changed { manifest.to_vec() } else { original.to_vec() })
+    Ok(if changed {
+        manifest.to_vec()
+    } else {
+        original.to_vec()
+    })
 }
 
 /// Returns the index listing `entries` (original entry objects with their new descriptor), or the
@@ -85,7 +101,11 @@ pub fn rewrite_index(
     entries: &[(Box<serde_json::value::RawValue>, NewDescriptor)],
     dropped_entries: bool,
 ) -> Result<Vec<u8>, ConvertError> {
-    let invalid = |reason: String| ConvertError::InvalidDocument { what: "index", digest: digest.to_string(), reason };
+    let invalid = |reason: String| ConvertError::InvalidDocument {
+        what: "index",
+        digest: digest.to_string(),
+        reason,
+    };
     let mut index = object.clone();
     let mut changed = dropped_entries;
     if index.get("mediaType").is_some() {
@@ -104,7 +124,11 @@ pub fn rewrite_index(
     if changed {
         index.set_raw("manifests", to_raw(&new_entries));
     }
-    Ok(if changed { index.to_vec() } else { original.to_vec() })
+    Ok(if changed {
+        index.to_vec()
+    } else {
+        original.to_vec()
+    })
 }
 
 /// Sets media type, digest, size and annotations of a descriptor object. For a new blob, the
@@ -123,7 +147,10 @@ fn update_descriptor(
         changed |= object.remove("data");
     }
     if !annotations.is_empty() {
-        let mut map = object.get("annotations").and_then(|raw| RawObject::from_raw(raw).ok()).unwrap_or_default();
+        let mut map = object
+            .get("annotations")
+            .and_then(|raw| RawObject::from_raw(raw).ok())
+            .unwrap_or_default();
         let mut map_changed = false;
         for (key, value) in annotations {
             map_changed |= map.set(key, value);
@@ -174,9 +201,14 @@ mod tests {
     fn docker_manifest_becomes_oci_with_annotations() {
         let original = docker_manifest();
         let object = RawObject::parse(original.as_bytes()).unwrap();
-        let config = NewDescriptor { media_type: media::OCI_CONFIG.into(), digest: CFG.into(), size: 6 };
+        let config = NewDescriptor {
+            media_type: media::OCI_CONFIG.into(),
+            digest: CFG.into(),
+            size: 6,
+        };
         let converted = result(LayerAction::Converted);
-        let out = rewrite_manifest(original.as_bytes(), &object, "m", &config, &[&converted]).unwrap();
+        let out =
+            rewrite_manifest(original.as_bytes(), &object, "m", &config, &[&converted]).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["mediaType"], media::OCI_MANIFEST);
         assert_eq!(value["config"]["mediaType"], media::OCI_CONFIG);
@@ -199,7 +231,11 @@ mod tests {
             estargz::TOC_DIGEST_ANNOTATION
         );
         let object = RawObject::parse(original.as_bytes()).unwrap();
-        let config = NewDescriptor { media_type: media::OCI_CONFIG.into(), digest: CFG.into(), size: 5 };
+        let config = NewDescriptor {
+            media_type: media::OCI_CONFIG.into(),
+            digest: CFG.into(),
+            size: 5,
+        };
         let passed = result(LayerAction::PassedThrough);
         let out = rewrite_manifest(original.as_bytes(), &object, "m", &config, &[&passed]).unwrap();
         assert_eq!(out, original.as_bytes());
@@ -211,11 +247,17 @@ mod tests {
             r#"{{"mediaType":"{}","digest":"{OLD}","size":10,"platform":{{"os":"linux","architecture":"arm64"}}}}"#,
             media::DOCKER_MANIFEST
         );
-        let original =
-            format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{entry}]}}"#, media::DOCKER_MANIFEST_LIST);
+        let original = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{entry}]}}"#,
+            media::DOCKER_MANIFEST_LIST
+        );
         let object = RawObject::parse(original.as_bytes()).unwrap();
         let raw = serde_json::value::RawValue::from_string(entry).unwrap();
-        let new = NewDescriptor { media_type: media::OCI_MANIFEST.into(), digest: NEW.into(), size: 99 };
+        let new = NewDescriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: NEW.into(),
+            size: 99,
+        };
         let out = rewrite_index(original.as_bytes(), &object, "i", &[(raw, new)], false).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["mediaType"], media::OCI_INDEX);

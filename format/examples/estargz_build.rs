@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use estargz::build::{build, BuildOptions};
 use estargz::Compression;
+use estargz::build::{BuildOptions, build};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -20,9 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("zstd") => Compression::Zstd,
         _ => Compression::Gzip,
     };
-    let default_level = if compression == Compression::Zstd { 3 } else { 6 };
+    let default_level = if compression == Compression::Zstd {
+        3
+    } else {
+        6
+    };
     let options = BuildOptions {
-        level: args.get(3).map(|l| l.parse()).transpose()?.unwrap_or(default_level),
+        level: args
+            .get(3)
+            .map(|l| l.parse())
+            .transpose()?
+            .unwrap_or(default_level),
         threads: args.get(4).map(|t| t.parse()).transpose()?.unwrap_or(1),
         compression,
         ..BuildOptions::default()
@@ -34,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "{{\"seconds\":{seconds:.3},\"level\":{},\"threads\":{},\"uncompressed\":{},\"blob\":{},\"toc_entries\":{},\"toc_digest\":\"{}\"}}",
-        options.level, options.threads, out.uncompressed_size, out.blob_size, out.toc_entries, out.toc_digest
+        options.level,
+        options.threads,
+        out.uncompressed_size,
+        out.blob_size,
+        out.toc_entries,
+        out.toc_digest
     );
     Ok(())
 }

@@ -6,14 +6,14 @@
 
 use std::io::Read;
 
+use crate::Compression;
 use crate::digest::Digest;
 use crate::error::{BlobError, ChunkError, TocError};
-use crate::footer::{parse_footer, FooterKind, TocLocation, MAX_FOOTER_SIZE};
+use crate::footer::{FooterKind, MAX_FOOTER_SIZE, TocLocation, parse_footer};
 use crate::index::{Chunk, IndexOptions, LayerIndex};
 use crate::limits::Limits;
 use crate::tar::header;
 use crate::toc::TOC_TAR_NAME;
-use crate::Compression;
 
 /// Random access to the bytes of a blob.
 pub trait ReadAt {
@@ -30,8 +30,12 @@ impl ReadAt for &[u8] {
 
     fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
         let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
-        let end = start.checked_add(len).ok_or(std::io::ErrorKind::UnexpectedEof)?;
-        self.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+        let end = start
+            .checked_add(len)
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        self.get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
     }
 }
 
@@ -60,7 +64,10 @@ pub struct BlobOptions {
 impl BlobOptions {
     /// Options that verify the TOC against `digest`.
     pub fn verify_with(digest: Digest) -> Self {
-        BlobOptions { toc_digest: Some(digest), index: IndexOptions::default() }
+        BlobOptions {
+            toc_digest: Some(digest),
+            index: IndexOptions::default(),
+        }
     }
 }
 
@@ -91,7 +98,11 @@ fn read(source: &impl ReadAt, offset: u64, len: u64) -> Result<Vec<u8>, BlobErro
         len,
         source: std::io::Error::other("length does not fit memory"),
     })?;
-    source.read_at(offset, n).map_err(|source| BlobError::Read { offset, len, source })
+    source.read_at(offset, n).map_err(|source| BlobError::Read {
+        offset,
+        len,
+        source,
+    })
 }
 
 /// Locates the TOC from the last bytes of a blob.
@@ -106,7 +117,11 @@ pub fn locate_toc(source: &impl ReadAt) -> Result<TocLocation, BlobError> {
 ///
 /// `compressed` holds the bytes `location.offset .. location.offset + location.compressed_len`.
 /// For gzip blobs this decodes exactly one member and requires a `stargz.index.json` tar header.
-pub fn decode_toc(compressed: &[u8], location: &TocLocation, limits: &Limits) -> Result<Vec<u8>, TocError> {
+pub fn decode_toc(
+    compressed: &[u8],
+    location: &TocLocation,
+    limits: &Limits,
+) -> Result<Vec<u8>, TocError> {
     if location.kind == FooterKind::ExternalToc {
         return Err(TocError::ExternalToc);
     }
@@ -117,20 +132,35 @@ pub fn decode_toc(compressed: &[u8], location: &TocLocation, limits: &Limits) ->
             limit: limits.max_toc_compressed_bytes,
         });
     }
-    let decompress = |source| TocError::Decompress { offset: location.offset, source };
+    let decompress = |source| TocError::Decompress {
+        offset: location.offset,
+        source,
+    };
     match compression_of(location.kind) {
         Compression::Zstd => {
             let expected = location.uncompressed_len.unwrap_or(0);
             if expected > limits.max_toc_json_bytes {
-                return Err(TocError::TooLarge { what: "TOC JSON", value: expected, limit: limits.max_toc_json_bytes });
+                return Err(TocError::TooLarge {
+                    what: "TOC JSON",
+                    value: expected,
+                    limit: limits.max_toc_json_bytes,
+                });
             }
-            let decoder = zstd::stream::read::Decoder::new(compressed).map_err(decompress)?.single_frame();
+            let decoder = zstd::stream::read::Decoder::new(compressed)
+                .map_err(decompress)?
+                .single_frame();
             let mut json = Vec::with_capacity(expected as usize);
-            decoder.take(limits.max_toc_json_bytes + 1).read_to_end(&mut json).map_err(decompress)?;
+            decoder
+                .take(limits.max_toc_json_bytes + 1)
+                .read_to_end(&mut json)
+                .map_err(decompress)?;
             if json.len() as u64 != expected {
                 return Err(TocError::NotTocEntry {
                     offset: location.offset,
-                    found: format!("{} bytes of TOC JSON where the footer promises {expected}", json.len()),
+                    found: format!(
+                        "{} bytes of TOC JSON where the footer promises {expected}",
+                        json.len()
+                    ),
                 });
             }
             Ok(json)
@@ -150,7 +180,11 @@ pub fn decode_toc(compressed: &[u8], location: &TocLocation, limits: &Limits) ->
                 });
             }
             if hdr.size > limits.max_toc_json_bytes {
-                return Err(TocError::TooLarge { what: "TOC JSON", value: hdr.size, limit: limits.max_toc_json_bytes });
+                return Err(TocError::TooLarge {
+                    what: "TOC JSON",
+                    value: hdr.size,
+                    limit: limits.max_toc_json_bytes,
+                });
             }
             let mut json = vec![0u8; hdr.size as usize];
             decoder.read_exact(&mut json).map_err(decompress)?;
@@ -193,7 +227,12 @@ pub fn open_blob(source: &impl ReadAt, options: &BlobOptions) -> Result<OpenedBl
         _ => location.offset,
     };
     let index = LayerIndex::from_toc_json(&json, payload_end, &options.index)?;
-    Ok(OpenedBlob { location, compression: compression_of(location.kind), toc_digest, index })
+    Ok(OpenedBlob {
+        location,
+        compression: compression_of(location.kind),
+        toc_digest,
+        index,
+    })
 }
 
 /// Decodes and verifies one chunk from the compressed bytes starting at `chunk.comp_offset`.
@@ -202,7 +241,11 @@ pub fn open_blob(source: &impl ReadAt, options: &BlobOptions) -> Result<OpenedBl
 /// to hold enough compressed data for `inner_offset + size` uncompressed bytes. Members or frames
 /// after the first are decoded too, since parallel writers may cut a member in the middle of a
 /// span.
-pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Result<Vec<u8>, ChunkError> {
+pub fn decode_chunk(
+    span: &[u8],
+    chunk: &Chunk,
+    compression: Compression,
+) -> Result<Vec<u8>, ChunkError> {
     let offset = chunk.comp_offset();
     let Some(expected) = chunk.digest() else {
         return Err(ChunkError::NoDigest { offset });
@@ -213,17 +256,35 @@ pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Res
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(span).map_err(decompress)?),
     };
     if chunk.inner_offset() > 0 {
-        let skipped = std::io::copy(&mut (&mut decoder).take(chunk.inner_offset()), &mut std::io::sink()).map_err(decompress)?;
+        let skipped = std::io::copy(
+            &mut (&mut decoder).take(chunk.inner_offset()),
+            &mut std::io::sink(),
+        )
+        .map_err(decompress)?;
         if skipped < chunk.inner_offset() {
-            return Err(ChunkError::Short { offset, expected: chunk.inner_offset() + chunk.size(), got: skipped });
+            return Err(ChunkError::Short {
+                offset,
+                expected: chunk.inner_offset() + chunk.size(),
+                got: skipped,
+            });
         }
     }
-    let size = usize::try_from(chunk.size()).map_err(|_| ChunkError::Short { offset, expected: chunk.size(), got: 0 })?;
+    let size = usize::try_from(chunk.size()).map_err(|_| ChunkError::Short {
+        offset,
+        expected: chunk.size(),
+        got: 0,
+    })?;
     let mut out = vec![0u8; size];
     let mut filled = 0;
     while filled < size {
         match decoder.read(&mut out[filled..]) {
-            Ok(0) => return Err(ChunkError::Short { offset, expected: chunk.size(), got: filled as u64 }),
+            Ok(0) => {
+                return Err(ChunkError::Short {
+                    offset,
+                    expected: chunk.size(),
+                    got: filled as u64,
+                });
+            }
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(decompress(e)),
@@ -231,13 +292,25 @@ pub fn decode_chunk(span: &[u8], chunk: &Chunk, compression: Compression) -> Res
     }
     let actual = Digest::of(&out);
     if actual != expected {
-        return Err(ChunkError::DigestMismatch { offset, expected, actual });
+        return Err(ChunkError::DigestMismatch {
+            offset,
+            expected,
+            actual,
+        });
     }
     Ok(out)
 }
 
 /// Reads, decodes and verifies one chunk.
-pub fn read_chunk(source: &impl ReadAt, chunk: &Chunk, compression: Compression) -> Result<Vec<u8>, BlobError> {
-    let span = read(source, chunk.comp_offset(), chunk.comp_end() - chunk.comp_offset())?;
+pub fn read_chunk(
+    source: &impl ReadAt,
+    chunk: &Chunk,
+    compression: Compression,
+) -> Result<Vec<u8>, BlobError> {
+    let span = read(
+        source,
+        chunk.comp_offset(),
+        chunk.comp_end() - chunk.comp_offset(),
+    )?;
     Ok(decode_chunk(&span, chunk, compression)?)
 }

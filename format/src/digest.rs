@@ -65,7 +65,9 @@ impl FromStr for Digest {
     type Err = InvalidDigest;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidDigest { value: s.chars().take(100).collect() };
+        let invalid = || InvalidDigest {
+            value: s.chars().take(100).collect(),
+        };
         let hex_part = s.strip_prefix("sha256:").ok_or_else(invalid)?;
         if hex_part.len() != 64 {
             return Err(invalid());
@@ -131,6 +133,10 @@ mod tests {
     fn parse_rejects_other_algorithms_and_lengths() {
         assert!("sha512:00".parse::<Digest>().is_err());
         assert!("sha256:abcd".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "zz".repeat(32)).parse::<Digest>().is_err());
+        assert!(
+            format!("sha256:{}", "zz".repeat(32))
+                .parse::<Digest>()
+                .is_err()
+        );
     }
 }

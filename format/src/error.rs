@@ -159,7 +159,9 @@ pub enum TarError {
         needed: u64,
     },
     /// The entry type cannot be represented in eStargz.
-    #[error("tar entry {name:?} at offset {offset} has type {typeflag:?} ({kind}), which eStargz cannot represent")]
+    #[error(
+        "tar entry {name:?} at offset {offset} has type {typeflag:?} ({kind}), which eStargz cannot represent"
+    )]
     UnsupportedType {
         /// Entry name.
         name: String,

@@ -121,7 +121,10 @@ pub fn zstd_footer(
 /// documentation; the error lists why each one failed.
 pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<TocLocation, FooterError> {
     if (tail.len() as u64) > blob_size {
-        return Err(FooterError::TailLongerThanBlob { tail: tail.len() as u64, blob_size });
+        return Err(FooterError::TailLongerThanBlob {
+            tail: tail.len() as u64,
+            blob_size,
+        });
     }
     let mut reasons = Vec::new();
     for attempt in [parse_gzip, parse_legacy, parse_zstd, parse_external] {
@@ -130,7 +133,10 @@ pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<TocLocation, FooterEr
             Err(reason) => reasons.push(reason),
         }
     }
-    Err(FooterError::NotEstargz { blob_size, reasons: reasons.join("; ") })
+    Err(FooterError::NotEstargz {
+        blob_size,
+        reasons: reasons.join("; "),
+    })
 }
 
 fn last_n(tail: &[u8], n: usize) -> Option<&[u8]> {
@@ -205,8 +211,13 @@ fn parse_legacy(tail: &[u8], blob_size: u64) -> Result<TocLocation, String> {
         return Err("legacy: invalid magic".into());
     }
     let offset = parse_hex_offset(&extra[..16]).map_err(|e| format!("legacy: {e}"))?;
-    in_blob_toc(FooterKind::LegacyGzip, offset, LEGACY_FOOTER_SIZE, blob_size)
-        .map_err(|e| format!("legacy: {e}"))
+    in_blob_toc(
+        FooterKind::LegacyGzip,
+        offset,
+        LEGACY_FOOTER_SIZE,
+        blob_size,
+    )
+    .map_err(|e| format!("legacy: {e}"))
 }
 
 fn parse_zstd(tail: &[u8], blob_size: u64) -> Result<TocLocation, String> {
@@ -224,7 +235,9 @@ fn parse_zstd(tail: &[u8], blob_size: u64) -> Result<TocLocation, String> {
         return Err(format!("zstd: manifest type {kind}, expected 1"));
     }
     let footer_start = blob_size.saturating_sub(ZSTD_FOOTER_FRAME_SIZE as u64);
-    let end = offset.checked_add(compressed_len).ok_or("zstd: TOC range overflows")?;
+    let end = offset
+        .checked_add(compressed_len)
+        .ok_or("zstd: TOC range overflows")?;
     if end > footer_start {
         return Err(format!(
             "zstd: TOC range {offset}..{end} overlaps the footer at {footer_start}"
@@ -277,7 +290,9 @@ mod tests {
     fn gzip_footer_is_an_empty_gzip_member() {
         let footer = gzip_footer(12345);
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&footer[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&footer[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert!(out.is_empty());
     }
 
@@ -321,7 +336,10 @@ mod tests {
         blob.extend_from_slice(&zstd_footer(408, 92, 1000));
         let loc = parse_footer(&blob[blob.len() - 51..], blob.len() as u64).unwrap();
         assert_eq!(loc.kind, FooterKind::ZstdChunked);
-        assert_eq!((loc.offset, loc.compressed_len, loc.uncompressed_len), (408, 92, Some(1000)));
+        assert_eq!(
+            (loc.offset, loc.compressed_len, loc.uncompressed_len),
+            (408, 92, Some(1000))
+        );
     }
 
     #[test]
@@ -351,7 +369,9 @@ mod tests {
 
     #[test]
     fn external_toc_footer_is_recognised() {
-        let mut footer = vec![0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 21, 0, b'S', b'G', 17, 0];
+        let mut footer = vec![
+            0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 21, 0, b'S', b'G', 17, 0,
+        ];
         footer.extend_from_slice(b"STARGZEXTERNALTOC");
         footer.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(footer.len(), EXTERNAL_TOC_FOOTER_SIZE);

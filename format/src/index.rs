@@ -26,7 +26,7 @@ use crate::digest::Digest;
 use crate::error::TocError;
 use crate::limits::Limits;
 use crate::tar::{clean_path, split_parent};
-use crate::toc::{parse_toc_entries, EntryKind, Timestamp, TocEntry};
+use crate::toc::{EntryKind, Timestamp, TocEntry, parse_toc_entries};
 use crate::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 
 /// Index of a node in a [`LayerIndex`]; the root is [`NodeId::ROOT`].
@@ -383,7 +383,10 @@ impl Builder {
     fn intern(&mut self, bytes: &[u8]) -> Span {
         let start = self.strings.len() as u32;
         self.strings.extend_from_slice(bytes);
-        Span { start, len: bytes.len() as u32 }
+        Span {
+            start,
+            len: bytes.len() as u32,
+        }
     }
 
     fn new_node(&mut self, kind: NodeKind, parent: u32) -> u32 {
@@ -469,17 +472,29 @@ impl Builder {
     }
 
     fn invalid(index: usize, entry: &TocEntry, reason: impl Into<String>) -> TocError {
-        TocError::InvalidEntry { index, name: entry.name.clone(), reason: reason.into() }
+        TocError::InvalidEntry {
+            index,
+            name: entry.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     fn add(&mut self, index: usize, entry: TocEntry) -> Result<(), TocError> {
         self.stats.toc_entries += 1;
         let limits = &self.options.limits;
-        if entry.name.len() > limits.max_name_bytes || entry.link_name.len() > limits.max_name_bytes {
-            return Err(Self::invalid(index, &entry, "name or link target is too long"));
+        if entry.name.len() > limits.max_name_bytes || entry.link_name.len() > limits.max_name_bytes
+        {
+            return Err(Self::invalid(
+                index,
+                &entry,
+                "name or link target is too long",
+            ));
         }
         if entry.xattrs.len() > limits.max_xattrs_per_entry
-            || entry.xattrs.values().any(|v| v.len() > limits.max_xattr_value_bytes)
+            || entry
+                .xattrs
+                .values()
+                .any(|v| v.len() > limits.max_xattr_value_bytes)
         {
             return Err(Self::invalid(index, &entry, "too many or too large xattrs"));
         }
@@ -506,12 +521,15 @@ impl Builder {
         };
 
         if parent == 0 && self.options.hide_landmarks {
-            let is_landmark = base == PREFETCH_LANDMARK.as_bytes() || base == NO_PREFETCH_LANDMARK.as_bytes();
+            let is_landmark =
+                base == PREFETCH_LANDMARK.as_bytes() || base == NO_PREFETCH_LANDMARK.as_bytes();
             if is_landmark && entry.offset > 0 {
                 self.landmark_offsets.push(entry.offset);
             }
             if base == PREFETCH_LANDMARK.as_bytes() {
-                self.landmark = Some(Landmark::Prefetch { offset: entry.offset });
+                self.landmark = Some(Landmark::Prefetch {
+                    offset: entry.offset,
+                });
                 return Ok(());
             }
             if base == NO_PREFETCH_LANDMARK.as_bytes() {
@@ -523,7 +541,10 @@ impl Builder {
         let existing = self.child(parent, base);
         if let Some(dirent) = existing {
             let node = self.dirents[dirent as usize].2;
-            if entry.kind == EntryKind::Dir && node != PLACEHOLDER && self.nodes[node as usize].kind == NodeKind::Dir {
+            if entry.kind == EntryKind::Dir
+                && node != PLACEHOLDER
+                && self.nodes[node as usize].kind == NodeKind::Dir
+            {
                 if self.nodes[node as usize].implied {
                     // A directory listed after its children: now it has attributes of its own.
                     self.nodes[node as usize].implied = false;
@@ -568,7 +589,11 @@ impl Builder {
                     NodeKind::Reg => {
                         n.size = entry.size;
                         if entry.size > 0 {
-                            let size = if entry.chunk_size == 0 { entry.size } else { entry.chunk_size };
+                            let size = if entry.chunk_size == 0 {
+                                entry.size
+                            } else {
+                                entry.chunk_size
+                            };
                             self.push_chunk(index, &entry, node, 0, size)?;
                         }
                         self.current_reg = Some((node, entry.size));
@@ -592,12 +617,27 @@ impl Builder {
         Ok(())
     }
 
-    fn push_chunk(&mut self, index: usize, entry: &TocEntry, node: u32, file_offset: u64, size: u64) -> Result<(), TocError> {
+    fn push_chunk(
+        &mut self,
+        index: usize,
+        entry: &TocEntry,
+        node: u32,
+        file_offset: u64,
+        size: u64,
+    ) -> Result<(), TocError> {
         if size > self.options.limits.max_chunk_bytes || size > u64::from(u32::MAX) {
-            return Err(Self::invalid(index, entry, format!("chunk of {size} bytes is above the limit")));
+            return Err(Self::invalid(
+                index,
+                entry,
+                format!("chunk of {size} bytes is above the limit"),
+            ));
         }
         if entry.inner_offset > u64::from(u32::MAX) {
-            return Err(Self::invalid(index, entry, format!("inner offset {} is above 4 GiB", entry.inner_offset)));
+            return Err(Self::invalid(
+                index,
+                entry,
+                format!("inner offset {} is above 4 GiB", entry.inner_offset),
+            ));
         }
         self.chunks.push(PendingChunk {
             node,
@@ -614,19 +654,38 @@ impl Builder {
 
     fn add_chunk(&mut self, index: usize, entry: &TocEntry) -> Result<(), TocError> {
         let Some((node, file_size)) = self.current_reg else {
-            return Err(Self::invalid(index, entry, "chunk entry does not follow a regular file"));
+            return Err(Self::invalid(
+                index,
+                entry,
+                "chunk entry does not follow a regular file",
+            ));
         };
         if entry.chunk_offset >= file_size {
-            return Err(Self::invalid(index, entry, format!("chunk offset {} is past the file size {file_size}", entry.chunk_offset)));
+            return Err(Self::invalid(
+                index,
+                entry,
+                format!(
+                    "chunk offset {} is past the file size {file_size}",
+                    entry.chunk_offset
+                ),
+            ));
         }
-        let size = if entry.chunk_size == 0 { file_size - entry.chunk_offset } else { entry.chunk_size };
-        let digest_entry = TocEntry { digest: None, ..entry.clone() };
+        let size = if entry.chunk_size == 0 {
+            file_size - entry.chunk_offset
+        } else {
+            entry.chunk_size
+        };
+        let digest_entry = TocEntry {
+            digest: None,
+            ..entry.clone()
+        };
         self.push_chunk(index, &digest_entry, node, entry.chunk_offset, size)
     }
 
     fn resolve_hardlinks(&mut self) {
         let hardlinks = std::mem::take(&mut self.hardlinks);
-        let link_target: HashMap<u32, &[u8]> = hardlinks.iter().map(|h| (h.0, h.1.as_slice())).collect();
+        let link_target: HashMap<u32, &[u8]> =
+            hardlinks.iter().map(|h| (h.0, h.1.as_slice())).collect();
         for (dirent, target) in &hardlinks {
             if *dirent == PLACEHOLDER {
                 continue;
@@ -635,7 +694,9 @@ impl Builder {
             let mut current = target.clone();
             let mut resolved = None;
             for _ in 0..=hardlinks.len() {
-                let Some(found) = self.lookup_path_dirent(&current) else { break };
+                let Some(found) = self.lookup_path_dirent(&current) else {
+                    break;
+                };
                 let node = self.dirents[found as usize].2;
                 if node != PLACEHOLDER {
                     resolved = Some(node);
@@ -680,7 +741,9 @@ impl Builder {
                 continue;
             }
             let name = self.strings[span.start as usize..(span.start + span.len) as usize].to_vec();
-            let Some(target) = name.strip_prefix(b".wh.") else { continue };
+            let Some(target) = name.strip_prefix(b".wh.") else {
+                continue;
+            };
             if target == b".wh..opq" {
                 self.nodes[parent as usize].opaque = true;
                 self.dirents[i].2 = PLACEHOLDER;
@@ -696,7 +759,10 @@ impl Builder {
                 continue;
             }
             self.dirents[i].2 = PLACEHOLDER;
-            if self.child(parent, target).is_some_and(|d| self.dirents[d as usize].2 != PLACEHOLDER) {
+            if self
+                .child(parent, target)
+                .is_some_and(|d| self.dirents[d as usize].2 != PLACEHOLDER)
+            {
                 continue;
             }
             let whiteout = self.new_node(NodeKind::Char, parent);
@@ -718,8 +784,10 @@ impl Builder {
         // Directory entries sorted by (parent, name); drop removed ones.
         let strings = &self.strings;
         let name_of = |span: Span| &strings[span.start as usize..(span.start + span.len) as usize];
-        let mut dirents: Vec<(u32, Span, u32)> =
-            std::mem::take(&mut self.dirents).into_iter().filter(|d| d.2 != PLACEHOLDER).collect();
+        let mut dirents: Vec<(u32, Span, u32)> = std::mem::take(&mut self.dirents)
+            .into_iter()
+            .filter(|d| d.2 != PLACEHOLDER)
+            .collect();
         dirents.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| name_of(a.1).cmp(name_of(b.1))));
         dirents.dedup_by(|b, a| a.0 == b.0 && name_of(a.1) == name_of(b.1));
         for node in &mut self.nodes {
@@ -749,27 +817,46 @@ impl Builder {
             if i >= pending.len() || pending[i].node != node {
                 continue;
             }
-            let invalid = |reason: String| TocError::InvalidEntry { index: 0, name: format!("node {node}"), reason };
+            let invalid = |reason: String| TocError::InvalidEntry {
+                index: 0,
+                name: format!("node {node}"),
+                reason,
+            };
             let mut expected = 0u64;
             while i < pending.len() && pending[i].node == node {
                 let spec = pending[i].chunk;
                 if spec.file_offset != expected {
-                    return Err(invalid(format!("chunk at file offset {} does not continue at {expected}", spec.file_offset)));
+                    return Err(invalid(format!(
+                        "chunk at file offset {} does not continue at {expected}",
+                        spec.file_offset
+                    )));
                 }
                 if spec.comp_offset >= toc_offset {
-                    return Err(invalid(format!("chunk offset {} is not before the TOC at {toc_offset}", spec.comp_offset)));
+                    return Err(invalid(format!(
+                        "chunk offset {} is not before the TOC at {toc_offset}",
+                        spec.comp_offset
+                    )));
                 }
                 let next = offsets.partition_point(|&o| o <= spec.comp_offset);
                 let comp_end = offsets.get(next).copied().unwrap_or(toc_offset);
-                let chunk = Chunk::new(spec.file_offset, spec.size, spec.comp_offset, comp_end, spec.inner_offset, spec.digest)
-                    .ok_or_else(|| invalid("chunk size or inner offset does not fit 32 bits".into()))?;
+                let chunk = Chunk::new(
+                    spec.file_offset,
+                    spec.size,
+                    spec.comp_offset,
+                    comp_end,
+                    spec.inner_offset,
+                    spec.digest,
+                )
+                .ok_or_else(|| invalid("chunk size or inner offset does not fit 32 bits".into()))?;
                 expected = spec.file_offset + spec.size;
                 chunks.push(chunk);
                 i += 1;
             }
             let size = self.nodes[node as usize].size;
             if expected != size {
-                return Err(invalid(format!("chunks cover {expected} bytes of a {size}-byte file")));
+                return Err(invalid(format!(
+                    "chunks cover {expected} bytes of a {size}-byte file"
+                )));
             }
         }
         chunk_start[self.nodes.len()] = chunks.len() as u32;
@@ -818,7 +905,8 @@ impl Builder {
                 child_start: child_start[n],
                 extra,
                 mode_kind: (node.mode & 0o7777) as u16 | (kind_code(node.kind) << 12),
-                flags: if node.opaque { FLAG_OPAQUE } else { 0 } | if node.implied { FLAG_IMPLIED } else { 0 },
+                flags: if node.opaque { FLAG_OPAQUE } else { 0 }
+                    | if node.implied { FLAG_IMPLIED } else { 0 },
             });
         }
         // A sentinel record closes the chunk and entry ranges of the last node.
@@ -844,7 +932,10 @@ impl Builder {
         Ok(LayerIndex {
             nodes: records,
             extras,
-            dirents: dirents.into_iter().map(|(_, span, node)| (span, node)).collect(),
+            dirents: dirents
+                .into_iter()
+                .map(|(_, span, node)| (span, node))
+                .collect(),
             chunks,
             xattrs: self.xattrs,
             strings: self.strings,
@@ -857,14 +948,24 @@ impl Builder {
 
 impl LayerIndex {
     /// Builds the index from TOC JSON. `toc_offset` bounds the payload of the last chunk.
-    pub fn from_toc_json(json: &[u8], toc_offset: u64, options: &IndexOptions) -> Result<Self, TocError> {
+    pub fn from_toc_json(
+        json: &[u8],
+        toc_offset: u64,
+        options: &IndexOptions,
+    ) -> Result<Self, TocError> {
         let mut builder = Builder::new(options.clone());
-        parse_toc_entries(json, &options.limits, |index, entry| builder.add(index, entry))?;
+        parse_toc_entries(json, &options.limits, |index, entry| {
+            builder.add(index, entry)
+        })?;
         builder.finish(toc_offset)
     }
 
     /// Builds the index from entries already in memory.
-    pub fn from_entries(entries: impl IntoIterator<Item = TocEntry>, toc_offset: u64, options: &IndexOptions) -> Result<Self, TocError> {
+    pub fn from_entries(
+        entries: impl IntoIterator<Item = TocEntry>,
+        toc_offset: u64,
+        options: &IndexOptions,
+    ) -> Result<Self, TocError> {
         let mut builder = Builder::new(options.clone());
         for (index, entry) in entries.into_iter().enumerate() {
             builder.add(index, entry)?;
@@ -878,11 +979,14 @@ impl LayerIndex {
 
     fn record(&self, id: NodeId) -> Option<&NodeRecord> {
         // The last record is the sentinel, not a node.
-        self.nodes.get(id.0 as usize).filter(|_| (id.0 as usize) + 1 < self.nodes.len())
+        self.nodes
+            .get(id.0 as usize)
+            .filter(|_| (id.0 as usize) + 1 < self.nodes.len())
     }
 
     fn extra(&self, id: NodeId) -> Option<&NodeExtra> {
-        self.record(id).and_then(|r| self.extras.get(r.extra as usize))
+        self.record(id)
+            .and_then(|r| self.extras.get(r.extra as usize))
     }
 
     fn children_range(&self, id: NodeId) -> Range<usize> {
@@ -969,7 +1073,9 @@ impl LayerIndex {
         if clean.is_empty() {
             return Some(NodeId::ROOT);
         }
-        clean.split(|&b| b == b'/').try_fold(NodeId::ROOT, |dir, part| self.lookup(dir, part))
+        clean
+            .split(|&b| b == b'/')
+            .try_fold(NodeId::ROOT, |dir, part| self.lookup(dir, part))
     }
 
     /// Number of entries in a directory (without `.` and `..`).
@@ -1009,7 +1115,10 @@ impl LayerIndex {
     /// All chunks of a regular file, in file order.
     pub fn chunks(&self, id: NodeId) -> &[Chunk] {
         match self.record(id) {
-            Some(r) => &self.chunks[r.chunk_start as usize..self.nodes[id.0 as usize + 1].chunk_start as usize],
+            Some(r) => {
+                &self.chunks
+                    [r.chunk_start as usize..self.nodes[id.0 as usize + 1].chunk_start as usize]
+            }
             None => &[],
         }
     }
@@ -1062,19 +1171,27 @@ mod layout_tests {
 
     #[test]
     fn implied_directories_are_marked_until_listed() {
-        let entry = |name: &str, kind| TocEntry { name: name.into(), kind, mode: 0o700, ..TocEntry::default() };
-        let entries = vec![
-            entry("a/b/f", EntryKind::Reg),
-            entry("a/", EntryKind::Dir),
-        ];
+        let entry = |name: &str, kind| TocEntry {
+            name: name.into(),
+            kind,
+            mode: 0o700,
+            ..TocEntry::default()
+        };
+        let entries = vec![entry("a/b/f", EntryKind::Reg), entry("a/", EntryKind::Dir)];
         let index = LayerIndex::from_entries(entries, 100, &IndexOptions::default()).unwrap();
         let a = index.lookup_path(b"a").unwrap();
         let b = index.lookup_path(b"a/b").unwrap();
-        assert!(!index.node(a).unwrap().implied, "a has an entry, after its child");
+        assert!(
+            !index.node(a).unwrap().implied,
+            "a has an entry, after its child"
+        );
         assert_eq!(index.node(a).unwrap().mode, 0o700);
         assert!(index.node(b).unwrap().implied);
         assert_eq!(index.implied_dirs(), vec![(b, b"a/b".to_vec())]);
-        assert_eq!(index.path_of(index.lookup_path(b"a/b/f").unwrap()), Some(b"a/b/f".to_vec()));
+        assert_eq!(
+            index.path_of(index.lookup_path(b"a/b/f").unwrap()),
+            Some(b"a/b/f".to_vec())
+        );
     }
 
     #[test]

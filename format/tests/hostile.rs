@@ -3,8 +3,8 @@
 
 use std::io::Cursor;
 
-use estargz::blob::{decode_chunk, open_blob, read_chunk, BlobOptions};
-use estargz::build::{build, BuildOptions};
+use estargz::blob::{BlobOptions, decode_chunk, open_blob, read_chunk};
+use estargz::build::{BuildOptions, build};
 use estargz::index::{Chunk, IndexOptions, LayerIndex};
 use estargz::toc::{EntryKind, TocEntry};
 use estargz::{BlobError, Compression, Digest, Limits, TocError};
@@ -14,24 +14,37 @@ fn sample_blob() -> (Vec<u8>, Digest) {
     let mut tar = Vec::new();
     for (i, size) in [0usize, 10, 70_000, 200_000].iter().enumerate() {
         let content: Vec<u8> = (0..*size).map(|b| (b * 31 + i) as u8).collect();
-        tar.extend_from_slice(&estargz::tar::encode::encode(&estargz::tar::encode::HeaderSpec {
-            name: format!("dir/file{i}").as_bytes(),
-            typeflag: b'0',
-            mode: 0o644,
-            size: *size as u64,
-            ..Default::default()
-        }));
+        tar.extend_from_slice(&estargz::tar::encode::encode(
+            &estargz::tar::encode::HeaderSpec {
+                name: format!("dir/file{i}").as_bytes(),
+                typeflag: b'0',
+                mode: 0o644,
+                size: *size as u64,
+                ..Default::default()
+            },
+        ));
         tar.extend_from_slice(&content);
         tar.resize(tar.len().div_ceil(512) * 512, 0);
     }
     tar.resize(tar.len() + 1024, 0);
     let mut blob = Vec::new();
-    let out = build(Cursor::new(tar), &mut blob, &BuildOptions { chunk_size: 65536, ..Default::default() }).unwrap();
+    let out = build(
+        Cursor::new(tar),
+        &mut blob,
+        &BuildOptions {
+            chunk_size: 65536,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     (blob, out.toc_digest)
 }
 
 fn read_everything(blob: &[u8], digest: Option<Digest>) -> Result<Vec<Vec<u8>>, BlobError> {
-    let options = BlobOptions { toc_digest: digest, index: IndexOptions::default() };
+    let options = BlobOptions {
+        toc_digest: digest,
+        index: IndexOptions::default(),
+    };
     let opened = open_blob(&blob, &options)?;
     let mut files = Vec::new();
     for i in 0..opened.index.node_count() {
@@ -101,8 +114,15 @@ proptest! {
 #[test]
 fn toc_digest_mismatch_is_rejected() {
     let (blob, _) = sample_blob();
-    let err = open_blob(&blob.as_slice(), &BlobOptions::verify_with(Digest::of(b"other"))).unwrap_err();
-    assert!(matches!(err, BlobError::Toc(TocError::DigestMismatch { .. })), "{err}");
+    let err = open_blob(
+        &blob.as_slice(),
+        &BlobOptions::verify_with(Digest::of(b"other")),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, BlobError::Toc(TocError::DigestMismatch { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -112,13 +132,27 @@ fn chunk_with_wrong_digest_is_rejected() {
     let id = opened.index.lookup_path(b"dir/file2").unwrap();
     let real = opened.index.chunks(id)[0];
     let with_digest = |digest| {
-        Chunk::new(real.file_offset(), real.size(), real.comp_offset(), real.comp_end(), real.inner_offset(), digest).unwrap()
+        Chunk::new(
+            real.file_offset(),
+            real.size(),
+            real.comp_offset(),
+            real.comp_end(),
+            real.inner_offset(),
+            digest,
+        )
+        .unwrap()
     };
     let span = &blob[real.comp_offset() as usize..real.comp_end() as usize];
     let lying = with_digest(Some(Digest::of(b"lie")));
-    assert!(matches!(decode_chunk(span, &lying, Compression::Gzip), Err(estargz::ChunkError::DigestMismatch { .. })));
+    assert!(matches!(
+        decode_chunk(span, &lying, Compression::Gzip),
+        Err(estargz::ChunkError::DigestMismatch { .. })
+    ));
     let unverifiable = with_digest(None);
-    assert!(matches!(decode_chunk(span, &unverifiable, Compression::Gzip), Err(estargz::ChunkError::NoDigest { .. })));
+    assert!(matches!(
+        decode_chunk(span, &unverifiable, Compression::Gzip),
+        Err(estargz::ChunkError::NoDigest { .. })
+    ));
 }
 
 fn reg(name: &str, size: u64, offset: u64, chunk_size: u64) -> TocEntry {
@@ -137,7 +171,14 @@ fn reg(name: &str, size: u64, offset: u64, chunk_size: u64) -> TocEntry {
 fn toc_with_gap_between_chunks_is_rejected() {
     let entries = vec![
         reg("f", 100, 10, 40),
-        TocEntry { name: "f".into(), kind: EntryKind::Chunk, offset: 20, chunk_offset: 50, chunk_size: 50, ..TocEntry::default() },
+        TocEntry {
+            name: "f".into(),
+            kind: EntryKind::Chunk,
+            offset: 20,
+            chunk_offset: 50,
+            chunk_size: 50,
+            ..TocEntry::default()
+        },
     ];
     let err = LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).unwrap_err();
     assert!(matches!(err, TocError::InvalidEntry { .. }), "{err}");
@@ -157,35 +198,75 @@ fn toc_with_offset_past_the_toc_is_rejected() {
 
 #[test]
 fn chunk_entry_without_a_file_is_rejected() {
-    let entries = vec![TocEntry { name: "x".into(), kind: EntryKind::Chunk, offset: 1, chunk_offset: 5, ..TocEntry::default() }];
+    let entries = vec![TocEntry {
+        name: "x".into(),
+        kind: EntryKind::Chunk,
+        offset: 1,
+        chunk_offset: 5,
+        ..TocEntry::default()
+    }];
     assert!(LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).is_err());
 }
 
 #[test]
 fn oversized_names_and_entry_counts_are_limited() {
-    let limits = Limits { max_name_bytes: 10, max_entries: 3, ..Limits::default() };
-    let options = IndexOptions { limits, ..IndexOptions::default() };
-    let long = vec![TocEntry { name: "a".repeat(11), kind: EntryKind::Dir, ..TocEntry::default() }];
+    let limits = Limits {
+        max_name_bytes: 10,
+        max_entries: 3,
+        ..Limits::default()
+    };
+    let options = IndexOptions {
+        limits,
+        ..IndexOptions::default()
+    };
+    let long = vec![TocEntry {
+        name: "a".repeat(11),
+        kind: EntryKind::Dir,
+        ..TocEntry::default()
+    }];
     assert!(LayerIndex::from_entries(long, 1000, &options).is_err());
     let json = br#"{"version":1,"entries":[{"type":"dir","name":"a"},{"type":"dir","name":"b"},{"type":"dir","name":"c"},{"type":"dir","name":"d"}]}"#;
-    assert!(matches!(LayerIndex::from_toc_json(json, 1000, &options), Err(TocError::TooManyEntries { limit: 3 })));
+    assert!(matches!(
+        LayerIndex::from_toc_json(json, 1000, &options),
+        Err(TocError::TooManyEntries { limit: 3 })
+    ));
 }
 
 #[test]
 fn not_a_tar_is_a_clear_error() {
-    let err = build(Cursor::new(vec![0x55u8; 4096]), Vec::new(), &BuildOptions::default()).unwrap_err();
+    let err = build(
+        Cursor::new(vec![0x55u8; 4096]),
+        Vec::new(),
+        &BuildOptions::default(),
+    )
+    .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("offset 0") && text.contains("not a tar"), "{text}");
+    assert!(
+        text.contains("offset 0") && text.contains("not a tar"),
+        "{text}"
+    );
 }
 
 #[test]
 fn invalid_options_are_rejected_with_the_option_name() {
     for options in [
-        BuildOptions { chunk_size: 0, ..Default::default() },
-        BuildOptions { level: 10, ..Default::default() },
-        BuildOptions { threads: 0, ..Default::default() },
+        BuildOptions {
+            chunk_size: 0,
+            ..Default::default()
+        },
+        BuildOptions {
+            level: 10,
+            ..Default::default()
+        },
+        BuildOptions {
+            threads: 0,
+            ..Default::default()
+        },
     ] {
         let err = build(Cursor::new(vec![0u8; 1024]), Vec::new(), &options).unwrap_err();
-        assert!(matches!(err, estargz::BuildError::InvalidOption { .. }), "{err}");
+        assert!(
+            matches!(err, estargz::BuildError::InvalidOption { .. }),
+            "{err}"
+        );
     }
 }

@@ -51,12 +51,18 @@ async fn memory_budget_below_file_size_still_serves_file() {
     let cache = Arc::new(ChunkCache::in_memory(2 * MIB));
     let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
     for pass in 0..2 {
-        assert!(read_all(&layer, "dir/file.bin", 100_000).await == want(), "pass {pass}");
+        assert!(
+            read_all(&layer, "dir/file.bin", 100_000).await == want(),
+            "pass {pass}"
+        );
     }
     let stats = cache.stats();
     assert!(stats.memory_bytes <= 2 * MIB, "{stats:?}");
     assert!(stats.memory_evictions > 0, "{stats:?}");
-    assert!(layer.stats().chunks_verified > 32, "evicted chunks were fetched again");
+    assert!(
+        layer.stats().chunks_verified > 32,
+        "evicted chunks were fetched again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,14 +72,21 @@ async fn disk_budget_below_file_size_still_serves_file() {
     let cache = disk_cache(dir.path(), 0, 3 * MIB);
     let layer = open(built, built.source(), cache.clone(), &test_config()).await;
     for pass in 0..2 {
-        assert!(read_all(&layer, "dir/file.bin", 100_000).await == want(), "pass {pass}");
+        assert!(
+            read_all(&layer, "dir/file.bin", 100_000).await == want(),
+            "pass {pass}"
+        );
         cache.flush().await;
     }
     let stats = cache.stats();
     assert!(stats.disk_bytes <= 3 * MIB, "{stats:?}");
     assert!(stats.disk_evictions > 0, "{stats:?}");
     let on_disk = file_count(&dir.path().join(built.digest.hex()));
-    assert_eq!(on_disk as u64, stats.disk_bytes / CHUNK, "accounting matches the files");
+    assert_eq!(
+        on_disk as u64,
+        stats.disk_bytes / CHUNK,
+        "accounting matches the files"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +103,12 @@ async fn disk_tier_survives_reopen_and_restart() {
     let source = built.source();
     let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
     assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
-    assert_eq!(source.requests(), 1, "only the TOC was fetched: {:?}", source.log());
+    assert_eq!(
+        source.requests(),
+        1,
+        "only the TOC was fetched: {:?}",
+        source.log()
+    );
     assert_eq!(layer.stats().disk_hits, 32);
     drop((layer, cache));
 
@@ -100,7 +118,12 @@ async fn disk_tier_survives_reopen_and_restart() {
     let source = built.source();
     let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
     assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
-    assert_eq!(source.requests(), 1, "only the TOC was fetched: {:?}", source.log());
+    assert_eq!(
+        source.requests(),
+        1,
+        "only the TOC was fetched: {:?}",
+        source.log()
+    );
     assert_eq!(layer.fetched_fraction(), 1.0);
 }
 
@@ -136,7 +159,10 @@ async fn damaged_cache_file_is_refetched() {
     cache.flush().await;
 
     let layer_dir = dir.path().join(built.digest.hex());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&layer_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&layer_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut damaged = std::fs::read(&files[3]).unwrap();
     damaged[100] ^= 1;
@@ -146,7 +172,12 @@ async fn damaged_cache_file_is_refetched() {
     let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
     assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
     assert_eq!(cache.stats().disk_corrupt, 1);
-    assert_eq!(source.requests(), 2, "the TOC and the damaged chunk: {:?}", source.log());
+    assert_eq!(
+        source.requests(),
+        2,
+        "the TOC and the damaged chunk: {:?}",
+        source.log()
+    );
 }
 
 /// A tmpfs mounted for one test and detached when dropped.
@@ -157,8 +188,14 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &std::ffi::CStr) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        rustix::mount::mount("lazypull-test", dir.path(), "tmpfs", rustix::mount::MountFlags::empty(), size)
-            .expect("mounting a tmpfs as root");
+        rustix::mount::mount(
+            "lazypull-test",
+            dir.path(),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            size,
+        )
+        .expect("mounting a tmpfs as root");
         Tmpfs { dir }
     }
 
@@ -199,7 +236,10 @@ async fn full_disk_degrades_to_network_then_recovers() {
     fill(&filler);
 
     let layer = open(built, built.source(), cache.clone(), &test_config()).await;
-    let read = tokio::time::timeout(Duration::from_secs(30), read_all(&layer, "dir/file.bin", 100_000));
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_all(&layer, "dir/file.bin", 100_000),
+    );
     assert!(read.await.expect("reads finish while the disk is full") == want());
     cache.flush().await;
     let full = cache.stats();
@@ -211,7 +251,10 @@ async fn full_disk_degrades_to_network_then_recovers() {
 
     std::fs::remove_file(&filler).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let read = tokio::time::timeout(Duration::from_secs(30), read_all(&layer, "dir/file.bin", 100_000));
+    let read = tokio::time::timeout(
+        Duration::from_secs(30),
+        read_all(&layer, "dir/file.bin", 100_000),
+    );
     assert!(read.await.expect("reads finish after space is freed") == want());
     cache.flush().await;
     let freed = cache.stats();

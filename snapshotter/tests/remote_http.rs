@@ -12,8 +12,8 @@ use std::time::Duration;
 use estargz::digest::Digest;
 use futures_util::future::BoxFuture;
 use lazypull_snapshotter::remote::{
-    Anonymous, BlobSource, Credential, CredentialError, Credentials, ErrorKind, HostConfig, Mirror, RangeIssue,
-    RegistryBlobSource, RegistryClient, RegistryConfig, RemoteError, StaticCredentials,
+    Anonymous, BlobSource, Credential, CredentialError, Credentials, ErrorKind, HostConfig, Mirror,
+    RangeIssue, RegistryBlobSource, RegistryClient, RegistryConfig, RemoteError, StaticCredentials,
 };
 use remote_mock::*;
 
@@ -43,24 +43,41 @@ fn parse(digest: &str) -> Digest {
     digest.parse().unwrap()
 }
 
-async fn open(client: &RegistryClient, host: &str, data: &[u8], size: Option<u64>) -> RegistryBlobSource {
-    RegistryBlobSource::open(client, host, REPO, &parse(&digest_of(data)), size).await.unwrap()
+async fn open(
+    client: &RegistryClient,
+    host: &str,
+    data: &[u8],
+    size: Option<u64>,
+) -> RegistryBlobSource {
+    RegistryBlobSource::open(client, host, REPO, &parse(&digest_of(data)), size)
+        .await
+        .unwrap()
 }
 
 /// Fails the test instead of hanging when `future` takes longer than a minute.
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future).await.expect("operation hung")
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .expect("operation hung")
 }
 
 /// Three reads from different parts of the blob.
 fn sample_ranges() -> [Range<u64>; 3] {
-    [0..512, 40_000..45_000, (BLOB_LEN as u64 - 700)..BLOB_LEN as u64]
+    [
+        0..512,
+        40_000..45_000,
+        (BLOB_LEN as u64 - 700)..BLOB_LEN as u64,
+    ]
 }
 
 /// Starts a registry without auth that serves one blob in `mode`.
 async fn plain_registry(data: Arc<Vec<u8>>, mode: RangeMode) -> MockServer {
     MockServer::start(move |request| {
-        if request.path().contains("/blobs/") { range_reply(&data, request, mode) } else { Response::new(404).into() }
+        if request.path().contains("/blobs/") {
+            range_reply(&data, request, mode)
+        } else {
+            Response::new(404).into()
+        }
     })
     .await
 }
@@ -71,7 +88,11 @@ fn assert_single_ranges(server: &MockServer) {
             assert!(!range.contains(','), "multi-range request sent: {range}");
             assert!(range.starts_with("bytes="), "{range}");
         }
-        assert_eq!(request.header("accept-encoding"), Some("identity"), "{request:?}");
+        assert_eq!(
+            request.header("accept-encoding"),
+            Some("identity"),
+            "{request:?}"
+        );
     }
 }
 
@@ -95,11 +116,15 @@ async fn range_modes_give_exact_bytes_or_errors() {
             let expected = &data[range.start as usize..range.end as usize];
             match mode {
                 RangeMode::OkWithOnlyRequestedBytes => {
-                    let err = result.expect_err("a 200 that is not the whole blob must not pass as data");
+                    let err =
+                        result.expect_err("a 200 that is not the whole blob must not pass as data");
                     assert!(
                         matches!(
                             err.root(),
-                            RemoteError::RangeResponse { issue: RangeIssue::PartialBodyWith200 { .. }, .. }
+                            RemoteError::RangeResponse {
+                                issue: RangeIssue::PartialBodyWith200 { .. },
+                                ..
+                            }
                         ),
                         "{mode:?}: {err:?}"
                     );
@@ -107,7 +132,13 @@ async fn range_modes_give_exact_bytes_or_errors() {
                 RangeMode::AlwaysMultipart => {
                     let err = result.expect_err("multipart answer to a single range");
                     assert!(
-                        matches!(err.root(), RemoteError::RangeResponse { issue: RangeIssue::UnexpectedMultipart, .. }),
+                        matches!(
+                            err.root(),
+                            RemoteError::RangeResponse {
+                                issue: RangeIssue::UnexpectedMultipart,
+                                ..
+                            }
+                        ),
                         "{mode:?}: {err:?}"
                     );
                 }
@@ -115,7 +146,11 @@ async fn range_modes_give_exact_bytes_or_errors() {
             }
         }
         assert_single_ranges(&server);
-        assert_eq!(client.ignores_ranges(&server.host()), mode == RangeMode::Ignore, "{mode:?}");
+        assert_eq!(
+            client.ignores_ranges(&server.host()),
+            mode == RangeMode::Ignore,
+            "{mode:?}"
+        );
     }
 }
 
@@ -140,7 +175,10 @@ async fn size_is_probed_with_ranged_get_not_head() {
     let source = open(&client, &server.host(), &data, None).await;
     assert_eq!(source.size(), BLOB_LEN as u64);
     let requests = server.requests();
-    assert!(requests.iter().all(|request| request.method == "GET"), "{requests:?}");
+    assert!(
+        requests.iter().all(|request| request.method == "GET"),
+        "{requests:?}"
+    );
     assert_eq!(requests[0].header("range"), Some("bytes=0-0"));
 }
 
@@ -160,7 +198,18 @@ async fn range_outside_blob_is_rejected_without_a_request() {
     let client = client(Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
     let err = source.read_range(900..1001).await.unwrap_err();
-    assert!(matches!(err, RemoteError::RangeOutOfBounds { start: 900, end: 1001, size: 1000, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RemoteError::RangeOutOfBounds {
+                start: 900,
+                end: 1001,
+                size: 1000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(source.read_range(10..10).await.unwrap().is_empty());
     assert!(server.requests().is_empty());
     assert_eq!(source.stats().snapshot().errors_of(ErrorKind::Input), 1);
@@ -176,7 +225,13 @@ async fn descriptor_size_disagreeing_with_server_is_an_error() {
     assert!(
         matches!(
             err.root(),
-            RemoteError::RangeResponse { issue: RangeIssue::TotalMismatch { expected: 2000, reported: 1000 }, .. }
+            RemoteError::RangeResponse {
+                issue: RangeIssue::TotalMismatch {
+                    expected: 2000,
+                    reported: 1000
+                },
+                ..
+            }
         ),
         "{err:?}"
     );
@@ -186,11 +241,14 @@ async fn descriptor_size_disagreeing_with_server_is_an_error() {
 async fn encoded_body_is_rejected() {
     let data = Arc::new(blob_bytes(1000));
     let served = Arc::clone(&data);
-    let server = MockServer::start(move |request| match range_reply(&served, request, RangeMode::Honour) {
-        Reply::Send(response) => Reply::Send(response.header("Content-Encoding", "gzip")),
-        other => other,
-    })
-    .await;
+    let server =
+        MockServer::start(
+            move |request| match range_reply(&served, request, RangeMode::Honour) {
+                Reply::Send(response) => Reply::Send(response.header("Content-Encoding", "gzip")),
+                other => other,
+            },
+        )
+        .await;
     let client = client(Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
     let err = source.read_range(0..10).await.unwrap_err();
@@ -202,11 +260,30 @@ async fn encoded_body_is_rejected() {
 
 #[tokio::test]
 async fn unexpected_416_is_reported_with_total() {
-    let server = MockServer::start(|_| Response::new(416).header("Content-Range", "bytes */10").into()).await;
+    let server = MockServer::start(|_| {
+        Response::new(416)
+            .header("Content-Range", "bytes */10")
+            .into()
+    })
+    .await;
     let client = client(Arc::new(Anonymous));
-    let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
+    let source =
+        RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100))
+            .await
+            .unwrap();
     let err = source.read_range(50..60).await.unwrap_err();
-    assert!(matches!(err, RemoteError::RangeNotSatisfiable { start: 50, end: 60, total: Some(10), .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RemoteError::RangeNotSatisfiable {
+                start: 50,
+                end: 60,
+                total: Some(10),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// A registry with bearer auth whose blob GET redirects to a signed storage URL.
@@ -234,12 +311,21 @@ async fn redirecting_registry(data: Arc<Vec<u8>>, url_lifetime: Duration) -> Red
         }
         if request.path() == format!("/v2/{REPO}/blobs/{digest}") {
             let n = serial.fetch_add(1, Ordering::SeqCst);
-            return Response::new(307).header("Location", signed_url(&storage_host, &digest, url_lifetime, n)).into();
+            return Response::new(307)
+                .header(
+                    "Location",
+                    signed_url(&storage_host, &digest, url_lifetime, n),
+                )
+                .into();
         }
         Response::new(404).into()
     })
     .await;
-    RedirectingRegistry { registry, storage, tokens }
+    RedirectingRegistry {
+        registry,
+        storage,
+        tokens,
+    }
 }
 
 #[tokio::test]
@@ -251,10 +337,15 @@ async fn storage_redirect_survives_expiry_without_leak() {
     let client = client(Arc::new(Anonymous));
 
     // Size unknown: the probe must work although the storage host refuses HEAD.
-    let source =
-        bounded(RegistryBlobSource::open(&client, &setup.registry.host(), REPO, &parse(&digest_of(&data)), None))
-            .await
-            .unwrap();
+    let source = bounded(RegistryBlobSource::open(
+        &client,
+        &setup.registry.host(),
+        REPO,
+        &parse(&digest_of(&data)),
+        None,
+    ))
+    .await
+    .unwrap();
     assert_eq!(source.size(), BLOB_LEN as u64);
 
     let first = source.read_range(0..1000).await.unwrap();
@@ -264,22 +355,43 @@ async fn storage_redirect_survives_expiry_without_leak() {
     // Within the URL lifetime the cached storage URL is used directly.
     let second = source.read_range(1000..2000).await.unwrap();
     assert_eq!(&second[..], &data[1000..2000]);
-    assert_eq!(setup.registry.requests_to("/blobs/").len(), blob_gets_before_expiry);
+    assert_eq!(
+        setup.registry.requests_to("/blobs/").len(),
+        blob_gets_before_expiry
+    );
 
     tokio::time::sleep(lifetime + Duration::from_millis(200)).await;
     let after = source.read_range(50_000..60_000).await.unwrap();
     assert_eq!(&after[..], &data[50_000..60_000]);
-    assert!(setup.registry.requests_to("/blobs/").len() > blob_gets_before_expiry, "the registry was not asked again");
+    assert!(
+        setup.registry.requests_to("/blobs/").len() > blob_gets_before_expiry,
+        "the registry was not asked again"
+    );
 
     let storage_requests = setup.storage.requests();
-    assert!(storage_requests.iter().all(|request| request.method == "GET"), "HEAD sent to storage");
     assert!(
-        storage_requests.iter().all(|request| request.header("authorization").is_none()),
+        storage_requests
+            .iter()
+            .all(|request| request.method == "GET"),
+        "HEAD sent to storage"
+    );
+    assert!(
+        storage_requests
+            .iter()
+            .all(|request| request.header("authorization").is_none()),
         "credentials leaked to storage"
     );
-    assert!(storage_requests.iter().any(|request| request.header("range") == Some("bytes=50000-59999")));
     assert!(
-        setup.registry.requests_to("/blobs/").iter().any(|request| request.header("authorization").is_some()),
+        storage_requests
+            .iter()
+            .any(|request| request.header("range") == Some("bytes=50000-59999"))
+    );
+    assert!(
+        setup
+            .registry
+            .requests_to("/blobs/")
+            .iter()
+            .any(|request| request.header("authorization").is_some()),
         "the registry never got the token"
     );
     assert_eq!(source.stats().snapshot().errors, [0; ErrorKind::ALL.len()]);
@@ -291,7 +403,13 @@ async fn storage_url_expiry_with_expired_token_refreshes_both() {
     let lifetime = Duration::from_millis(300);
     let setup = redirecting_registry(Arc::clone(&data), lifetime).await;
     let client = client(Arc::new(Anonymous));
-    let source = open(&client, &setup.registry.host(), &data, Some(BLOB_LEN as u64)).await;
+    let source = open(
+        &client,
+        &setup.registry.host(),
+        &data,
+        Some(BLOB_LEN as u64),
+    )
+    .await;
     source.read_range(0..10).await.unwrap();
     assert_eq!(setup.tokens.issued(), 1);
 
@@ -303,16 +421,26 @@ async fn storage_url_expiry_with_expired_token_refreshes_both() {
 }
 
 /// Starts a bearer-token registry that serves one blob. An expired token gets `expired_status`.
-async fn token_registry(data: Arc<Vec<u8>>, tokens: Arc<Tokens>, expired_status: u16) -> MockServer {
+async fn token_registry(
+    data: Arc<Vec<u8>>,
+    tokens: Arc<Tokens>,
+    expired_status: u16,
+) -> MockServer {
     let digest = digest_of(&data);
     MockServer::start(move |request| {
         let host = request.header("host").unwrap_or_default().to_owned();
         if request.path() == "/token" {
             return tokens.token_reply(request);
         }
-        let has_token = request.header("authorization").is_some_and(|value| value.starts_with("Bearer "));
+        let has_token = request
+            .header("authorization")
+            .is_some_and(|value| value.starts_with("Bearer "));
         if !tokens.authorized(request) {
-            return if has_token && expired_status == 403 { denied() } else { tokens.challenge(&host, REPO) };
+            return if has_token && expired_status == 403 {
+                denied()
+            } else {
+                tokens.challenge(&host, REPO)
+            };
         }
         if request.path() == format!("/v2/{REPO}/blobs/{digest}") {
             return range_reply(&data, request, RangeMode::Honour);
@@ -370,7 +498,9 @@ async fn concurrent_reads_share_one_token() {
     let mut reads = Vec::new();
     for i in 0..8u64 {
         let source = Arc::clone(&source);
-        reads.push(tokio::spawn(async move { source.read_range(i * 1000..i * 1000 + 500).await }));
+        reads.push(tokio::spawn(async move {
+            source.read_range(i * 1000..i * 1000 + 500).await
+        }));
     }
     for (i, read) in reads.into_iter().enumerate() {
         let start = i * 1000;
@@ -393,7 +523,10 @@ impl SwitchableCredentials {
 }
 
 impl Credentials for SwitchableCredentials {
-    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
+    fn lookup<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
         let current = self.current.lock().unwrap().clone();
         Box::pin(async move { Ok(current) })
@@ -401,7 +534,10 @@ impl Credentials for SwitchableCredentials {
 }
 
 fn basic(user: &str, password: &str) -> Credential {
-    Credential::UsernamePassword { username: user.into(), password: password.into() }
+    Credential::UsernamePassword {
+        username: user.into(),
+        password: password.into(),
+    }
 }
 
 #[tokio::test]
@@ -440,16 +576,26 @@ async fn withdrawn_credentials_fail_promptly_with_auth_error() {
     tokens.expire_all();
     let err = bounded(source.read_range(100..200)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err:?}");
-    assert!(matches!(err.root(), RemoteError::Unauthorized { status: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err.root(), RemoteError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
     assert_eq!(source.stats().snapshot().errors_of(ErrorKind::Auth), 1);
-    assert_eq!(source.stats().snapshot().retries, 0, "auth failures are not retried");
+    assert_eq!(
+        source.stats().snapshot().retries,
+        0,
+        "auth failures are not retried"
+    );
     // check() reports the same failure before mounts are handed out.
     let err = bounded(source.check()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth);
     // A later read queries the credential source again instead of caching the failure.
     let lookups = credentials.lookups.load(Ordering::SeqCst);
     credentials.set(Some(basic("ci", "secret")));
-    assert_eq!(&source.read_range(100..200).await.unwrap()[..], &data[100..200]);
+    assert_eq!(
+        &source.read_range(100..200).await.unwrap()[..],
+        &data[100..200]
+    );
     assert!(credentials.lookups.load(Ordering::SeqCst) > lookups);
 }
 
@@ -457,7 +603,10 @@ async fn withdrawn_credentials_fail_promptly_with_auth_error() {
 struct StuckCredentials;
 
 impl Credentials for StuckCredentials {
-    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
+    fn lookup<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -472,7 +621,16 @@ async fn stuck_credential_helper_times_out() {
     let client = client_with(config, Arc::new(StuckCredentials));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
     let err = bounded(source.read_range(0..10)).await.unwrap_err();
-    assert!(matches!(err.root(), RemoteError::Credentials { source: CredentialError::TimedOut, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err.root(),
+            RemoteError::Credentials {
+                source: CredentialError::TimedOut,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.kind(), ErrorKind::Auth);
 }
 
@@ -480,11 +638,16 @@ async fn stuck_credential_helper_times_out() {
 async fn basic_auth_registry_gets_credentials() {
     use base64::Engine as _;
     let data = Arc::new(blob_bytes(1000));
-    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("u:p")
+    );
     let served = Arc::clone(&data);
     let server = MockServer::start(move |request| {
         if request.header("authorization") != Some(expected.as_str()) {
-            return Response::new(401).header("WWW-Authenticate", r#"Basic realm="registry""#).into();
+            return Response::new(401)
+                .header("WWW-Authenticate", r#"Basic realm="registry""#)
+                .into();
         }
         range_reply(&served, request, RangeMode::Honour)
     })
@@ -512,7 +675,9 @@ async fn identity_token_uses_oauth_refresh_grant() {
                 && form.contains("scope=repository%3Alib%2Fapp%3Apull")
                 && form.contains("service=mock");
             return if grant_ok {
-                Response::new(200).json(r#"{"access_token":"at-1","expires_in":300}"#).into()
+                Response::new(200)
+                    .json(r#"{"access_token":"at-1","expires_in":300}"#)
+                    .into()
             } else {
                 Response::new(401).into()
             };
@@ -523,23 +688,43 @@ async fn identity_token_uses_oauth_refresh_grant() {
         range_reply(&served, request, RangeMode::Honour)
     })
     .await;
-    let credentials = StaticCredentials::new().with(server.host(), Credential::IdentityToken("rt-1".into()));
+    let credentials =
+        StaticCredentials::new().with(server.host(), Credential::IdentityToken("rt-1".into()));
     let client = client(Arc::new(credentials));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
     assert_eq!(&source.read_range(0..10).await.unwrap()[..], &data[..10]);
     let token_requests = server.requests_to("/token");
     assert_eq!(token_requests.len(), 1);
-    assert_eq!(token_requests[0].header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        token_requests[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
 }
 
 #[tokio::test]
 async fn basic_challenge_without_credentials_is_an_auth_error() {
-    let server =
-        MockServer::start(|_| Response::new(401).header("WWW-Authenticate", r#"Basic realm="r""#).into()).await;
+    let server = MockServer::start(|_| {
+        Response::new(401)
+            .header("WWW-Authenticate", r#"Basic realm="r""#)
+            .into()
+    })
+    .await;
     let client = client(Arc::new(Anonymous));
-    let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
+    let source =
+        RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100))
+            .await
+            .unwrap();
     let err = source.read_range(0..10).await.unwrap_err();
-    assert!(matches!(err.root(), RemoteError::Credentials { source: CredentialError::Missing, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err.root(),
+            RemoteError::Credentials {
+                source: CredentialError::Missing,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// Starts a blob server that first sends the given replies, then serves normally.
@@ -555,10 +740,17 @@ async fn flaky_registry(data: Arc<Vec<u8>>, faults: Vec<Reply>) -> MockServer {
 #[tokio::test]
 async fn service_unavailable_then_success_is_retried() {
     let data = Arc::new(blob_bytes(1000));
-    let server = flaky_registry(Arc::clone(&data), vec![Response::new(503).into(), Response::new(500).into()]).await;
+    let server = flaky_registry(
+        Arc::clone(&data),
+        vec![Response::new(503).into(), Response::new(500).into()],
+    )
+    .await;
     let client = client(Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
-    assert_eq!(&source.read_range(100..300).await.unwrap()[..], &data[100..300]);
+    assert_eq!(
+        &source.read_range(100..300).await.unwrap()[..],
+        &data[100..300]
+    );
     assert_eq!(source.stats().snapshot().retries, 2);
     assert_eq!(server.requests().len(), 3);
 }
@@ -568,13 +760,21 @@ async fn too_many_requests_waits_for_retry_after() {
     let data = Arc::new(blob_bytes(1000));
     let mut config = test_config();
     config.max_backoff = Duration::from_secs(5);
-    let server = flaky_registry(Arc::clone(&data), vec![Response::new(429).header("Retry-After", "1").into()]).await;
+    let server = flaky_registry(
+        Arc::clone(&data),
+        vec![Response::new(429).header("Retry-After", "1").into()],
+    )
+    .await;
     let client = client_with(config, Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(1000)).await;
     let start = std::time::Instant::now();
     assert_eq!(&source.read_range(0..10).await.unwrap()[..], &data[..10]);
     // A lower bound only: the client must not come back before the server's delay.
-    assert!(start.elapsed() >= Duration::from_secs(1), "retried after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}",
+        start.elapsed()
+    );
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -592,15 +792,27 @@ async fn not_implemented_is_not_retried() {
 #[tokio::test]
 async fn persistent_server_errors_end_in_a_typed_error() {
     let server = MockServer::start(|_| {
-        Response::new(502).json(r#"{"errors":[{"code":"UNAVAILABLE","message":"backend down"}]}"#).into()
+        Response::new(502)
+            .json(r#"{"errors":[{"code":"UNAVAILABLE","message":"backend down"}]}"#)
+            .into()
     })
     .await;
     let client = client(Arc::new(Anonymous));
-    let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
+    let source =
+        RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100))
+            .await
+            .unwrap();
     let err = source.read_range(0..10).await.unwrap_err();
-    assert!(matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }),
+        "{err:?}"
+    );
     assert_eq!(err.status(), Some(502));
-    assert!(format!("{}", err.root()).contains("UNAVAILABLE: backend down"), "{}", err.root());
+    assert!(
+        format!("{}", err.root()).contains("UNAVAILABLE: backend down"),
+        "{}",
+        err.root()
+    );
     assert_eq!(server.requests().len(), 4);
     assert_eq!(source.stats().snapshot().errors_of(ErrorKind::Status), 1);
 }
@@ -612,9 +824,15 @@ async fn silent_server_times_out_within_bounded_time() {
     config.request_timeout = Duration::from_millis(300);
     config.max_retries = 2;
     let client = client_with(config, Arc::new(Anonymous));
-    let source = RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100)).await.unwrap();
+    let source =
+        RegistryBlobSource::open(&client, &server.host(), REPO, &Digest::of(b"x"), Some(100))
+            .await
+            .unwrap();
     let err = bounded(source.read_range(0..10)).await.unwrap_err();
-    assert!(matches!(err, RemoteError::RetriesExhausted { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::RetriesExhausted { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert!(matches!(err.root(), RemoteError::Timeout { .. }), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(server.requests().len(), 3);
@@ -625,13 +843,18 @@ async fn truncated_body_is_retried() {
     let data = Arc::new(blob_bytes(10_000));
     let expected = data[1000..3000].to_vec();
     let cut = Reply::Truncated {
-        response: Response::new(206).header("Content-Range", "bytes 1000-2999/10000").body(expected.clone()),
+        response: Response::new(206)
+            .header("Content-Range", "bytes 1000-2999/10000")
+            .body(expected.clone()),
         sent: 700,
     };
     let server = flaky_registry(Arc::clone(&data), vec![cut]).await;
     let client = client(Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(10_000)).await;
-    assert_eq!(&source.read_range(1000..3000).await.unwrap()[..], &expected[..]);
+    assert_eq!(
+        &source.read_range(1000..3000).await.unwrap()[..],
+        &expected[..]
+    );
     assert_eq!(source.stats().snapshot().retries, 1);
 }
 
@@ -639,17 +862,26 @@ async fn truncated_body_is_retried() {
 async fn always_truncated_body_ends_in_an_error() {
     let data = Arc::new(blob_bytes(10_000));
     let served = Arc::clone(&data);
-    let server = MockServer::start(move |request| match range_reply(&served, request, RangeMode::Honour) {
-        Reply::Send(response) => Reply::Truncated { response, sent: 10 },
-        other => other,
-    })
-    .await;
+    let server =
+        MockServer::start(
+            move |request| match range_reply(&served, request, RangeMode::Honour) {
+                Reply::Send(response) => Reply::Truncated { response, sent: 10 },
+                other => other,
+            },
+        )
+        .await;
     let client = client(Arc::new(Anonymous));
     let source = open(&client, &server.host(), &data, Some(10_000)).await;
     let err = bounded(source.read_range(0..5000)).await.unwrap_err();
-    assert!(matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }), "{err:?}");
     assert!(
-        matches!(err.root(), RemoteError::BodyInterrupted { .. } | RemoteError::ShortBody { .. }),
+        matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }),
+        "{err:?}"
+    );
+    assert!(
+        matches!(
+            err.root(),
+            RemoteError::BodyInterrupted { .. } | RemoteError::ShortBody { .. }
+        ),
         "{:?}",
         err.root()
     );
@@ -672,7 +904,13 @@ async fn mirror_is_tried_before_the_registry() {
     let mut config = test_config();
     config.hosts.insert(
         origin.host(),
-        HostConfig { mirrors: vec![Mirror { host: mirror.host(), insecure: true }], insecure: false },
+        HostConfig {
+            mirrors: vec![Mirror {
+                host: mirror.host(),
+                insecure: true,
+            }],
+            insecure: false,
+        },
     );
     let client = client_with(config, Arc::new(Anonymous));
     let source = open(&client, &origin.host(), &data, Some(1000)).await;
@@ -689,7 +927,13 @@ async fn registry_used_when_mirror_lacks_blob() {
     let mut config = test_config();
     config.hosts.insert(
         origin.host(),
-        HostConfig { mirrors: vec![Mirror { host: mirror.host(), insecure: false }], insecure: false },
+        HostConfig {
+            mirrors: vec![Mirror {
+                host: mirror.host(),
+                insecure: false,
+            }],
+            insecure: false,
+        },
     );
     let client = client_with(config, Arc::new(Anonymous));
     let source = open(&client, &origin.host(), &data, Some(1000)).await;
@@ -705,7 +949,11 @@ async fn check_reads_one_byte_and_reports_denial() {
     let served = Arc::clone(&data);
     let gate = Arc::clone(&allow);
     let server = MockServer::start(move |request| {
-        if gate.load(Ordering::SeqCst) { range_reply(&served, request, RangeMode::Honour) } else { denied() }
+        if gate.load(Ordering::SeqCst) {
+            range_reply(&served, request, RangeMode::Honour)
+        } else {
+            denied()
+        }
     })
     .await;
     let client = client(Arc::new(Anonymous));
@@ -715,7 +963,14 @@ async fn check_reads_one_byte_and_reports_denial() {
 
     allow.store(false, Ordering::SeqCst);
     let err = source.check().await.unwrap_err();
-    assert!(matches!(err.root(), RemoteError::Unauthorized { status: 403, .. }), "{err:?}");
+    assert!(
+        matches!(err.root(), RemoteError::Unauthorized { status: 403, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("403"), "{err}");
-    assert!(format!("{}", err.root()).contains("DENIED"), "{}", err.root());
+    assert!(
+        format!("{}", err.root()).contains("DENIED"),
+        "{}",
+        err.root()
+    );
 }

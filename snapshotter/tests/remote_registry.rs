@@ -16,7 +16,11 @@ use lazypull_testkit::registry::Registry;
 use lazypull_testkit::tarbuild::{Builder, Entry};
 
 fn config() -> RegistryConfig {
-    RegistryConfig { request_timeout: Duration::from_secs(10), hosts: HashMap::new(), ..RegistryConfig::default() }
+    RegistryConfig {
+        request_timeout: Duration::from_secs(10),
+        hosts: HashMap::new(),
+        ..RegistryConfig::default()
+    }
 }
 
 /// Bytes that do not compress away, so the layer blob is large enough for several ranges.
@@ -48,20 +52,37 @@ async fn registry_layers_read_back_byte_for_byte() {
     }
     let registry = Registry::start().expect("start docker-registry");
     let layout = tempfile::tempdir().unwrap();
-    let written =
-        lazypull_testkit::image::write_oci_layout(layout.path(), "v1", &layer_tars(), &["/bin/true"]).unwrap();
-    let reference = registry.push_oci_layout(layout.path(), "v1", "lazypull/remote:v1").expect("push with skopeo");
+    let written = lazypull_testkit::image::write_oci_layout(
+        layout.path(),
+        "v1",
+        &layer_tars(),
+        &["/bin/true"],
+    )
+    .unwrap();
+    let reference = registry
+        .push_oci_layout(layout.path(), "v1", "lazypull/remote:v1")
+        .expect("push with skopeo");
     let pushed = registry.access_log().len();
 
     let image = ImageRef::parse(&reference).unwrap();
-    let resolved = resolve(&image, &config(), Arc::new(Anonymous)).await.unwrap();
-    assert_eq!(resolved.manifest_digest.to_string(), written.manifest_digest);
+    let resolved = resolve(&image, &config(), Arc::new(Anonymous))
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.manifest_digest.to_string(),
+        written.manifest_digest
+    );
     assert_eq!(resolved.config.digest.to_string(), written.config_digest);
-    let digests: Vec<String> = resolved.layers.iter().map(|layer| layer.digest.to_string()).collect();
+    let digests: Vec<String> = resolved
+        .layers
+        .iter()
+        .map(|layer| layer.digest.to_string())
+        .collect();
     assert_eq!(digests, written.layer_digests);
 
     for layer in &resolved.layers {
-        let expected = std::fs::read(layout.path().join("blobs/sha256").join(layer.digest.hex())).unwrap();
+        let expected =
+            std::fs::read(layout.path().join("blobs/sha256").join(layer.digest.hex())).unwrap();
         let source = resolved.open_layer(layer).await.unwrap();
         source.check().await.unwrap();
         assert_eq!(source.size(), expected.len() as u64);
@@ -78,17 +99,29 @@ async fn registry_layers_read_back_byte_for_byte() {
         }
         assert_eq!(rebuilt, expected, "layer {}", layer.digest);
         // The 51-byte eStargz footer region: the last bytes of the blob.
-        let tail = source.read_range(source.size() - 51..source.size()).await.unwrap();
+        let tail = source
+            .read_range(source.size() - 51..source.size())
+            .await
+            .unwrap();
         assert_eq!(&tail[..], &expected[expected.len() - 51..]);
     }
 
     // Every blob read is a ranged GET with status 206, and no HEAD is sent.
     let log = registry.access_log();
-    let blob_requests: Vec<_> = log[pushed..].iter().filter(|entry| entry.path.contains("/blobs/")).collect();
+    let blob_requests: Vec<_> = log[pushed..]
+        .iter()
+        .filter(|entry| entry.path.contains("/blobs/"))
+        .collect();
     assert!(!blob_requests.is_empty());
-    assert!(blob_requests.iter().all(|entry| entry.method == "GET"), "{blob_requests:?}");
+    assert!(
+        blob_requests.iter().all(|entry| entry.method == "GET"),
+        "{blob_requests:?}"
+    );
     let config_digest = written.config_digest.as_str();
-    for entry in blob_requests.iter().filter(|entry| !entry.path.ends_with(config_digest)) {
+    for entry in blob_requests
+        .iter()
+        .filter(|entry| !entry.path.ends_with(config_digest))
+    {
         assert_eq!(entry.status, 206, "{entry:?}");
     }
 }
@@ -100,21 +133,47 @@ async fn registry_blob_size_probe_and_pinned_manifest() {
     }
     let registry = Registry::start().expect("start docker-registry");
     let layout = tempfile::tempdir().unwrap();
-    let written =
-        lazypull_testkit::image::write_oci_layout(layout.path(), "v1", &layer_tars(), &["/bin/true"]).unwrap();
-    registry.push_oci_layout(layout.path(), "v1", "lazypull/pinned:v1").expect("push with skopeo");
+    let written = lazypull_testkit::image::write_oci_layout(
+        layout.path(),
+        "v1",
+        &layer_tars(),
+        &["/bin/true"],
+    )
+    .unwrap();
+    registry
+        .push_oci_layout(layout.path(), "v1", "lazypull/pinned:v1")
+        .expect("push with skopeo");
 
-    let pinned = ImageRef::parse(&format!("{}/lazypull/pinned@{}", registry.host(), written.manifest_digest)).unwrap();
-    let resolved = resolve(&pinned, &config(), Arc::new(Anonymous)).await.unwrap();
-    assert_eq!(resolved.manifest_digest.to_string(), written.manifest_digest);
+    let pinned = ImageRef::parse(&format!(
+        "{}/lazypull/pinned@{}",
+        registry.host(),
+        written.manifest_digest
+    ))
+    .unwrap();
+    let resolved = resolve(&pinned, &config(), Arc::new(Anonymous))
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.manifest_digest.to_string(),
+        written.manifest_digest
+    );
 
     let client = RegistryClient::new(config(), Arc::new(Anonymous)).unwrap();
     let layer = &resolved.layers[1];
-    let probed =
-        RegistryBlobSource::open(&client, &registry.host(), "lazypull/pinned", &layer.digest, None).await.unwrap();
+    let probed = RegistryBlobSource::open(
+        &client,
+        &registry.host(),
+        "lazypull/pinned",
+        &layer.digest,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(probed.size(), layer.size);
 
     let missing = ImageRef::parse(&format!("{}/lazypull/pinned:absent", registry.host())).unwrap();
-    let err = resolve(&missing, &config(), Arc::new(Anonymous)).await.unwrap_err();
+    let err = resolve(&missing, &config(), Arc::new(Anonymous))
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(404), "{err:?}");
 }

@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use lazypull_converter::{CancellationToken, Compression, ConvertOptions, ImageRef, Platform, ProgressMode};
+use lazypull_converter::{
+    CancellationToken, Compression, ConvertOptions, ImageRef, Platform, ProgressMode,
+};
 
 /// Arguments of `lazypull convert`.
 #[derive(Debug, clap::Args)]
@@ -111,7 +113,11 @@ pub fn options(args: &Args) -> anyhow::Result<ConvertOptions> {
         options.threads = threads;
     }
     options.reconvert = args.reconvert;
-    options.platforms = args.platform.iter().map(|p| Platform::parse(p)).collect::<Result<_, _>>()?;
+    options.platforms = args
+        .platform
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<_, _>>()?;
     options.tmpdir = args.tmpdir.clone();
     options.progress = match args.progress {
         ProgressArg::Auto if std::io::stderr().is_terminal() => ProgressMode::Bars,
@@ -152,17 +158,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Parses a byte count with an optional binary suffix: `4194304`, `4M`, `512K`, `1G`, `4MiB`.
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(digits_end);
-    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a byte count such as 4194304 or 4M"))?;
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count such as 4194304 or 4M"))?;
     let shift = match suffix.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,
         "m" | "mib" => 20,
         "g" | "gib" => 30,
-        _ => return Err(format!("unknown size suffix {suffix:?}; use K, M or G (binary units)")),
+        _ => {
+            return Err(format!(
+                "unknown size suffix {suffix:?}; use K, M or G (binary units)"
+            ));
+        }
     };
-    value.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[cfg(test)]
@@ -177,7 +193,9 @@ mod tests {
     }
 
     fn parse(argv: &[&str]) -> Args {
-        Wrapper::try_parse_from(std::iter::once("convert").chain(argv.iter().copied())).unwrap().args
+        Wrapper::try_parse_from(std::iter::once("convert").chain(argv.iter().copied()))
+            .unwrap()
+            .args
     }
 
     #[test]
@@ -217,7 +235,9 @@ mod tests {
         assert_eq!((options.jobs, options.threads), (3, 1));
         assert!(options.reconvert);
         assert_eq!(options.platforms.len(), 2);
-        let ImageRef::Registry(destination) = &options.destination else { panic!("registry expected") };
+        let ImageRef::Registry(destination) = &options.destination else {
+            panic!("registry expected")
+        };
         assert!(destination.plain_http);
     }
 
@@ -234,6 +254,11 @@ mod tests {
     #[test]
     fn bad_platform_is_rejected() {
         let args = parse(&["oci:/a", "oci:/b", "--platform", "linux"]);
-        assert!(options(&args).unwrap_err().to_string().contains("--platform"));
+        assert!(
+            options(&args)
+                .unwrap_err()
+                .to_string()
+                .contains("--platform")
+        );
     }
 }

@@ -38,11 +38,14 @@ pub fn lazypull() -> Command {
 /// Runs `lazypull convert SRC DST ARGS --tmpdir TMPDIR --json --progress log`.
 pub fn convert(source: &str, destination: &str, args: &[&str], tmpdir: &Path) -> Output {
     let mut command = lazypull();
-    command.arg("convert").arg(source).arg(destination).args(args).arg("--tmpdir").arg(tmpdir).args([
-        "--json",
-        "--progress",
-        "log",
-    ]);
+    command
+        .arg("convert")
+        .arg(source)
+        .arg(destination)
+        .args(args)
+        .arg("--tmpdir")
+        .arg(tmpdir)
+        .args(["--json", "--progress", "log"]);
     command.output().expect("failed to run lazypull")
 }
 
@@ -55,19 +58,28 @@ pub fn convert_ok(source: &str, destination: &str, args: &[&str], tmpdir: &Path)
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("invalid --json output ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "invalid --json output ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// Fails unless `dir` is empty: the converter must remove every temporary file.
 pub fn assert_dir_empty(dir: &Path) {
-    let left: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let left: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }
 
 /// Path of a blob in an OCI layout.
 pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
-    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// Writes a blob into a layout and returns its digest.
@@ -93,14 +105,28 @@ pub struct SourceLayer {
 impl SourceLayer {
     /// Creates a layer stored as `blob` with `media_type`, whose content is `tar`.
     pub fn new(blob: Vec<u8>, media_type: &str, tar: Vec<u8>) -> Self {
-        SourceLayer { blob, media_type: media_type.to_string(), tar, extra: json!({}) }
+        SourceLayer {
+            blob,
+            media_type: media_type.to_string(),
+            tar,
+            extra: json!({}),
+        }
     }
 }
 
 /// Writes a one-image OCI layout with `layers`, tagged `tag`, and returns the manifest digest.
 pub fn write_layout(dir: &Path, tag: &str, layers: &[SourceLayer]) -> String {
     let (digest, size) = write_image(dir, layers, "amd64");
-    write_index(dir, &[(digest.clone(), size, OCI_MANIFEST.to_string(), None, Some(tag.to_string()))]);
+    write_index(
+        dir,
+        &[(
+            digest.clone(),
+            size,
+            OCI_MANIFEST.to_string(),
+            None,
+            Some(tag.to_string()),
+        )],
+    );
     digest
 }
 
@@ -175,8 +201,13 @@ pub fn read_json(layout: &Path, digest: &str) -> Value {
 
 /// Returns the descriptor `index.json` lists for `tag`.
 pub fn tagged(layout: &Path, tag: &str) -> Option<Value> {
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).ok()?).ok()?;
-    index["manifests"].as_array()?.iter().find(|m| m["annotations"][REF_NAME] == tag).cloned()
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).ok()?).ok()?;
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["annotations"][REF_NAME] == tag)
+        .cloned()
 }
 
 /// One image manifest read from a layout, with its config.
@@ -197,15 +228,28 @@ impl LayoutImage {
         let manifest = read_json(layout, digest);
         let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
         let config_bytes = std::fs::read(blob_path(layout, &config_digest)).unwrap();
-        assert_eq!(sha256(&config_bytes), config_digest, "config blob does not match its digest");
+        assert_eq!(
+            sha256(&config_bytes),
+            config_digest,
+            "config blob does not match its digest"
+        );
         let config = serde_json::from_slice(&config_bytes).unwrap();
-        LayoutImage { digest: digest.to_string(), manifest, config, config_bytes }
+        LayoutImage {
+            digest: digest.to_string(),
+            manifest,
+            config,
+            config_bytes,
+        }
     }
 
     /// Reads the single manifest tagged `tag`.
     pub fn read_tag(layout: &Path, tag: &str) -> LayoutImage {
-        let entry = tagged(layout, tag).unwrap_or_else(|| panic!("tag {tag} missing in {}", layout.display()));
-        assert_eq!(entry["mediaType"], OCI_MANIFEST, "tag {tag} is not a manifest: {entry}");
+        let entry = tagged(layout, tag)
+            .unwrap_or_else(|| panic!("tag {tag} missing in {}", layout.display()));
+        assert_eq!(
+            entry["mediaType"], OCI_MANIFEST,
+            "tag {tag} is not a manifest: {entry}"
+        );
         LayoutImage::read(layout, entry["digest"].as_str().unwrap())
     }
 
@@ -216,7 +260,12 @@ impl LayoutImage {
 
     /// diffIDs of the config.
     pub fn diff_ids(&self) -> Vec<String> {
-        self.config["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect()
+        self.config["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -224,12 +273,23 @@ impl LayoutImage {
 /// digests (every platform of an index).
 pub fn pull_to_layout(reference: &str, layout: &Path, tag: &str) {
     let output = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--quiet", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
         .arg(format!("docker://{reference}"))
         .arg(format!("oci:{}:{tag}", layout.display()))
         .output()
         .expect("failed to run skopeo");
-    assert!(output.status.success(), "skopeo copy {reference} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "skopeo copy {reference} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Runs `skopeo inspect --raw` on a registry image; `None` when it does not exist.
@@ -253,7 +313,9 @@ pub fn decompress_to(blob: &Path, out: &Path) -> (u64, String) {
     // zstd goes through the zstd program: the root package has no zstd crate dependency.
     let mut child = None;
     let mut reader: Box<dyn Read> = match &head[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input))),
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            input,
+        ))),
         [0x28, 0xb5, 0x2f, 0xfd] => {
             let mut process = Command::new("zstd")
                 .args(["-dcq"])
@@ -283,7 +345,11 @@ pub fn decompress_to(blob: &Path, out: &Path) -> (u64, String) {
     }
     file.flush().unwrap();
     if let Some(mut process) = child {
-        assert!(process.wait().unwrap().success(), "zstd -d failed on {}", blob.display());
+        assert!(
+            process.wait().unwrap().success(),
+            "zstd -d failed on {}",
+            blob.display()
+        );
     }
     (total, format!("sha256:{}", hex::encode(hasher.finalize())))
 }
@@ -319,8 +385,15 @@ pub fn check_converted_layer(
     let converted_tar = work.join("converted.tar");
     decompress_to(original_blob, &original_tar);
     let (length, digest) = decompress_to(converted_blob, &converted_tar);
-    assert_eq!(digest, diff_id, "diffID in the config is not the digest of the decompressed blob");
-    assert_eq!(descriptor["annotations"][UNCOMPRESSED_SIZE], length.to_string(), "uncompressed-size annotation");
+    assert_eq!(
+        digest, diff_id,
+        "diffID in the config is not the digest of the decompressed blob"
+    );
+    assert_eq!(
+        descriptor["annotations"][UNCOMPRESSED_SIZE],
+        length.to_string(),
+        "uncompressed-size annotation"
+    );
     assert_eq!(descriptor["mediaType"], LAYER_GZIP);
 
     let expected_dir = work.join("expected");
@@ -336,14 +409,26 @@ pub fn check_converted_layer(
     let expected = snapshot(&expected_dir).unwrap();
     let mut actual = snapshot(&actual_dir).unwrap();
 
-    let toc = std::fs::read(actual_dir.join("stargz.index.json")).expect("converted layer has no stargz.index.json");
-    assert_eq!(descriptor["annotations"][TOC_DIGEST], sha256(&toc), "TOC-digest annotation");
+    let toc = std::fs::read(actual_dir.join("stargz.index.json"))
+        .expect("converted layer has no stargz.index.json");
+    assert_eq!(
+        descriptor["annotations"][TOC_DIGEST],
+        sha256(&toc),
+        "TOC-digest annotation"
+    );
     let landmarks: Vec<&str> = [".prefetch.landmark", ".no.prefetch.landmark"]
         .into_iter()
         .filter(|name| actual_dir.join(name).exists())
         .collect();
-    assert_eq!(landmarks.len(), 1, "exactly one landmark expected, found {landmarks:?}");
-    assert_eq!(std::fs::read(actual_dir.join(landmarks[0])).unwrap(), [0x0f]);
+    assert_eq!(
+        landmarks.len(),
+        1,
+        "exactly one landmark expected, found {landmarks:?}"
+    );
+    assert_eq!(
+        std::fs::read(actual_dir.join(landmarks[0])).unwrap(),
+        [0x0f]
+    );
     for extra in ["stargz.index.json", landmarks[0]] {
         actual.nodes.remove(Path::new(extra));
     }
@@ -356,10 +441,17 @@ pub fn check_converted_layer(
         ..DiffOptions::default()
     };
     let differences = expected.diff_with(&actual, &options);
-    assert!(differences.is_empty(), "converted layer differs from the original:\n{}", differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "converted layer differs from the original:\n{}",
+        differences.join("\n")
+    );
 
-    let go_entries =
-        check_with_go_reader(converted_blob, descriptor["annotations"][TOC_DIGEST].as_str().unwrap(), &actual);
+    let go_entries = check_with_go_reader(
+        converted_blob,
+        descriptor["annotations"][TOC_DIGEST].as_str().unwrap(),
+        &actual,
+    );
     let tar_names = tar_listing(&converted_tar);
     let landmark = landmarks[0].to_string();
     for dir in [&expected_dir, &actual_dir] {
@@ -367,7 +459,11 @@ pub fn check_converted_layer(
     }
     std::fs::remove_file(&original_tar).unwrap();
     std::fs::remove_file(&converted_tar).unwrap();
-    LayerCheck { landmark, go_entries, tar_names }
+    LayerCheck {
+        landmark,
+        go_entries,
+        tar_names,
+    }
 }
 
 /// Opens the blob with the upstream Go reader (verifying TOC and every chunk) and compares the
@@ -383,12 +479,21 @@ fn check_with_go_reader(blob: &Path, toc_digest: &str, tree: &Tree) -> usize {
         if name == ".prefetch.landmark" || name == ".no.prefetch.landmark" {
             continue;
         }
-        let node = tree.get(name).unwrap_or_else(|| panic!("Go reader lists {name}, GNU tar did not extract it"));
+        let node = tree
+            .get(name)
+            .unwrap_or_else(|| panic!("Go reader lists {name}, GNU tar did not extract it"));
         // A hardlink's TOC entry is its own type; regular entries carry the content.
-        assert_eq!(entry.sha256.as_deref(), node.sha256.as_deref(), "content of {name} read by the Go reader");
+        assert_eq!(
+            entry.sha256.as_deref(),
+            node.sha256.as_deref(),
+            "content of {name} read by the Go reader"
+        );
         checked += 1;
     }
-    assert!(checked > 0 || tree.nodes.values().all(|n| n.sha256.is_none()), "the Go reader read no file");
+    assert!(
+        checked > 0 || tree.nodes.values().all(|n| n.sha256.is_none()),
+        "the Go reader read no file"
+    );
     entries.len()
 }
 
@@ -422,10 +527,21 @@ pub fn extract(tar: &Path, dest: &Path) {
 
 /// Entry names of a tar file in order, from GNU tar.
 pub fn tar_listing(tar: &Path) -> Vec<String> {
-    let output =
-        Command::new("tar").args(["--quoting-style=literal", "-tf"]).arg(tar).env("LC_ALL", "C").output().unwrap();
-    assert!(output.status.success(), "tar -t failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+    let output = Command::new("tar")
+        .args(["--quoting-style=literal", "-tf"])
+        .arg(tar)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tar -t failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Checks every layer of `converted` (manifest in `converted_layout`) against the layers of
@@ -450,7 +566,13 @@ pub fn check_converted_image(
         assert_eq!(new["size"], blob_bytes, "layer {i}: descriptor size");
         let layer_work = work.join(format!("layer-{i}"));
         std::fs::create_dir_all(&layer_work).unwrap();
-        checks.push(check_converted_layer(&old_blob, &new_blob, new, &diff_ids[i], &layer_work));
+        checks.push(check_converted_layer(
+            &old_blob,
+            &new_blob,
+            new,
+            &diff_ids[i],
+            &layer_work,
+        ));
     }
     checks
 }
@@ -461,7 +583,10 @@ pub fn assert_config_changed_only_in_diff_ids(original: &LayoutImage, converted:
     let mut new = converted.config.clone();
     old["rootfs"]["diff_ids"] = Value::Null;
     new["rootfs"]["diff_ids"] = Value::Null;
-    assert_eq!(old, new, "config members other than rootfs.diff_ids changed");
+    assert_eq!(
+        old, new,
+        "config members other than rootfs.diff_ids changed"
+    );
 }
 
 /// Creates a directory for temporary files that the test lists afterwards.
@@ -471,7 +596,17 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
 
 /// Copies an OCI layout (so a test can modify it).
 pub fn copy_layout(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().context("failed to run cp")?;
-    anyhow::ensure!(status.success(), "cp -a {} {} failed", from.display(), to.display());
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("failed to run cp")?;
+    anyhow::ensure!(
+        status.success(),
+        "cp -a {} {} failed",
+        from.display(),
+        to.display()
+    );
     Ok(())
 }

@@ -53,22 +53,30 @@ pub fn convert(
     let tar = match format {
         InputFormat::Tar => {
             verify_digest(blob, descriptor, progress, cancel)?;
-            blob.file.try_clone().map_err(|e| ConvertError::io("reading", &blob.path, e))?
+            blob.file
+                .try_clone()
+                .map_err(|e| ConvertError::io("reading", &blob.path, e))?
         }
         _ => {
             spooled = spool(blob, descriptor, format, tmpdir, progress, cancel)?;
-            spooled.reopen().map_err(|e| ConvertError::io("reading", spooled.path(), e))?
+            spooled
+                .reopen()
+                .map_err(|e| ConvertError::io("reading", spooled.path(), e))?
         }
     };
     let mut tar = tar;
-    tar.seek(SeekFrom::Start(0)).map_err(|e| ConvertError::io("reading", tmpdir, e))?;
+    tar.seek(SeekFrom::Start(0))
+        .map_err(|e| ConvertError::io("reading", tmpdir, e))?;
 
     let out = tempfile::Builder::new()
         .prefix("lazypull-estargz-")
         .tempfile_in(tmpdir)
         .map_err(|e| ConvertError::io("creating a temporary file in", tmpdir, e))?;
     let (out_file, out_path) = out.into_parts();
-    let writer = CancellableWriter { inner: BufWriter::with_capacity(COPY_BUFFER_BYTES, out_file), cancel };
+    let writer = CancellableWriter {
+        inner: BufWriter::with_capacity(COPY_BUFFER_BYTES, out_file),
+        cancel,
+    };
     let mut phase_started = false;
     let built = build_with_progress(tar, writer, options, &mut |p| {
         if !phase_started {
@@ -83,13 +91,24 @@ pub fn convert(
         }
         match error {
             BuildError::Tar(
-                TarError::InvalidHeader { .. } | TarError::Truncated { .. } | TarError::InvalidExtension { .. },
-            ) => ConvertError::NotTar { layer: layer.to_string(), source: error },
+                TarError::InvalidHeader { .. }
+                | TarError::Truncated { .. }
+                | TarError::InvalidExtension { .. },
+            ) => ConvertError::NotTar {
+                layer: layer.to_string(),
+                source: error,
+            },
             BuildError::Io(io) => ConvertError::io("writing", &out_path, io),
-            other => ConvertError::Build { layer: layer.to_string(), source: other },
+            other => ConvertError::Build {
+                layer: layer.to_string(),
+                source: other,
+            },
         }
     })?;
-    Ok(ConvertedBlob { output, blob: out_path })
+    Ok(ConvertedBlob {
+        output,
+        blob: out_path,
+    })
 }
 
 /// Decompresses the blob into a temporary tar file, checking the blob digest on the way.
@@ -103,7 +122,9 @@ fn spool(
 ) -> Result<tempfile::NamedTempFile, ConvertError> {
     let layer = descriptor.digest.as_str();
     progress.phase(Phase::Decompress, descriptor.size);
-    blob.file.seek(SeekFrom::Start(0)).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
+    blob.file
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| ConvertError::io("reading", &blob.path, e))?;
     let mut temp = tempfile::Builder::new()
         .prefix("lazypull-tar-")
         .tempfile_in(tmpdir)
@@ -123,19 +144,30 @@ fn spool(
             Ok(n) => n,
             Err(error) => {
                 // A modified blob usually fails to decode: report the digest mismatch first.
-                decoder.into_input().finish(layer, descriptor.size, &blob.path)?;
-                return Err(decode_error(layer, format, read.load(Ordering::Relaxed), error));
+                decoder
+                    .into_input()
+                    .finish(layer, descriptor.size, &blob.path)?;
+                return Err(decode_error(
+                    layer,
+                    format,
+                    read.load(Ordering::Relaxed),
+                    error,
+                ));
             }
         };
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).map_err(|e| ConvertError::io("writing", &temp_path, e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| ConvertError::io("writing", &temp_path, e))?;
         progress.set(read.load(Ordering::Relaxed));
     }
-    out.flush().map_err(|e| ConvertError::io("writing", &temp_path, e))?;
+    out.flush()
+        .map_err(|e| ConvertError::io("writing", &temp_path, e))?;
     drop(out);
-    decoder.into_input().finish(layer, descriptor.size, &blob.path)?;
+    decoder
+        .into_input()
+        .finish(layer, descriptor.size, &blob.path)?;
     Ok(temp)
 }
 
@@ -147,7 +179,9 @@ fn verify_digest(
     cancel: &CancellationToken,
 ) -> Result<(), ConvertError> {
     progress.phase(Phase::Verify, descriptor.size);
-    blob.file.seek(SeekFrom::Start(0)).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
+    blob.file
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| ConvertError::io("reading", &blob.path, e))?;
     let read = Arc::new(AtomicU64::new(0));
     let mut input = HashingReader::new(&blob.file, Arc::clone(&read));
     let mut buf = vec![0u8; COPY_BUFFER_BYTES];
@@ -155,7 +189,9 @@ fn verify_digest(
         if cancel.is_cancelled() {
             return Err(ConvertError::Cancelled);
         }
-        let n = input.read(&mut buf).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| ConvertError::io("reading", &blob.path, e))?;
         if n == 0 {
             break;
         }
@@ -196,10 +232,20 @@ pub fn zstd_chunked_annotations(path: &Path) -> Result<Vec<(String, String)>, Co
     std::os::unix::fs::FileExt::read_exact_at(&file, &mut compressed, location.offset)
         .map_err(|e| ConvertError::io("reading", path, e))?;
     let checksum = estargz::Digest::of(&compressed);
-    let position =
-        format!("{}:{}:{}:1", location.offset, location.compressed_len, location.uncompressed_len.unwrap_or(0));
+    let position = format!(
+        "{}:{}:{}:1",
+        location.offset,
+        location.compressed_len,
+        location.uncompressed_len.unwrap_or(0)
+    );
     Ok(vec![
-        ("io.containers.zstd-chunked.manifest-checksum".to_string(), checksum.to_string()),
-        ("io.containers.zstd-chunked.manifest-position".to_string(), position),
+        (
+            "io.containers.zstd-chunked.manifest-checksum".to_string(),
+            checksum.to_string(),
+        ),
+        (
+            "io.containers.zstd-chunked.manifest-position".to_string(),
+            position,
+        ),
     ])
 }

@@ -67,16 +67,30 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`. `count` receives the number of bytes read so far.
     pub fn new(inner: R, count: Arc<AtomicU64>) -> Self {
-        HashingReader { inner, hasher: Hasher::new(), count }
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+            count,
+        }
     }
 
     /// Reads whatever the consumer left unread, then checks digest and size. `path` is the blob
     /// file, for messages.
-    pub fn finish(mut self, layer: &str, expected_size: u64, path: &std::path::Path) -> Result<(), ConvertError> {
-        std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| ConvertError::io("reading", path, e))?;
+    pub fn finish(
+        mut self,
+        layer: &str,
+        expected_size: u64,
+        path: &std::path::Path,
+    ) -> Result<(), ConvertError> {
+        std::io::copy(&mut self, &mut std::io::sink())
+            .map_err(|e| ConvertError::io("reading", path, e))?;
         let actual = self.hasher.finish();
         if actual.to_string() != layer {
-            return Err(ConvertError::DigestMismatch { what: "layer", expected: layer.to_string(), actual });
+            return Err(ConvertError::DigestMismatch {
+                what: "layer",
+                expected: layer.to_string(),
+                actual,
+            });
         }
         let size = self.count.load(Ordering::Relaxed);
         if size != expected_size {
@@ -115,12 +129,12 @@ impl<R: Read> Decoder<R> {
     pub fn new(format: InputFormat, input: HashingReader<R>) -> std::io::Result<Self> {
         const BUFFER_BYTES: usize = 256 << 10;
         Ok(match format {
-            InputFormat::Gzip => {
-                Decoder::Gzip(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUFFER_BYTES, input)))
-            }
-            InputFormat::Zstd => {
-                Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUFFER_BYTES, input))?)
-            }
+            InputFormat::Gzip => Decoder::Gzip(flate2::read::MultiGzDecoder::new(
+                BufReader::with_capacity(BUFFER_BYTES, input),
+            )),
+            InputFormat::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(
+                BufReader::with_capacity(BUFFER_BYTES, input),
+            )?),
             InputFormat::Tar => Decoder::Plain(input),
         })
     }
@@ -147,12 +161,27 @@ impl<R: Read> Read for Decoder<R> {
 }
 
 /// Turns a decoder error into the converter's error: a premature end means a truncated blob.
-pub fn decode_error(layer: &str, format: InputFormat, read: u64, error: std::io::Error) -> ConvertError {
+pub fn decode_error(
+    layer: &str,
+    format: InputFormat,
+    read: u64,
+    error: std::io::Error,
+) -> ConvertError {
     let compression = format.name();
     if error.kind() == std::io::ErrorKind::UnexpectedEof {
-        ConvertError::TruncatedLayer { layer: layer.to_string(), compression, read, source: error }
+        ConvertError::TruncatedLayer {
+            layer: layer.to_string(),
+            compression,
+            read,
+            source: error,
+        }
     } else {
-        ConvertError::CorruptLayer { layer: layer.to_string(), compression, read, source: error }
+        ConvertError::CorruptLayer {
+            layer: layer.to_string(),
+            compression,
+            read,
+            source: error,
+        }
     }
 }
 
@@ -175,17 +204,25 @@ mod tests {
     fn multi_member_gzip_is_read_whole() {
         let mut blob = Vec::new();
         for part in [b"first ".as_slice(), b"second"] {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(part).unwrap();
             blob.extend(encoder.finish().unwrap());
         }
         let count = Arc::new(AtomicU64::new(0));
-        let mut decoder = Decoder::new(InputFormat::Gzip, HashingReader::new(blob.as_slice(), count)).unwrap();
+        let mut decoder = Decoder::new(
+            InputFormat::Gzip,
+            HashingReader::new(blob.as_slice(), count),
+        )
+        .unwrap();
         let mut out = Vec::new();
         decoder.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"first second");
         let digest = estargz::Digest::of(&blob).to_string();
-        decoder.into_input().finish(&digest, blob.len() as u64, std::path::Path::new("blob")).unwrap();
+        decoder
+            .into_input()
+            .finish(&digest, blob.len() as u64, std::path::Path::new("blob"))
+            .unwrap();
     }
 
     #[test]
@@ -198,7 +235,10 @@ mod tests {
         let mut decoder = Decoder::new(InputFormat::Gzip, HashingReader::new(cut, count)).unwrap();
         let err = decoder.read_to_end(&mut Vec::new()).unwrap_err();
         let converted = decode_error("sha256:x", InputFormat::Gzip, 0, err);
-        assert!(matches!(converted, ConvertError::TruncatedLayer { .. }), "{converted}");
+        assert!(
+            matches!(converted, ConvertError::TruncatedLayer { .. }),
+            "{converted}"
+        );
     }
 
     #[test]

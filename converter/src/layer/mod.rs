@@ -116,7 +116,9 @@ pub struct JobContext {
 
 /// Processes one layer from start to finish.
 pub async fn run_job(context: Arc<JobContext>, job: LayerJob) -> Result<LayerResult, ConvertError> {
-    let progress = context.progress.layer(&job.descriptor.digest, job.position, context.count);
+    let progress = context
+        .progress
+        .layer(&job.descriptor.digest, job.position, context.count);
     let started = Instant::now();
     tracing::debug!(layer = %job.descriptor.digest, size = job.descriptor.size, media_type = %job.descriptor.media_type, "layer started");
     let result = run_inner(&context, &job, &progress, started).await;
@@ -141,11 +143,18 @@ async fn run_inner(
 ) -> Result<LayerResult, ConvertError> {
     let options = &context.options;
     let tmpdir = options.tmpdir();
-    let blob = context.source.layer(&job.descriptor, &tmpdir, progress, &context.cancel).await?;
+    let blob = context
+        .source
+        .layer(&job.descriptor, &tmpdir, progress, &context.cancel)
+        .await?;
 
     let outcome = {
-        let (job, options, progress, cancel) =
-            (job.clone(), Arc::clone(options), progress.clone(), context.cancel.clone());
+        let (job, options, progress, cancel) = (
+            job.clone(),
+            Arc::clone(options),
+            progress.clone(),
+            context.cancel.clone(),
+        );
         let what = format!("layer {}", job.descriptor.digest);
         run_blocking(&what, move || {
             let mut blob = blob;
@@ -162,15 +171,26 @@ async fn run_inner(
             context
                 .destination
                 .put_layer(
-                    BlobFile { digest: &digest, size: output.blob_size, path: &converted.blob, consume: true },
+                    BlobFile {
+                        digest: &digest,
+                        size: output.blob_size,
+                        path: &converted.blob,
+                        consume: true,
+                    },
                     None,
                     progress,
                     &context.cancel,
                 )
                 .await?;
             let mut annotations = vec![
-                (estargz::TOC_DIGEST_ANNOTATION.to_string(), output.toc_digest.to_string()),
-                (estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(), output.uncompressed_size.to_string()),
+                (
+                    estargz::TOC_DIGEST_ANNOTATION.to_string(),
+                    output.toc_digest.to_string(),
+                ),
+                (
+                    estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
+                    output.uncompressed_size.to_string(),
+                ),
             ];
             annotations.extend(extra);
             LayerResult {
@@ -195,7 +215,12 @@ async fn run_inner(
             context
                 .destination
                 .put_layer(
-                    BlobFile { digest: &descriptor.digest, size: descriptor.size, path: &blob.path, consume },
+                    BlobFile {
+                        digest: &descriptor.digest,
+                        size: descriptor.size,
+                        path: &blob.path,
+                        consume,
+                    },
                     source_registry,
                     progress,
                     &context.cancel,
@@ -209,8 +234,14 @@ async fn run_inner(
                 size: descriptor.size,
                 diff_id: job.config_diff_id.clone(),
                 annotations: vec![
-                    (estargz::TOC_DIGEST_ANNOTATION.to_string(), passed.toc_digest.to_string()),
-                    (estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(), passed.uncompressed_size.to_string()),
+                    (
+                        estargz::TOC_DIGEST_ANNOTATION.to_string(),
+                        passed.toc_digest.to_string(),
+                    ),
+                    (
+                        estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
+                        passed.uncompressed_size.to_string(),
+                    ),
                 ],
                 toc_digest: Some(passed.toc_digest.to_string()),
                 uncompressed_size: Some(passed.uncompressed_size),
@@ -242,9 +273,12 @@ fn process(
 ) -> Result<Outcome, ConvertError> {
     let descriptor = &job.descriptor;
     let layer = descriptor.digest.as_str();
-    let head = read_head(&mut blob.file, 16).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
-    let format =
-        detect(&head).map_err(|format| ConvertError::UnsupportedCompression { layer: layer.to_string(), format })?;
+    let head =
+        read_head(&mut blob.file, 16).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
+    let format = detect(&head).map_err(|format| ConvertError::UnsupportedCompression {
+        layer: layer.to_string(),
+        format,
+    })?;
     let declared = declared_format(&descriptor.media_type);
     if declared != format {
         tracing::warn!(
@@ -258,7 +292,14 @@ fn process(
     if !options.reconvert {
         match check_footer(blob) {
             FooterCheck::Estargz(location) => {
-                let passed = passthrough::verify(blob, descriptor, &location, &job.config_diff_id, progress, cancel)?;
+                let passed = passthrough::verify(
+                    blob,
+                    descriptor,
+                    &location,
+                    &job.config_diff_id,
+                    progress,
+                    cancel,
+                )?;
                 if !options.prioritized.is_empty() {
                     tracing::warn!(
                         layer,
@@ -268,10 +309,15 @@ fn process(
                 return Ok(Outcome::Passed(passed));
             }
             FooterCheck::ConvertAnyway(reason) => {
-                tracing::info!(layer, reason, "converting a stargz variant this converter does not pass through");
+                tracing::info!(
+                    layer,
+                    reason,
+                    "converting a stargz variant this converter does not pass through"
+                );
             }
             FooterCheck::NotEstargz(reason) => {
-                if let Some(annotated) = descriptor.annotations.get(estargz::TOC_DIGEST_ANNOTATION) {
+                if let Some(annotated) = descriptor.annotations.get(estargz::TOC_DIGEST_ANNOTATION)
+                {
                     return Err(ConvertError::AnnotatedButNotEstargz {
                         layer: layer.to_string(),
                         annotated: annotated.clone(),
@@ -283,7 +329,15 @@ fn process(
     }
 
     let build_options = options.build_options();
-    let converted = convert::convert(blob, descriptor, format, &build_options, &options.tmpdir(), progress, cancel)?;
+    let converted = convert::convert(
+        blob,
+        descriptor,
+        format,
+        &build_options,
+        &options.tmpdir(),
+        progress,
+        cancel,
+    )?;
     let extra = match options.compression {
         estargz::Compression::Zstd => convert::zstd_chunked_annotations(&converted.blob)?,
         estargz::Compression::Gzip => Vec::new(),
@@ -312,7 +366,11 @@ pub fn layer_media_type(compression: estargz::Compression) -> &'static str {
 
 /// Returns the new size divided by the old size (0 for an empty old size).
 pub fn ratio(new: u64, old: u64) -> f64 {
-    if old == 0 { 0.0 } else { new as f64 / old as f64 }
+    if old == 0 {
+        0.0
+    } else {
+        new as f64 / old as f64
+    }
 }
 
 fn log_finished(done: &LayerResult) {
@@ -332,7 +390,11 @@ fn log_finished(done: &LayerResult) {
 fn summary(result: &LayerResult) -> String {
     match result.action {
         LayerAction::Converted => {
-            format!("converted {} -> {}", indicatif::HumanBytes(result.source.size), indicatif::HumanBytes(result.size))
+            format!(
+                "converted {} -> {}",
+                indicatif::HumanBytes(result.source.size),
+                indicatif::HumanBytes(result.size)
+            )
         }
         LayerAction::PassedThrough => "kept (already eStargz)".to_string(),
         LayerAction::Foreign => "kept (foreign)".to_string(),

@@ -36,7 +36,9 @@ pub fn check_footer(blob: &LocalBlob) -> FooterCheck {
     match estargz::blob::locate_toc(&blob.file) {
         Ok(location) => match location.kind {
             FooterKind::Gzip | FooterKind::ZstdChunked => FooterCheck::Estargz(location),
-            FooterKind::LegacyGzip => FooterCheck::ConvertAnyway("legacy stargz without chunk digests"),
+            FooterKind::LegacyGzip => {
+                FooterCheck::ConvertAnyway("legacy stargz without chunk digests")
+            }
             FooterKind::ExternalToc => FooterCheck::ConvertAnyway("eStargz with an external TOC"),
         },
         Err(error) => FooterCheck::NotEstargz(error.to_string()),
@@ -83,8 +85,12 @@ pub fn verify(
     }
 
     let annotated = descriptor.annotations.get(estargz::TOC_DIGEST_ANNOTATION);
-    let opened = open_blob(&blob.file, &BlobOptions::default())
-        .map_err(|source| ConvertError::BrokenEstargz { layer: layer.to_string(), source })?;
+    let opened = open_blob(&blob.file, &BlobOptions::default()).map_err(|source| {
+        ConvertError::BrokenEstargz {
+            layer: layer.to_string(),
+            source,
+        }
+    })?;
     if let Some(annotated) = annotated
         && *annotated != opened.toc_digest.to_string()
     {
@@ -111,7 +117,9 @@ fn hash_stream(
     cancel: &CancellationToken,
 ) -> Result<(estargz::Digest, u64), ConvertError> {
     let layer = descriptor.digest.as_str();
-    blob.file.seek(SeekFrom::Start(0)).map_err(|e| ConvertError::io("reading", &blob.path, e))?;
+    blob.file
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| ConvertError::io("reading", &blob.path, e))?;
     let read = Arc::new(AtomicU64::new(0));
     let input = HashingReader::new(&blob.file, Arc::clone(&read));
     let mut decoder = Decoder::new(format, input).map_err(|e| decode_error(layer, format, 0, e))?;
@@ -126,8 +134,15 @@ fn hash_stream(
             Ok(n) => n,
             Err(error) => {
                 // A modified blob usually fails to decode: report the digest mismatch first.
-                decoder.into_input().finish(layer, descriptor.size, &blob.path)?;
-                return Err(decode_error(layer, format, read.load(Ordering::Relaxed), error));
+                decoder
+                    .into_input()
+                    .finish(layer, descriptor.size, &blob.path)?;
+                return Err(decode_error(
+                    layer,
+                    format,
+                    read.load(Ordering::Relaxed),
+                    error,
+                ));
             }
         };
         if n == 0 {
@@ -137,6 +152,8 @@ fn hash_stream(
         total += n as u64;
         progress.set(read.load(Ordering::Relaxed));
     }
-    decoder.into_input().finish(layer, descriptor.size, &blob.path)?;
+    decoder
+        .into_input()
+        .finish(layer, descriptor.size, &blob.path)?;
     Ok((hasher.finish(), total))
 }

@@ -22,7 +22,10 @@ pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
         return Ok(RegistryAuth::Anonymous);
     }
     let mut keys = vec![registry.to_string()];
-    if matches!(registry, "index.docker.io" | "docker.io" | "registry-1.docker.io") {
+    if matches!(
+        registry,
+        "index.docker.io" | "docker.io" | "registry-1.docker.io"
+    ) {
         keys.push(DOCKER_HUB_KEY.to_string());
     }
     for key in &keys {
@@ -39,7 +42,10 @@ pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
                 );
                 return Ok(RegistryAuth::Anonymous);
             }
-            Err(CredentialRetrievalError::NoCredentialConfigured | CredentialRetrievalError::ConfigNotFound) => {}
+            Err(
+                CredentialRetrievalError::NoCredentialConfigured
+                | CredentialRetrievalError::ConfigNotFound,
+            ) => {}
             Err(CredentialRetrievalError::HelperFailure { helper, stdout, .. }) => {
                 // Helpers report a missing entry this way ("credentials not found in native keychain").
                 if stdout.contains("not found") {
@@ -51,7 +57,10 @@ pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
                 });
             }
             Err(other) => {
-                return Err(ConvertError::Credentials { registry: registry.to_string(), reason: other.to_string() });
+                return Err(ConvertError::Credentials {
+                    registry: registry.to_string(),
+                    reason: other.to_string(),
+                });
             }
         }
     }
@@ -62,7 +71,9 @@ pub fn registry_auth(registry: &str) -> Result<RegistryAuth, ConvertError> {
 fn docker_config_file() -> Option<std::path::PathBuf> {
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker"))
+        })?;
     Some(dir.join("config.json"))
 }
 
@@ -83,18 +94,32 @@ mod tests {
         // SAFETY: no other test in this crate reads or writes DOCKER_CONFIG.
         unsafe { std::env::set_var("DOCKER_CONFIG", dir.path()) };
         let auth = registry_auth("registry.example.com:5000").unwrap();
-        let RegistryAuth::Basic(user, password) = auth else { panic!("expected Basic credentials") };
+        let RegistryAuth::Basic(user, password) = auth else {
+            panic!("expected Basic credentials")
+        };
         assert_eq!(user, "user");
         assert_eq!(password, "secret");
-        assert!(matches!(registry_auth("other.example.com").unwrap(), RegistryAuth::Anonymous));
-        assert!(matches!(registry_auth("tok.example.com").unwrap(), RegistryAuth::Anonymous));
+        assert!(matches!(
+            registry_auth("other.example.com").unwrap(),
+            RegistryAuth::Anonymous
+        ));
+        assert!(matches!(
+            registry_auth("tok.example.com").unwrap(),
+            RegistryAuth::Anonymous
+        ));
 
         std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
         let err = registry_auth("registry.example.com:5000").unwrap_err();
-        assert!(err.to_string().contains("registry.example.com:5000"), "{err}");
+        assert!(
+            err.to_string().contains("registry.example.com:5000"),
+            "{err}"
+        );
 
         std::fs::remove_file(dir.path().join("config.json")).unwrap();
-        assert!(matches!(registry_auth("registry.example.com:5000").unwrap(), RegistryAuth::Anonymous));
+        assert!(matches!(
+            registry_auth("registry.example.com:5000").unwrap(),
+            RegistryAuth::Anonymous
+        ));
         // SAFETY: as above.
         unsafe { std::env::remove_var("DOCKER_CONFIG") };
     }

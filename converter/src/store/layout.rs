@@ -42,7 +42,9 @@ impl Layout {
                 reason: "it has no index.json, so it is not an OCI image layout".into(),
             });
         }
-        Ok(Layout { dir: dir.to_path_buf() })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Opens a layout for writing, creating the directory, `oci-layout` and `blobs/sha256` when
@@ -52,9 +54,12 @@ impl Layout {
         std::fs::create_dir_all(&blobs).map_err(|e| ConvertError::io("creating", &blobs, e))?;
         let marker = dir.join(OCI_LAYOUT_FILE);
         if !marker.exists() {
-            std::fs::write(&marker, OCI_LAYOUT_CONTENT).map_err(|e| ConvertError::io("writing", &marker, e))?;
+            std::fs::write(&marker, OCI_LAYOUT_CONTENT)
+                .map_err(|e| ConvertError::io("writing", &marker, e))?;
         }
-        Ok(Layout { dir: dir.to_path_buf() })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Returns the layout directory.
@@ -69,7 +74,8 @@ impl Layout {
     pub fn resolve_tag(&self, tag: &str, tag_defaulted: bool) -> Result<Descriptor, ConvertError> {
         let path = self.dir.join(INDEX_FILE);
         let bytes = std::fs::read(&path).map_err(|e| ConvertError::io("reading", &path, e))?;
-        let object = RawObject::parse(&bytes).map_err(|reason| self.invalid(format!("index.json: {reason}")))?;
+        let object = RawObject::parse(&bytes)
+            .map_err(|reason| self.invalid(format!("index.json: {reason}")))?;
         let index = index_view(object, &path.display().to_string())?;
         let tagged: Vec<&Descriptor> = index
             .manifests
@@ -79,34 +85,54 @@ impl Layout {
         match tagged.as_slice() {
             [one] => return Ok((*one).clone()),
             [] => {}
-            _ => return Err(self.invalid(format!("index.json lists tag {tag:?} {} times", tagged.len()))),
+            _ => {
+                return Err(self.invalid(format!(
+                    "index.json lists tag {tag:?} {} times",
+                    tagged.len()
+                )));
+            }
         }
         if tag_defaulted && index.manifests.len() == 1 {
             tracing::info!(layout = %self.dir.display(), "no tag given and none named latest: using the only image");
             return Ok(index.manifests[0].clone());
         }
-        let available: Vec<&str> =
-            index.manifests.iter().filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str)).collect();
+        let available: Vec<&str> = index
+            .manifests
+            .iter()
+            .filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str))
+            .collect();
         Err(ConvertError::TagNotInLayout {
             layout: self.dir.clone(),
             tag: tag.to_string(),
-            available: if available.is_empty() { "none".to_string() } else { available.join(", ") },
+            available: if available.is_empty() {
+                "none".to_string()
+            } else {
+                available.join(", ")
+            },
         })
     }
 
     /// Path of the blob with `digest`.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ConvertError> {
-        let parsed: estargz::Digest = digest.parse().map_err(|_| ConvertError::UnsupportedMediaType {
-            what: "blob",
-            digest: digest.to_string(),
-            media_type: String::new(),
-            hint: "; only sha256 digests are supported",
-        })?;
+        let parsed: estargz::Digest =
+            digest
+                .parse()
+                .map_err(|_| ConvertError::UnsupportedMediaType {
+                    what: "blob",
+                    digest: digest.to_string(),
+                    media_type: String::new(),
+                    hint: "; only sha256 digests are supported",
+                })?;
         Ok(self.dir.join("blobs").join("sha256").join(parsed.hex()))
     }
 
     /// Reads a small blob (manifest, index, config) and checks its digest and size.
-    pub fn read_blob(&self, descriptor: &Descriptor, what: &'static str, limit: u64) -> Result<Vec<u8>, ConvertError> {
+    pub fn read_blob(
+        &self,
+        descriptor: &Descriptor,
+        what: &'static str,
+        limit: u64,
+    ) -> Result<Vec<u8>, ConvertError> {
         if descriptor.size > limit {
             return Err(ConvertError::TooLarge {
                 what,
@@ -116,7 +142,8 @@ impl Layout {
             });
         }
         let path = self.blob_path(&descriptor.digest)?;
-        let file = std::fs::File::open(&path).map_err(|e| self.missing_blob(what, &descriptor.digest, &path, e))?;
+        let file = std::fs::File::open(&path)
+            .map_err(|e| self.missing_blob(what, &descriptor.digest, &path, e))?;
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
             .map_err(|e| ConvertError::io("reading", &path, e))?;
@@ -127,7 +154,8 @@ impl Layout {
     /// Opens a layer blob for reading; the caller verifies its digest while reading it.
     pub fn open_blob(&self, digest: &str) -> Result<(PathBuf, std::fs::File), ConvertError> {
         let path = self.blob_path(digest)?;
-        let file = std::fs::File::open(&path).map_err(|e| self.missing_blob("layer", digest, &path, e))?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| self.missing_blob("layer", digest, &path, e))?;
         Ok((path, file))
     }
 
@@ -143,13 +171,19 @@ impl Layout {
             return Ok(());
         }
         let mut temp = self.temp_file()?;
-        temp.write_all(bytes).map_err(|e| ConvertError::io("writing", temp.path(), e))?;
+        temp.write_all(bytes)
+            .map_err(|e| ConvertError::io("writing", temp.path(), e))?;
         self.persist(temp, &dest)
     }
 
     /// Installs the file at `source` as the blob `digest`: a rename when possible (the source
     /// is consumed), else a hard link or a copy.
-    pub fn install_blob(&self, digest: &str, source: &Path, consume: bool) -> Result<(), ConvertError> {
+    pub fn install_blob(
+        &self,
+        digest: &str,
+        source: &Path,
+        consume: bool,
+    ) -> Result<(), ConvertError> {
         let dest = self.blob_path(digest)?;
         if dest.is_file() {
             return Ok(());
@@ -161,17 +195,26 @@ impl Layout {
             return Ok(());
         }
         let mut temp = self.temp_file()?;
-        let mut input = std::fs::File::open(source).map_err(|e| ConvertError::io("reading", source, e))?;
-        std::io::copy(&mut input, temp.as_file_mut()).map_err(|e| ConvertError::io("writing", temp.path(), e))?;
+        let mut input =
+            std::fs::File::open(source).map_err(|e| ConvertError::io("reading", source, e))?;
+        std::io::copy(&mut input, temp.as_file_mut())
+            .map_err(|e| ConvertError::io("writing", temp.path(), e))?;
         self.persist(temp, &dest)
     }
 
     /// Points `tag` at `descriptor` in `index.json`, replacing any entry with the same tag and
     /// keeping every other entry and member.
-    pub fn set_tag(&self, tag: &str, media_type: &str, digest: &str, size: u64) -> Result<(), ConvertError> {
+    pub fn set_tag(
+        &self,
+        tag: &str,
+        media_type: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), ConvertError> {
         let path = self.dir.join(INDEX_FILE);
         let mut index = match std::fs::read(&path) {
-            Ok(bytes) => RawObject::parse(&bytes).map_err(|reason| self.invalid(format!("index.json: {reason}")))?,
+            Ok(bytes) => RawObject::parse(&bytes)
+                .map_err(|reason| self.invalid(format!("index.json: {reason}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut fresh = RawObject::default();
                 fresh.set("schemaVersion", &2);
@@ -186,8 +229,11 @@ impl Layout {
             .unwrap_or_default();
         let mut kept: Vec<Box<serde_json::value::RawValue>> = Vec::with_capacity(entries.len() + 1);
         for entry in entries {
-            let annotations: std::collections::BTreeMap<String, String> =
-                entry.get_as("annotations").ok().flatten().unwrap_or_default();
+            let annotations: std::collections::BTreeMap<String, String> = entry
+                .get_as("annotations")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             if annotations.get(REF_NAME_ANNOTATION).map(String::as_str) != Some(tag) {
                 kept.push(entry.to_raw());
             }
@@ -196,12 +242,16 @@ impl Layout {
         entry.set("mediaType", media_type);
         entry.set("digest", digest);
         entry.set("size", &size);
-        entry.set("annotations", &std::collections::BTreeMap::from([(REF_NAME_ANNOTATION, tag)]));
+        entry.set(
+            "annotations",
+            &std::collections::BTreeMap::from([(REF_NAME_ANNOTATION, tag)]),
+        );
         kept.push(entry.to_raw());
         index.set_raw("manifests", to_raw(&kept));
 
         let mut temp = self.temp_file()?;
-        temp.write_all(&index.to_vec()).map_err(|e| ConvertError::io("writing", temp.path(), e))?;
+        temp.write_all(&index.to_vec())
+            .map_err(|e| ConvertError::io("writing", temp.path(), e))?;
         self.persist(temp, &path)
     }
 
@@ -213,18 +263,33 @@ impl Layout {
     }
 
     fn persist(&self, temp: tempfile::NamedTempFile, dest: &Path) -> Result<(), ConvertError> {
-        temp.as_file().sync_all().map_err(|e| ConvertError::io("writing", temp.path(), e))?;
-        temp.persist(dest).map_err(|e| ConvertError::io("renaming a temporary file to", dest, e.error))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(|e| ConvertError::io("writing", temp.path(), e))?;
+        temp.persist(dest)
+            .map_err(|e| ConvertError::io("renaming a temporary file to", dest, e.error))?;
         set_readable(dest)
     }
 
     fn invalid(&self, reason: String) -> ConvertError {
-        ConvertError::InvalidLayout { path: self.dir.clone(), reason }
+        ConvertError::InvalidLayout {
+            path: self.dir.clone(),
+            reason,
+        }
     }
 
-    fn missing_blob(&self, what: &str, digest: &str, path: &Path, error: std::io::Error) -> ConvertError {
+    fn missing_blob(
+        &self,
+        what: &str,
+        digest: &str,
+        path: &Path,
+        error: std::io::Error,
+    ) -> ConvertError {
         if error.kind() == std::io::ErrorKind::NotFound {
-            self.invalid(format!("{what} blob {digest} is missing ({})", path.display()))
+            self.invalid(format!(
+                "{what} blob {digest} is missing ({})",
+                path.display()
+            ))
         } else {
             ConvertError::io("reading", path, error)
         }
@@ -268,7 +333,9 @@ mod tests {
     fn missing_tag_lists_present_tags() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path()).unwrap();
-        layout.set_tag("v1", media::OCI_MANIFEST, &digest_of(b"x"), 1).unwrap();
+        layout
+            .set_tag("v1", media::OCI_MANIFEST, &digest_of(b"x"), 1)
+            .unwrap();
         let err = layout.resolve_tag("v2", false).unwrap_err();
         assert!(err.to_string().contains("v1"), "{err}");
     }

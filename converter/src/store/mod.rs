@@ -68,12 +68,18 @@ impl Source {
     /// Opens the source, authenticating to a registry.
     pub async fn open(image: &ImageRef, client: &Client) -> Result<Source, ConvertError> {
         match image {
-            ImageRef::Registry(r) => {
-                Ok(Source::Registry(RegistryStore::connect(r, client.clone(), RegistryOperation::Pull).await?))
-            }
-            ImageRef::Layout { dir, tag, tag_defaulted } => {
-                Ok(Source::Layout { layout: Layout::open(dir)?, tag: tag.clone(), tag_defaulted: *tag_defaulted })
-            }
+            ImageRef::Registry(r) => Ok(Source::Registry(
+                RegistryStore::connect(r, client.clone(), RegistryOperation::Pull).await?,
+            )),
+            ImageRef::Layout {
+                dir,
+                tag,
+                tag_defaulted,
+            } => Ok(Source::Layout {
+                layout: Layout::open(dir)?,
+                tag: tag.clone(),
+                tag_defaulted: *tag_defaulted,
+            }),
         }
     }
 
@@ -84,10 +90,17 @@ impl Source {
                 let (bytes, digest) = store.fetch_root().await?;
                 Ok(Root { bytes, digest })
             }
-            Source::Layout { layout, tag, tag_defaulted } => {
+            Source::Layout {
+                layout,
+                tag,
+                tag_defaulted,
+            } => {
                 let descriptor = layout.resolve_tag(tag, *tag_defaulted)?;
                 let bytes = layout.read_blob(&descriptor, "manifest", MAX_MANIFEST_BYTES)?;
-                Ok(Root { bytes, digest: descriptor.digest })
+                Ok(Root {
+                    bytes,
+                    digest: descriptor.digest,
+                })
             }
         }
     }
@@ -96,15 +109,23 @@ impl Source {
     pub async fn manifest(&self, descriptor: &Descriptor) -> Result<Vec<u8>, ConvertError> {
         match self {
             Source::Registry(store) => store.fetch_manifest(descriptor).await,
-            Source::Layout { layout, .. } => layout.read_blob(descriptor, "manifest", MAX_MANIFEST_BYTES),
+            Source::Layout { layout, .. } => {
+                layout.read_blob(descriptor, "manifest", MAX_MANIFEST_BYTES)
+            }
         }
     }
 
     /// Fetches a config, verified against its descriptor.
     pub async fn config(&self, descriptor: &Descriptor) -> Result<Vec<u8>, ConvertError> {
         match self {
-            Source::Registry(store) => store.fetch_small_blob(descriptor, "config", MAX_CONFIG_BYTES).await,
-            Source::Layout { layout, .. } => layout.read_blob(descriptor, "config", MAX_CONFIG_BYTES),
+            Source::Registry(store) => {
+                store
+                    .fetch_small_blob(descriptor, "config", MAX_CONFIG_BYTES)
+                    .await
+            }
+            Source::Layout { layout, .. } => {
+                layout.read_blob(descriptor, "config", MAX_CONFIG_BYTES)
+            }
         }
     }
 
@@ -120,7 +141,11 @@ impl Source {
         match self {
             Source::Layout { layout, .. } => {
                 let (path, file) = layout.open_blob(&descriptor.digest)?;
-                Ok(LocalBlob { file, path, temp: None })
+                Ok(LocalBlob {
+                    file,
+                    path,
+                    temp: None,
+                })
             }
             Source::Registry(store) => {
                 progress.phase(Phase::Download, descriptor.size);
@@ -130,9 +155,15 @@ impl Source {
                     .map_err(|e| ConvertError::io("creating a temporary file in", tmpdir, e))?;
                 let (file, temp) = temp.into_parts();
                 let mut async_file = tokio::fs::File::from_std(file);
-                store.download_blob(descriptor, &mut async_file, &temp, progress, cancel).await?;
+                store
+                    .download_blob(descriptor, &mut async_file, &temp, progress, cancel)
+                    .await?;
                 let file = async_file.into_std().await;
-                Ok(LocalBlob { file, path: temp.to_path_buf(), temp: Some(temp) })
+                Ok(LocalBlob {
+                    file,
+                    path: temp.to_path_buf(),
+                    temp: Some(temp),
+                })
             }
         }
     }
@@ -169,13 +200,19 @@ impl Destination {
     pub async fn open(image: &ImageRef, client: &Client) -> Result<Destination, ConvertError> {
         match image {
             ImageRef::Registry(r) => {
-                let tag = r.reference.tag().unwrap_or(crate::image_ref::DEFAULT_TAG).to_string();
-                let store = RegistryStore::connect(r, client.clone(), RegistryOperation::Push).await?;
+                let tag = r
+                    .reference
+                    .tag()
+                    .unwrap_or(crate::image_ref::DEFAULT_TAG)
+                    .to_string();
+                let store =
+                    RegistryStore::connect(r, client.clone(), RegistryOperation::Push).await?;
                 Ok(Destination::Registry { store, tag })
             }
-            ImageRef::Layout { dir, tag, .. } => {
-                Ok(Destination::Layout { layout: Layout::create(dir)?, tag: tag.clone() })
-            }
+            ImageRef::Layout { dir, tag, .. } => Ok(Destination::Layout {
+                layout: Layout::create(dir)?,
+                tag: tag.clone(),
+            }),
         }
     }
 
@@ -196,7 +233,12 @@ impl Destination {
         progress: &LayerProgress,
         cancel: &CancellationToken,
     ) -> Result<(), ConvertError> {
-        let BlobFile { digest, size, path, consume } = blob;
+        let BlobFile {
+            digest,
+            size,
+            path,
+            consume,
+        } = blob;
         if self.has_blob(digest).await? {
             tracing::debug!(digest, "blob already present at the destination");
             return Ok(());
@@ -209,7 +251,11 @@ impl Destination {
                     && from.repository() != store.repository()
                     && store.mount_blob(digest, from).await
                 {
-                    tracing::debug!(digest, from = from.repository(), "blob mounted from the source repository");
+                    tracing::debug!(
+                        digest,
+                        from = from.repository(),
+                        "blob mounted from the source repository"
+                    );
                     return Ok(());
                 }
                 // Dropping an unfinished upload only abandons the registry's upload session.
@@ -222,8 +268,10 @@ impl Destination {
             Destination::Layout { layout, .. } => {
                 let layout = layout.clone();
                 let (digest, path) = (digest.to_string(), path.to_path_buf());
-                run_blocking("copying a blob into the layout", move || layout.install_blob(&digest, &path, consume))
-                    .await
+                run_blocking("copying a blob into the layout", move || {
+                    layout.install_blob(&digest, &path, consume)
+                })
+                .await
             }
         }
     }
@@ -240,18 +288,36 @@ impl Destination {
     }
 
     /// Stores a manifest or index by digest, without tagging it.
-    pub async fn put_manifest(&self, digest: &str, bytes: &[u8], media_type: &str) -> Result<(), ConvertError> {
+    pub async fn put_manifest(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), ConvertError> {
         match self {
-            Destination::Registry { store, .. } => store.push_manifest(bytes, media_type, digest, None).await,
+            Destination::Registry { store, .. } => {
+                store.push_manifest(bytes, media_type, digest, None).await
+            }
             Destination::Layout { layout, .. } => layout.write_blob(digest, bytes),
         }
     }
 
     /// Points the destination tag at the stored root manifest or index. This is the last write.
-    pub async fn tag(&self, digest: &str, bytes: &[u8], media_type: &str) -> Result<(), ConvertError> {
+    pub async fn tag(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), ConvertError> {
         match self {
-            Destination::Registry { store, tag } => store.push_manifest(bytes, media_type, digest, Some(tag)).await,
-            Destination::Layout { layout, tag } => layout.set_tag(tag, media_type, digest, bytes.len() as u64),
+            Destination::Registry { store, tag } => {
+                store
+                    .push_manifest(bytes, media_type, digest, Some(tag))
+                    .await
+            }
+            Destination::Layout { layout, tag } => {
+                layout.set_tag(tag, media_type, digest, bytes.len() as u64)
+            }
         }
     }
 
@@ -270,5 +336,8 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, ConvertError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ConvertError::Internal { what: what.to_string(), message: e.to_string() })?
+        .map_err(|e| ConvertError::Internal {
+            what: what.to_string(),
+            message: e.to_string(),
+        })?
 }

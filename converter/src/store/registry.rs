@@ -66,7 +66,14 @@ impl RegistryStore {
             .client
             .auth(&store.reference, &store.auth, operation)
             .await
-            .map_err(|e| store.error(e, "authenticating to", store.reference.to_string(), operation))?;
+            .map_err(|e| {
+                store.error(
+                    e,
+                    "authenticating to",
+                    store.reference.to_string(),
+                    operation,
+                )
+            })?;
         Ok(store)
     }
 
@@ -86,11 +93,19 @@ impl RegistryStore {
     }
 
     fn by_digest(&self, digest: &str) -> Reference {
-        Reference::with_digest(self.reference.registry().to_string(), self.repository().to_string(), digest.to_string())
+        Reference::with_digest(
+            self.reference.registry().to_string(),
+            self.repository().to_string(),
+            digest.to_string(),
+        )
     }
 
     fn by_tag(&self, tag: &str) -> Reference {
-        Reference::with_tag(self.reference.registry().to_string(), self.repository().to_string(), tag.to_string())
+        Reference::with_tag(
+            self.reference.registry().to_string(),
+            self.repository().to_string(),
+            tag.to_string(),
+        )
     }
 
     /// Fetches the manifest or index the reference names. Returns its bytes and digest; a digest
@@ -100,7 +115,14 @@ impl RegistryStore {
             .client
             .pull_manifest_raw(&self.reference, &self.auth, &media::ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| self.error(e, "fetching", self.reference.to_string(), RegistryOperation::Pull))?;
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "fetching",
+                    self.reference.to_string(),
+                    RegistryOperation::Pull,
+                )
+            })?;
         if bytes.len() as u64 > crate::descriptor::MAX_MANIFEST_BYTES {
             return Err(ConvertError::TooLarge {
                 what: "manifest",
@@ -119,8 +141,20 @@ impl RegistryStore {
             .client
             .pull_manifest_raw(&reference, &self.auth, &media::ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| self.error(e, "fetching", reference.to_string(), RegistryOperation::Pull))?;
-        verify_content("manifest", &descriptor.digest, Some(descriptor.size), &bytes)?;
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "fetching",
+                    reference.to_string(),
+                    RegistryOperation::Pull,
+                )
+            })?;
+        verify_content(
+            "manifest",
+            &descriptor.digest,
+            Some(descriptor.size),
+            &bytes,
+        )?;
         Ok(bytes.to_vec())
     }
 
@@ -143,7 +177,14 @@ impl RegistryStore {
         self.client
             .pull_blob(&self.reference, &oci_descriptor(descriptor), &mut bytes)
             .await
-            .map_err(|e| self.error(e, "fetching", format!("{what} {}", descriptor.digest), RegistryOperation::Pull))?;
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "fetching",
+                    format!("{what} {}", descriptor.digest),
+                    RegistryOperation::Pull,
+                )
+            })?;
         verify_content(what, &descriptor.digest, Some(descriptor.size), &bytes)?;
         Ok(bytes)
     }
@@ -177,11 +218,15 @@ impl RegistryStore {
                 reference: what(),
                 source: Box::new(e),
             })?;
-            out.write_all(&chunk).await.map_err(|e| ConvertError::io("writing", out_path, e))?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ConvertError::io("writing", out_path, e))?;
             done += chunk.len() as u64;
             progress.set(done);
         }
-        out.flush().await.map_err(|e| ConvertError::io("writing", out_path, e))?;
+        out.flush()
+            .await
+            .map_err(|e| ConvertError::io("writing", out_path, e))?;
         Ok(())
     }
 
@@ -190,13 +235,24 @@ impl RegistryStore {
         self.client
             .blob_exists(&self.reference, digest)
             .await
-            .map_err(|e| self.error(e, "checking", format!("blob {digest}"), RegistryOperation::Push))
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "checking",
+                    format!("blob {digest}"),
+                    RegistryOperation::Push,
+                )
+            })
     }
 
     /// Mounts a blob from another repository of the same registry. Returns false when the
     /// registry declined (then the caller uploads).
     pub async fn mount_blob(&self, digest: &str, from: &RegistryStore) -> bool {
-        match self.client.mount_blob(&self.reference, &from.reference, digest).await {
+        match self
+            .client
+            .mount_blob(&self.reference, &from.reference, digest)
+            .await
+        {
             Ok(()) => true,
             Err(error) => {
                 tracing::debug!(%error, digest, "cross-repository mount declined; uploading instead");
@@ -213,20 +269,30 @@ impl RegistryStore {
         path: &Path,
         progress: &LayerProgress,
     ) -> Result<(), ConvertError> {
-        let file = tokio::fs::File::open(path).await.map_err(|e| ConvertError::io("reading", path, e))?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ConvertError::io("reading", path, e))?;
         let sent = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&sent);
         let progress = progress.clone();
         let body = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_READ_BYTES)
             .inspect_ok(move |chunk| {
-                let done = counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+                let done =
+                    counter.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
                 progress.set(done);
             })
             .map_err(OciDistributionError::IoError);
         self.client
             .push_blob_stream(&self.reference, body, digest, Some(size))
             .await
-            .map_err(|e| self.error(e, "uploading", format!("blob {digest}"), RegistryOperation::Push))?;
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "uploading",
+                    format!("blob {digest}"),
+                    RegistryOperation::Push,
+                )
+            })?;
         Ok(())
     }
 
@@ -235,7 +301,14 @@ impl RegistryStore {
         self.client
             .push_blob(&self.reference, bytes, digest)
             .await
-            .map_err(|e| self.error(e, "uploading", format!("blob {digest}"), RegistryOperation::Push))?;
+            .map_err(|e| {
+                self.error(
+                    e,
+                    "uploading",
+                    format!("blob {digest}"),
+                    RegistryOperation::Push,
+                )
+            })?;
         Ok(())
     }
 
@@ -251,11 +324,13 @@ impl RegistryStore {
             Some(tag) => self.by_tag(tag),
             None => self.by_digest(digest),
         };
-        let content_type = http::HeaderValue::from_str(media_type).map_err(|_| ConvertError::UnsupportedMediaType {
-            what: "manifest",
-            digest: digest.to_string(),
-            media_type: media_type.to_string(),
-            hint: "",
+        let content_type = http::HeaderValue::from_str(media_type).map_err(|_| {
+            ConvertError::UnsupportedMediaType {
+                what: "manifest",
+                digest: digest.to_string(),
+                media_type: media_type.to_string(),
+                hint: "",
+            }
         })?;
         // oci-client 0.18 panics in `push_manifest_raw` when a registry omits the Location header
         // for a push by digest (it strips a tag suffix with `expect`). Running the push as a task
@@ -263,13 +338,20 @@ impl RegistryStore {
         let client = self.client.clone();
         let body = bytes.to_vec();
         let target = reference.clone();
-        let pushed = tokio::spawn(async move { client.push_manifest_raw(&target, body, content_type).await }).await;
+        let pushed =
+            tokio::spawn(
+                async move { client.push_manifest_raw(&target, body, content_type).await },
+            )
+            .await;
         match pushed {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.error(e, "pushing", reference.to_string(), RegistryOperation::Push)),
-            Err(join) => {
-                Err(ConvertError::Internal { what: format!("pushing manifest {reference}"), message: join.to_string() })
+            Ok(Err(e)) => {
+                Err(self.error(e, "pushing", reference.to_string(), RegistryOperation::Push))
             }
+            Err(join) => Err(ConvertError::Internal {
+                what: format!("pushing manifest {reference}"),
+                message: join.to_string(),
+            }),
         }
     }
 
@@ -288,7 +370,9 @@ impl RegistryStore {
             RegistryOperation::Push => "push",
         };
         match &error {
-            OciDistributionError::RequestError(request) if request.is_connect() || request.is_timeout() => {
+            OciDistributionError::RequestError(request)
+                if request.is_connect() || request.is_timeout() =>
+            {
                 let hint = if self.scheme == "http" {
                     "check that the registry is running and the port is right (plain HTTP was used)"
                 } else {
@@ -301,13 +385,25 @@ impl RegistryStore {
                     source: Box::new(error),
                 }
             }
-            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-                ConvertError::Unauthorized { registry, reference, operation: op_name, source: Box::new(error) }
-            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => ConvertError::Unauthorized {
+                registry,
+                reference,
+                operation: op_name,
+                source: Box::new(error),
+            },
             OciDistributionError::RegistryError { envelope, .. } => {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
-                    ConvertError::Unauthorized { registry, reference, operation: op_name, source: Box::new(error) }
+                if codes
+                    .iter()
+                    .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+                {
+                    ConvertError::Unauthorized {
+                        registry,
+                        reference,
+                        operation: op_name,
+                        source: Box::new(error),
+                    }
                 } else if codes.iter().any(|c| {
                     matches!(
                         c,
@@ -317,19 +413,36 @@ impl RegistryStore {
                             | OciErrorCode::BlobUnknown
                     )
                 }) {
-                    ConvertError::NotFound { reference, source: Some(Box::new(error)) }
+                    ConvertError::NotFound {
+                        reference,
+                        source: Some(Box::new(error)),
+                    }
                 } else {
-                    ConvertError::Registry { operation, reference, source: Box::new(error) }
+                    ConvertError::Registry {
+                        operation,
+                        reference,
+                        source: Box::new(error),
+                    }
                 }
             }
             OciDistributionError::ServerError { code: 404, .. }
-            | OciDistributionError::ImageManifestNotFoundError(_) => {
-                ConvertError::NotFound { reference, source: Some(Box::new(error)) }
-            }
-            OciDistributionError::ServerError { code: 401 | 403, .. } => {
-                ConvertError::Unauthorized { registry, reference, operation: op_name, source: Box::new(error) }
-            }
-            _ => ConvertError::Registry { operation, reference, source: Box::new(error) },
+            | OciDistributionError::ImageManifestNotFoundError(_) => ConvertError::NotFound {
+                reference,
+                source: Some(Box::new(error)),
+            },
+            OciDistributionError::ServerError {
+                code: 401 | 403, ..
+            } => ConvertError::Unauthorized {
+                registry,
+                reference,
+                operation: op_name,
+                source: Box::new(error),
+            },
+            _ => ConvertError::Registry {
+                operation,
+                reference,
+                source: Box::new(error),
+            },
         }
     }
 }

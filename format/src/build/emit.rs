@@ -8,12 +8,12 @@ use super::plan::{self, Item, LandmarkKind};
 use super::{BuildOptions, BuildOutput, Progress};
 use crate::digest::{Digest, Hasher};
 use crate::error::BuildError;
-use crate::footer::{gzip_footer, zstd_footer, ZSTD_SKIPPABLE_MAGIC};
-use crate::tar::encode::{encode, HeaderSpec};
+use crate::footer::{ZSTD_SKIPPABLE_MAGIC, gzip_footer, zstd_footer};
+use crate::tar::encode::{HeaderSpec, encode};
 use crate::tar::header::set_checksum;
-use crate::tar::scan::{scan, HeaderCopy, InputEntry, Kind};
-use crate::tar::{padded, BLOCK};
-use crate::toc::{EntryKind, Timestamp, Toc, TocEntry, TOC_TAR_NAME, TOC_VERSION};
+use crate::tar::scan::{HeaderCopy, InputEntry, Kind, scan};
+use crate::tar::{BLOCK, padded};
+use crate::toc::{EntryKind, TOC_TAR_NAME, TOC_VERSION, Timestamp, Toc, TocEntry};
 use crate::{Compression, LANDMARK_CONTENT};
 
 struct Emitter<'a, R> {
@@ -62,7 +62,9 @@ fn mod_time(name: &[u8], mtime: Timestamp) -> Result<Option<Timestamp>, BuildErr
     if mtime.to_rfc3339().is_none() {
         return Err(BuildError::Unrepresentable {
             name: String::from_utf8_lossy(name).into_owned(),
-            reason: format!("modification time {mtime:?} is outside the years 0000-9999 that RFC 3339 can express"),
+            reason: format!(
+                "modification time {mtime:?} is outside the years 0000-9999 that RFC 3339 can express"
+            ),
         });
     }
     Ok(Some(mtime))
@@ -84,7 +86,12 @@ impl<R: Read + Seek> Emitter<'_, R> {
 
     fn landmark(&mut self, sink: &mut MemberSink, kind: LandmarkKind) -> Result<(), BuildError> {
         let name = kind.name().as_bytes();
-        sink.write(&encode(&HeaderSpec { name, typeflag: b'0', size: 1, ..HeaderSpec::default() }));
+        sink.write(&encode(&HeaderSpec {
+            name,
+            typeflag: b'0',
+            size: 1,
+            ..HeaderSpec::default()
+        }));
         let member = sink.start_member()?;
         sink.write(&[LANDMARK_CONTENT]);
         sink.write_zeros(BLOCK as usize - 1);
@@ -113,16 +120,21 @@ impl<R: Read + Seek> Emitter<'_, R> {
                 self.read_at(entry.header_start, &mut header)?;
                 if let HeaderCopy::SetTypeflag(flag) = entry.copy {
                     let at = (entry.main_header - entry.header_start) as usize;
-                    let block: &mut [u8; 512] = (&mut header[at..at + 512])
-                        .try_into()
-                        .map_err(|_| BuildError::Io(std::io::Error::other("main header out of range")))?;
+                    let block: &mut [u8; 512] =
+                        (&mut header[at..at + 512]).try_into().map_err(|_| {
+                            BuildError::Io(std::io::Error::other("main header out of range"))
+                        })?;
                     block[156] = flag;
                     set_checksum(block);
                 }
                 sink.write(&header);
             }
             HeaderCopy::Reencode => {
-                let size = if meta.kind == Kind::Regular { meta.size } else { 0 };
+                let size = if meta.kind == Kind::Regular {
+                    meta.size
+                } else {
+                    0
+                };
                 sink.write(&encode(&HeaderSpec {
                     name: &meta.name,
                     link: &meta.link,
@@ -176,7 +188,9 @@ impl<R: Read + Seek> Emitter<'_, R> {
             self.last_gname.insert(meta.gid, meta.gname.clone());
         }
         for (name, value) in &meta.xattrs {
-            toc_entry.xattrs.insert(String::from_utf8_lossy(name).into_owned(), value.clone());
+            toc_entry
+                .xattrs
+                .insert(String::from_utf8_lossy(name).into_owned(), value.clone());
         }
         if entry.sparse.is_some() {
             self.sparse_expanded += 1;
@@ -194,7 +208,12 @@ impl<R: Read + Seek> Emitter<'_, R> {
         self.payload(sink, index, toc_entry)
     }
 
-    fn payload(&mut self, sink: &mut MemberSink, index: usize, mut reg: TocEntry) -> Result<(), BuildError> {
+    fn payload(
+        &mut self,
+        sink: &mut MemberSink,
+        index: usize,
+        mut reg: TocEntry,
+    ) -> Result<(), BuildError> {
         let entry = &self.entries[index];
         let size = entry.meta.size;
         let chunk_size = self.options.chunk_size;
@@ -247,7 +266,10 @@ impl<R: Read + Seek> Emitter<'_, R> {
             self.fixups.push((chunk_entry_index, member));
             written += n;
             self.done += n;
-            (self.progress)(Progress { done: self.done, total: self.total });
+            (self.progress)(Progress {
+                done: self.done,
+                total: self.total,
+            });
         }
         self.toc[reg_index].digest = Some(match file_hash {
             Some(hash) => hash.finish(),
@@ -277,7 +299,9 @@ where
         .items
         .iter()
         .filter_map(|item| match item {
-            Item::Input(i) if scanned.entries[*i].meta.kind == Kind::Regular => Some(scanned.entries[*i].meta.size),
+            Item::Input(i) if scanned.entries[*i].meta.kind == Kind::Regular => {
+                Some(scanned.entries[*i].meta.size)
+            }
             _ => None,
         })
         .sum();
@@ -320,21 +344,36 @@ where
         toc_entries[entry].offset = written.member_offsets[member];
     }
     let entries_written = plan.items.len() - 1;
-    let toc = Toc { version: TOC_VERSION, entries: toc_entries };
+    let toc = Toc {
+        version: TOC_VERSION,
+        entries: toc_entries,
+    };
     let json = toc.to_json()?;
     let toc_digest = Digest::of(&json);
 
-    let mut tail = Tail { out: written.out, hasher: written.hasher, len: written.len };
+    let mut tail = Tail {
+        out: written.out,
+        hasher: written.hasher,
+        len: written.len,
+    };
     let mut uncompressed = produced.uncompressed;
     let mut uncompressed_len = produced.uncompressed_len;
     let mut compressor = MemberCompressor::new(options.compression, options.level)?;
     let toc_offset;
     match options.compression {
         Compression::Gzip => {
-            let mut member = encode(&HeaderSpec { name: TOC_TAR_NAME.as_bytes(), typeflag: b'0', size: json.len() as u64, ..HeaderSpec::default() });
+            let mut member = encode(&HeaderSpec {
+                name: TOC_TAR_NAME.as_bytes(),
+                typeflag: b'0',
+                size: json.len() as u64,
+                ..HeaderSpec::default()
+            });
             let header_len = member.len();
             member.extend_from_slice(&json);
-            member.resize(header_len + padded(json.len() as u64) as usize + 2 * BLOCK as usize, 0);
+            member.resize(
+                header_len + padded(json.len() as u64) as usize + 2 * BLOCK as usize,
+                0,
+            );
             uncompressed.update(&member);
             uncompressed_len += member.len() as u64;
             toc_offset = tail.len;
@@ -343,15 +382,20 @@ where
         }
         Compression::Zstd => {
             let frame = compressor.compress(&json)?;
-            let frame_len = u32::try_from(frame.len()).map_err(|_| BuildError::Unrepresentable {
-                name: TOC_TAR_NAME.into(),
-                reason: "compressed TOC is larger than 4 GiB".into(),
-            })?;
+            let frame_len =
+                u32::try_from(frame.len()).map_err(|_| BuildError::Unrepresentable {
+                    name: TOC_TAR_NAME.into(),
+                    reason: "compressed TOC is larger than 4 GiB".into(),
+                })?;
             tail.write(&ZSTD_SKIPPABLE_MAGIC)?;
             tail.write(&frame_len.to_le_bytes())?;
             toc_offset = tail.len;
             tail.write(&frame)?;
-            tail.write(&zstd_footer(toc_offset, frame.len() as u64, json.len() as u64))?;
+            tail.write(&zstd_footer(
+                toc_offset,
+                frame.len() as u64,
+                json.len() as u64,
+            ))?;
         }
     }
     tail.out.flush()?;

@@ -80,7 +80,13 @@ impl BuildOptions {
         if !range.contains(&self.level) {
             return Err(BuildError::InvalidOption {
                 option: "compression level",
-                reason: format!("{} is outside {}..={} for {:?}", self.level, range.start(), range.end(), self.compression),
+                reason: format!(
+                    "{} is outside {}..={} for {:?}",
+                    self.level,
+                    range.start(),
+                    range.end(),
+                    self.compression
+                ),
             });
         }
         if self.threads == 0 || self.threads > 256 {

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
+use crate::Compression;
 use crate::digest::Hasher;
 use crate::error::BuildError;
-use crate::Compression;
 
 /// Identifies a member by its position in the blob (0 = first).
 pub type MemberId = usize;
@@ -36,7 +36,11 @@ impl MemberCompressor {
                 Some(c)
             }
         };
-        Ok(MemberCompressor { compression, level, zstd })
+        Ok(MemberCompressor {
+            compression,
+            level,
+            zstd,
+        })
     }
 
     /// Compresses `data` into one complete member or frame.
@@ -45,7 +49,8 @@ impl MemberCompressor {
             (Compression::Zstd, Some(compressor)) => compressor.compress(data),
             _ => {
                 let level = flate2::Compression::new(self.level.clamp(0, 9) as u32);
-                let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), level);
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), level);
                 encoder.write_all(data)?;
                 encoder.finish()
             }
@@ -105,7 +110,11 @@ impl MemberSink {
     }
 
     /// Appends `len` bytes produced by `fill`, which writes them in place (no extra copy).
-    pub fn write_with<E>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<&[u8], E> {
+    pub fn write_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<&[u8], E> {
         let start = self.current.len();
         self.current.resize(start + len, 0);
         if let Err(e) = fill(&mut self.current[start..]) {
@@ -121,11 +130,16 @@ impl MemberSink {
         if self.current.is_empty() {
             return Ok(());
         }
-        let data = std::mem::replace(&mut self.current, Vec::with_capacity(self.member_cap.min(1 << 20)));
+        let data = std::mem::replace(
+            &mut self.current,
+            Vec::with_capacity(self.member_cap.min(1 << 20)),
+        );
         // Wait for a free slot; the writer returns one after each member it writes. A closed
         // channel means the writer stopped on an error, which the caller collects on join.
         self.tokens.recv().map_err(|_| pipeline_stopped())?;
-        self.jobs.send((self.next_id, data)).map_err(|_| pipeline_stopped())?;
+        self.jobs
+            .send((self.next_id, data))
+            .map_err(|_| pipeline_stopped())?;
         self.next_id += 1;
         Ok(())
     }
@@ -209,7 +223,12 @@ where
             let mut out = out;
             let mut pending: BTreeMap<MemberId, Vec<u8>> = BTreeMap::new();
             let mut next: MemberId = 0;
-            let mut written = Written { out: (), member_offsets: Vec::new(), len: 0, hasher: Hasher::new() };
+            let mut written = Written {
+                out: (),
+                member_offsets: Vec::new(),
+                len: 0,
+                hasher: Hasher::new(),
+            };
             for (id, result) in done_rx.iter() {
                 pending.insert(id, result?);
                 while let Some(member) = pending.remove(&next) {
@@ -222,7 +241,12 @@ where
                     let _ = token_tx.send(());
                 }
             }
-            Ok(Written { out, member_offsets: written.member_offsets, len: written.len, hasher: written.hasher })
+            Ok(Written {
+                out,
+                member_offsets: written.member_offsets,
+                len: written.len,
+                hasher: written.hasher,
+            })
         });
 
         let mut sink = MemberSink {
@@ -238,14 +262,29 @@ where
             sink.flush()?;
             Ok(value)
         });
-        let MemberSink { jobs, uncompressed, uncompressed_len, tokens, .. } = sink;
+        let MemberSink {
+            jobs,
+            uncompressed,
+            uncompressed_len,
+            tokens,
+            ..
+        } = sink;
         drop(jobs);
         drop(tokens);
-        let written = writer.join().map_err(|_| BuildError::Io(std::io::Error::other("writer thread panicked")))?;
+        let written = writer
+            .join()
+            .map_err(|_| BuildError::Io(std::io::Error::other("writer thread panicked")))?;
         // A producer error caused by a stopped writer is less precise than the writer's own error.
         let written = written?;
         let value = produced?;
-        Ok((value, Produced { uncompressed, uncompressed_len }, written))
+        Ok((
+            value,
+            Produced {
+                uncompressed,
+                uncompressed_len,
+            },
+            written,
+        ))
     })
 }
 
@@ -259,24 +298,29 @@ mod tests {
     fn members_come_out_in_order_and_decode_to_the_input() {
         for threads in [1, 2, 4] {
             let mut ids = Vec::new();
-            let (_, produced, written) = run(Vec::new(), threads, Compression::Gzip, 6, 1 << 20, |sink| {
-                for i in 0..50u32 {
-                    ids.push(sink.start_member()?);
-                    sink.write(&vec![i as u8; (i as usize * 997) % 5000 + 1]);
-                }
-                Ok(())
-            })
-            .unwrap();
+            let (_, produced, written) =
+                run(Vec::new(), threads, Compression::Gzip, 6, 1 << 20, |sink| {
+                    for i in 0..50u32 {
+                        ids.push(sink.start_member()?);
+                        sink.write(&vec![i as u8; (i as usize * 997) % 5000 + 1]);
+                    }
+                    Ok(())
+                })
+                .unwrap();
             assert_eq!(ids, (0..50).collect::<Vec<_>>());
             assert_eq!(written.member_offsets.len(), 50);
             let mut decoded = Vec::new();
-            flate2::read::MultiGzDecoder::new(&written.out[..]).read_to_end(&mut decoded).unwrap();
+            flate2::read::MultiGzDecoder::new(&written.out[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
             assert_eq!(decoded.len() as u64, produced.uncompressed_len);
             assert_eq!(Digest::of(&decoded), produced.uncompressed.finish());
             // Each member decodes on its own from its recorded offset.
             let start = written.member_offsets[7] as usize;
             let mut one = Vec::new();
-            flate2::read::GzDecoder::new(&written.out[start..]).read_to_end(&mut one).unwrap();
+            flate2::read::GzDecoder::new(&written.out[start..])
+                .read_to_end(&mut one)
+                .unwrap();
             assert_eq!(one, vec![7u8; 7 * 997 % 5000 + 1]);
         }
     }

@@ -83,7 +83,9 @@ impl Planner<'_> {
             }
             let target = clean_path(&entry.meta.link);
             match self.survivor.get(&target) {
-                Some(&t) if !self.emitted.contains(&target) && t != last && !chain.contains(&t) => chain.push(t),
+                Some(&t) if !self.emitted.contains(&target) && t != last && !chain.contains(&t) => {
+                    chain.push(t)
+                }
                 _ => break,
             }
         }
@@ -137,7 +139,11 @@ impl Planner<'_> {
 /// Plans the output order of `entries` with the given prioritized paths.
 pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
     let cleaned: Vec<Vec<u8>> = entries.iter().map(|e| clean_path(&e.meta.name)).collect();
-    let reserved = [TOC_TAR_NAME.as_bytes(), PREFETCH_LANDMARK.as_bytes(), NO_PREFETCH_LANDMARK.as_bytes()];
+    let reserved = [
+        TOC_TAR_NAME.as_bytes(),
+        PREFETCH_LANDMARK.as_bytes(),
+        NO_PREFETCH_LANDMARK.as_bytes(),
+    ];
     let mut survivor = HashMap::with_capacity(entries.len());
     for (index, path) in cleaned.iter().enumerate() {
         if !reserved.contains(&path.as_slice()) {
@@ -145,7 +151,10 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
         }
     }
     let kept = survivor.len();
-    let reserved_count = cleaned.iter().filter(|p| reserved.contains(&p.as_slice())).count();
+    let reserved_count = cleaned
+        .iter()
+        .filter(|p| reserved.contains(&p.as_slice()))
+        .count();
 
     let mut planner = Planner {
         entries,
@@ -172,7 +181,9 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
     if plan.prioritized_found > 0 {
         planner.items.push(Item::Landmark(LandmarkKind::Prefetch));
     } else {
-        planner.items.insert(0, Item::Landmark(LandmarkKind::NoPrefetch));
+        planner
+            .items
+            .insert(0, Item::Landmark(LandmarkKind::NoPrefetch));
     }
     for index in 0..entries.len() {
         let path = &planner.cleaned[index];
@@ -239,7 +250,14 @@ mod tests {
         let plan = plan(&entries, &[b"usr/bin/python3".to_vec()]);
         assert_eq!(
             names(&plan, &entries),
-            ["usr/", "usr/bin/", "usr/bin/python3.8", "usr/bin/python3", ".prefetch.landmark", "usr/lib/"]
+            [
+                "usr/",
+                "usr/bin/",
+                "usr/bin/python3.8",
+                "usr/bin/python3",
+                ".prefetch.landmark",
+                "usr/lib/"
+            ]
         );
     }
 
@@ -253,22 +271,39 @@ mod tests {
         let plan = plan(&entries, &[]);
         assert_eq!(
             names(&plan, &entries),
-            [".no.prefetch.landmark", "bin/app", "bin/app.runfiles/_main/main.go", "bin/app.runfiles/_main/app_/app"]
+            [
+                ".no.prefetch.landmark",
+                "bin/app",
+                "bin/app.runfiles/_main/main.go",
+                "bin/app.runfiles/_main/app_/app"
+            ]
         );
     }
 
     #[test]
     fn directory_between_implied_ancestors_moves_up() {
-        let entries = vec![entry("a/b/c/f", Kind::Regular, ""), entry("a/b/", Kind::Directory, "")];
+        let entries = vec![
+            entry("a/b/c/f", Kind::Regular, ""),
+            entry("a/b/", Kind::Directory, ""),
+        ];
         let plan = plan(&entries, &[]);
-        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a/b/", "a/b/c/f"]);
+        assert_eq!(
+            names(&plan, &entries),
+            [".no.prefetch.landmark", "a/b/", "a/b/c/f"]
+        );
     }
 
     #[test]
     fn directory_listed_after_children_moves_up() {
-        let entries = vec![entry("d/f", Kind::Regular, ""), entry("d/", Kind::Directory, "")];
+        let entries = vec![
+            entry("d/f", Kind::Regular, ""),
+            entry("d/", Kind::Directory, ""),
+        ];
         let plan = plan(&entries, &[]);
-        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "d/", "d/f"]);
+        assert_eq!(
+            names(&plan, &entries),
+            [".no.prefetch.landmark", "d/", "d/f"]
+        );
     }
 
     #[test]
@@ -280,7 +315,14 @@ mod tests {
             entry("etc/conf", Kind::Regular, ""),
         ];
         let plan = plan(&entries, &[]);
-        assert_eq!(plan.items, vec![Item::Landmark(LandmarkKind::NoPrefetch), Item::Input(2), Item::Input(3)]);
+        assert_eq!(
+            plan.items,
+            vec![
+                Item::Landmark(LandmarkKind::NoPrefetch),
+                Item::Input(2),
+                Item::Input(3)
+            ]
+        );
         assert_eq!(plan.duplicates_dropped, 2);
     }
 
@@ -293,20 +335,32 @@ mod tests {
             entry("sub/stargz.index.json", Kind::Regular, ""),
         ];
         let plan = plan(&entries, &[]);
-        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "a", "sub/stargz.index.json"]);
+        assert_eq!(
+            names(&plan, &entries),
+            [".no.prefetch.landmark", "a", "sub/stargz.index.json"]
+        );
         assert_eq!(plan.duplicates_dropped, 0);
     }
 
     #[test]
     fn no_directory_is_invented_below_a_symlink() {
-        let entries = vec![entry("up", Kind::Symlink, ".."), entry("up/outside/dir/file", Kind::Regular, "")];
+        let entries = vec![
+            entry("up", Kind::Symlink, ".."),
+            entry("up/outside/dir/file", Kind::Regular, ""),
+        ];
         let plan = plan(&entries, &[]);
-        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark", "up", "up/outside/dir/file"]);
+        assert_eq!(
+            names(&plan, &entries),
+            [".no.prefetch.landmark", "up", "up/outside/dir/file"]
+        );
     }
 
     #[test]
     fn hardlink_cycle_terminates() {
-        let entries = vec![entry("a", Kind::Hardlink, "b"), entry("b", Kind::Hardlink, "a")];
+        let entries = vec![
+            entry("a", Kind::Hardlink, "b"),
+            entry("b", Kind::Hardlink, "a"),
+        ];
         let plan = plan(&entries, &[]);
         assert_eq!(plan.items.len(), 3);
     }

@@ -102,10 +102,16 @@ pub fn encode(spec: &HeaderSpec<'_>) -> Vec<u8> {
         records.push((b"mtime".to_vec(), pax::format_time(secs, spec.mtime.nanos)));
     }
     if u64::from(spec.devmajor) > MAX_OCTAL_7 {
-        records.push((b"SCHILY.devmajor".to_vec(), spec.devmajor.to_string().into_bytes()));
+        records.push((
+            b"SCHILY.devmajor".to_vec(),
+            spec.devmajor.to_string().into_bytes(),
+        ));
     }
     if u64::from(spec.devminor) > MAX_OCTAL_7 {
-        records.push((b"SCHILY.devminor".to_vec(), spec.devminor.to_string().into_bytes()));
+        records.push((
+            b"SCHILY.devminor".to_vec(),
+            spec.devminor.to_string().into_bytes(),
+        ));
     }
     for (name, value) in spec.xattrs {
         let mut key = b"SCHILY.xattr.".to_vec();
@@ -123,20 +129,30 @@ pub fn encode(spec: &HeaderSpec<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(1536);
     if !records.is_empty() {
         let data = pax::encode_records(&records);
-        let base = spec.name.rsplit(|&b| b == b'/').find(|p| !p.is_empty()).unwrap_or(b"entry");
+        let base = spec
+            .name
+            .rsplit(|&b| b == b'/')
+            .find(|p| !p.is_empty())
+            .unwrap_or(b"entry");
         let mut pax_name = b"PaxHeaders/".to_vec();
         pax_name.extend_from_slice(&base[..base.len().min(88)]);
-        let mut block = ustar_block(&HeaderSpec {
-            name: &pax_name,
-            typeflag: b'x',
-            mode: 0o644,
-            size: data.len() as u64,
-            ..HeaderSpec::default()
-        }, (&[], &pax_name));
+        let mut block = ustar_block(
+            &HeaderSpec {
+                name: &pax_name,
+                typeflag: b'x',
+                mode: 0o644,
+                size: data.len() as u64,
+                ..HeaderSpec::default()
+            },
+            (&[], &pax_name),
+        );
         set_checksum(&mut block);
         out.extend_from_slice(&block);
         out.extend_from_slice(&data);
-        out.resize(out.len() + (super::padded(data.len() as u64) as usize - data.len()), 0);
+        out.resize(
+            out.len() + (super::padded(data.len() as u64) as usize - data.len()),
+            0,
+        );
     }
     let (prefix, name) = split.unwrap_or((&[], &spec.name[..spec.name.len().min(100)]));
     let mut block = ustar_block(spec, (prefix, name));
@@ -151,8 +167,18 @@ fn ustar_block(spec: &HeaderSpec<'_>, (prefix, name): (&[u8], &[u8])) -> [u8; 51
     put_octal(&mut b[100..108], u64::from(spec.mode) & MAX_OCTAL_7);
     put_octal(&mut b[108..116], spec.uid.min(MAX_OCTAL_7));
     put_octal(&mut b[116..124], spec.gid.min(MAX_OCTAL_7));
-    put_octal(&mut b[124..136], if spec.size > MAX_OCTAL_11 { 0 } else { spec.size });
-    put_octal(&mut b[136..148], (spec.mtime.secs.max(0) as u64).min(MAX_OCTAL_11));
+    put_octal(
+        &mut b[124..136],
+        if spec.size > MAX_OCTAL_11 {
+            0
+        } else {
+            spec.size
+        },
+    );
+    put_octal(
+        &mut b[136..148],
+        (spec.mtime.secs.max(0) as u64).min(MAX_OCTAL_11),
+    );
     b[156] = spec.typeflag;
     put_str(&mut b[157..257], &spec.link[..spec.link.len().min(100)]);
     b[257..263].copy_from_slice(b"ustar\0");
@@ -169,7 +195,7 @@ fn ustar_block(spec: &HeaderSpec<'_>, (prefix, name): (&[u8], &[u8])) -> [u8; 51
 mod tests {
     use super::*;
     use crate::limits::Limits;
-    use crate::tar::scan::{scan, Kind};
+    use crate::tar::scan::{Kind, scan};
 
     fn round_trip(spec: &HeaderSpec<'_>, payload: &[u8]) -> crate::tar::InputEntry {
         let mut data = encode(spec);
@@ -183,7 +209,13 @@ mod tests {
 
     #[test]
     fn short_names_need_no_pax_header() {
-        let spec = HeaderSpec { name: b"etc/passwd", typeflag: b'0', mode: 0o644, size: 3, ..Default::default() };
+        let spec = HeaderSpec {
+            name: b"etc/passwd",
+            typeflag: b'0',
+            mode: 0o644,
+            size: 3,
+            ..Default::default()
+        };
         assert_eq!(encode(&spec).len(), 512);
         let entry = round_trip(&spec, b"abc");
         assert_eq!(entry.meta.name, b"etc/passwd");
@@ -193,19 +225,30 @@ mod tests {
     #[test]
     fn long_names_use_prefix_or_pax() {
         let medium = [b"d/".repeat(60).as_slice(), b"file"].concat();
-        let spec = HeaderSpec { name: &medium, typeflag: b'0', ..Default::default() };
+        let spec = HeaderSpec {
+            name: &medium,
+            typeflag: b'0',
+            ..Default::default()
+        };
         assert_eq!(encode(&spec).len(), 512, "fits ustar prefix + name");
         assert_eq!(round_trip(&spec, b"").meta.name, medium);
 
         let long = [b"x".repeat(300).as_slice(), b"/y"].concat();
-        let spec = HeaderSpec { name: &long, typeflag: b'0', ..Default::default() };
+        let spec = HeaderSpec {
+            name: &long,
+            typeflag: b'0',
+            ..Default::default()
+        };
         assert!(encode(&spec).len() > 512, "needs a PAX header");
         assert_eq!(round_trip(&spec, b"").meta.name, long);
     }
 
     #[test]
     fn large_values_and_xattrs_round_trip() {
-        let xattrs = vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 0x20, 0, 0])];
+        let xattrs = vec![(
+            b"security.capability".to_vec(),
+            vec![1, 0, 0, 2, 0, 0x20, 0, 0],
+        )];
         let link = b"t".repeat(150);
         let spec = HeaderSpec {
             name: b"usr/bin/ping",

@@ -171,7 +171,10 @@ pub fn parse_numeric(field: &[u8]) -> Option<i128> {
     let text = field_str(field);
     let trimmed: &[u8] = {
         let start = text.iter().position(|&b| b != b' ').unwrap_or(text.len());
-        let end = text.iter().rposition(|&b| b != b' ').map_or(start, |i| i + 1);
+        let end = text
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(start, |i| i + 1);
         &text[start..end.max(start)]
     };
     if trimmed.is_empty() {
@@ -214,7 +217,10 @@ pub fn set_checksum(block: &mut [u8; 512]) {
 /// Decodes a header block. The caller has checked that it is not a zero block.
 pub fn decode(block: &[u8; 512]) -> Result<Header, String> {
     if !checksum_ok(block) {
-        return Err("header checksum does not match (the data is not a tar archive, or it is corrupt)".into());
+        return Err(
+            "header checksum does not match (the data is not a tar archive, or it is corrupt)"
+                .into(),
+        );
     }
     let dialect = match (&block[257..263], &block[263..265]) {
         (b"ustar\0", _) => Dialect::Ustar,
@@ -224,8 +230,12 @@ pub fn decode(block: &[u8; 512]) -> Result<Header, String> {
     let number = |range: std::ops::Range<usize>, what: &str| {
         parse_numeric(&block[range]).ok_or_else(|| format!("{what} field is not a number"))
     };
-    let to_u64 = |value: i128, what: &str| u64::try_from(value).map_err(|_| format!("{what} {value} is out of range"));
-    let to_u32 = |value: i128, what: &str| u32::try_from(value).map_err(|_| format!("{what} {value} is out of range"));
+    let to_u64 = |value: i128, what: &str| {
+        u64::try_from(value).map_err(|_| format!("{what} {value} is out of range"))
+    };
+    let to_u32 = |value: i128, what: &str| {
+        u32::try_from(value).map_err(|_| format!("{what} {value} is out of range"))
+    };
 
     let mut name = field_str(&block[0..100]).to_vec();
     if dialect == Dialect::Ustar {
@@ -254,7 +264,8 @@ pub fn decode(block: &[u8; 512]) -> Result<Header, String> {
         uid: to_u64(number(108..116, "uid")?, "uid")?,
         gid: to_u64(number(116..124, "gid")?, "gid")?,
         size: to_u64(number(124..136, "size")?, "size")?,
-        mtime: i64::try_from(number(136..148, "mtime")?).map_err(|_| "mtime is out of range".to_string())?,
+        mtime: i64::try_from(number(136..148, "mtime")?)
+            .map_err(|_| "mtime is out of range".to_string())?,
         linkname: field_str(&block[157..257]).to_vec(),
         uname,
         gname,
@@ -289,7 +300,10 @@ mod tests {
         for version in [b"00", b"\0\0", b"  "] {
             let block = block_with(b"name.rb", b"some/long/prefix", b"ustar\0", version);
             let header = decode(&block).unwrap();
-            assert_eq!(header.name, b"some/long/prefix/name.rb", "version {version:?}");
+            assert_eq!(
+                header.name, b"some/long/prefix/name.rb",
+                "version {version:?}"
+            );
         }
     }
 

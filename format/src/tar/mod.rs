@@ -14,7 +14,7 @@ pub mod scan;
 pub mod sparse;
 
 pub use header::EntryType;
-pub use scan::{scan, InputEntry, ScanOutput};
+pub use scan::{InputEntry, ScanOutput, scan};
 pub use sparse::SparseMap;
 
 /// Size of a tar block.
@@ -68,7 +68,12 @@ mod tests {
             (b"/abs/path", b"abs/path"),
         ];
         for (input, expected) in cases {
-            assert_eq!(clean_path(input), expected, "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                clean_path(input),
+                expected,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

@@ -15,7 +15,8 @@ pub fn parse_records(mut data: &[u8]) -> Result<Vec<Record>, String> {
             .iter()
             .position(|&b| b == b' ')
             .ok_or("record has no length prefix")?;
-        let len_text = std::str::from_utf8(&data[..space]).map_err(|_| "record length is not ASCII")?;
+        let len_text =
+            std::str::from_utf8(&data[..space]).map_err(|_| "record length is not ASCII")?;
         let len: usize = len_text
             .parse()
             .map_err(|_| format!("record length {len_text:?} is not a number"))?;
@@ -26,7 +27,10 @@ pub fn parse_records(mut data: &[u8]) -> Result<Vec<Record>, String> {
         let Some((&b'\n', body)) = record.split_last() else {
             return Err("record does not end with a newline".into());
         };
-        let equals = body.iter().position(|&b| b == b'=').ok_or("record has no '='")?;
+        let equals = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("record has no '='")?;
         records.push((body[..equals].to_vec(), body[equals + 1..].to_vec()));
         data = &data[len..];
     }
@@ -132,7 +136,10 @@ mod tests {
 
     #[test]
     fn times_parse_and_format() {
-        assert_eq!(parse_time(b"1350244992.023960108"), Some((1_350_244_992, 23_960_108)));
+        assert_eq!(
+            parse_time(b"1350244992.023960108"),
+            Some((1_350_244_992, 23_960_108))
+        );
         assert_eq!(parse_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_time(b"12"), Some((12, 0)));
         assert_eq!(parse_time(b"1e5"), None);

@@ -6,7 +6,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use super::header::{self, EntryType, Header};
 use super::pax::{self, Record};
 use super::sparse::{self, SparseMap};
-use super::{padded, BLOCK};
+use super::{BLOCK, padded};
 use crate::error::TarError;
 use crate::limits::Limits;
 use crate::toc::Timestamp;
@@ -127,7 +127,10 @@ struct Scanner<R> {
 
 impl<R: Read + Seek> Scanner<R> {
     fn io(&self, source: std::io::Error) -> TarError {
-        TarError::Io { offset: self.pos, source }
+        TarError::Io {
+            offset: self.pos,
+            source,
+        }
     }
 
     /// Reads the block at the current position, or returns `None` at end of input.
@@ -155,7 +158,12 @@ impl<R: Read + Seek> Scanner<R> {
         Ok(Some(block))
     }
 
-    fn read_data(&mut self, len: u64, offset: u64, what: &'static str) -> Result<Vec<u8>, TarError> {
+    fn read_data(
+        &mut self,
+        len: u64,
+        offset: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, TarError> {
         if len > self.limits.max_tar_extension_bytes {
             return Err(TarError::TooLarge {
                 what,
@@ -204,9 +212,18 @@ fn strip_nuls(mut data: Vec<u8>) -> Vec<u8> {
 /// end of input. Rejects entry types eStargz cannot represent, bad checksums and truncated data.
 pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, TarError> {
     let mut input = BufReader::with_capacity(64 * 1024, input);
-    let len = input.seek(SeekFrom::End(0)).map_err(|source| TarError::Io { offset: 0, source })?;
-    input.seek(SeekFrom::Start(0)).map_err(|source| TarError::Io { offset: 0, source })?;
-    let mut s = Scanner { input, pos: 0, len, limits: limits.clone() };
+    let len = input
+        .seek(SeekFrom::End(0))
+        .map_err(|source| TarError::Io { offset: 0, source })?;
+    input
+        .seek(SeekFrom::Start(0))
+        .map_err(|source| TarError::Io { offset: 0, source })?;
+    let mut s = Scanner {
+        input,
+        pos: 0,
+        len,
+        limits: limits.clone(),
+    };
     let mut out = ScanOutput::default();
     let mut pending = Pending::default();
     let mut global: Vec<Record> = Vec::new();
@@ -219,27 +236,30 @@ pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, Tar
         if header::is_zero_block(&block) {
             break;
         }
-        let hdr = header::decode(&block).map_err(|reason| TarError::InvalidHeader { offset, reason })?;
+        let hdr =
+            header::decode(&block).map_err(|reason| TarError::InvalidHeader { offset, reason })?;
         let entry_type = EntryType::from_flag(hdr.typeflag);
         match entry_type {
             EntryType::PaxLocal => {
                 pending.start.get_or_insert(offset);
                 let data = s.read_data(hdr.size, offset, "PAX header")?;
-                let records = pax::parse_records(&data).map_err(|reason| TarError::InvalidExtension {
-                    what: "PAX header",
-                    offset,
-                    reason,
-                })?;
+                let records =
+                    pax::parse_records(&data).map_err(|reason| TarError::InvalidExtension {
+                        what: "PAX header",
+                        offset,
+                        reason,
+                    })?;
                 pending.records.extend(records);
                 continue;
             }
             EntryType::PaxGlobal => {
                 let data = s.read_data(hdr.size, offset, "PAX global header")?;
-                let records = pax::parse_records(&data).map_err(|reason| TarError::InvalidExtension {
-                    what: "PAX global header",
-                    offset,
-                    reason,
-                })?;
+                let records =
+                    pax::parse_records(&data).map_err(|reason| TarError::InvalidExtension {
+                        what: "PAX global header",
+                        offset,
+                        reason,
+                    })?;
                 for (key, value) in records {
                     // A comment has no effect on extraction.
                     if key == b"comment" {
@@ -257,7 +277,11 @@ pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, Tar
             }
             EntryType::GnuLongName | EntryType::GnuLongLink => {
                 pending.start.get_or_insert(offset);
-                let what = if entry_type == EntryType::GnuLongName { "GNU long name" } else { "GNU long link" };
+                let what = if entry_type == EntryType::GnuLongName {
+                    "GNU long name"
+                } else {
+                    "GNU long link"
+                };
                 let data = strip_nuls(s.read_data(hdr.size, offset, what)?);
                 if entry_type == EntryType::GnuLongName {
                     pending.long_name = Some(data);
@@ -315,7 +339,11 @@ fn read_entry<R: Read + Seek>(
     global: &[Record],
 ) -> Result<InputEntry, TarError> {
     let header_start = pend.start.unwrap_or(offset);
-    let mut copy = if global.is_empty() { HeaderCopy::Verbatim } else { HeaderCopy::Reencode };
+    let mut copy = if global.is_empty() {
+        HeaderCopy::Verbatim
+    } else {
+        HeaderCopy::Reencode
+    };
 
     // Effective PAX records: global ones, minus those a local record overrides, then the local
     // ones in order. Local keys may repeat (PAX sparse 0.0 repeats offset/numbytes pairs).
@@ -344,14 +372,27 @@ fn read_entry<R: Read + Seek>(
     };
     let mut data_size = hdr.size;
     let mut sparse_records: Vec<Record> = Vec::new();
-    let bad = |what: &'static str, reason: String| TarError::InvalidExtension { what, offset, reason };
+    let bad = |what: &'static str, reason: String| TarError::InvalidExtension {
+        what,
+        offset,
+        reason,
+    };
 
     for (key, value) in records {
         let number = |v: &[u8]| -> Result<u64, TarError> {
             std::str::from_utf8(v)
                 .ok()
                 .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| bad("PAX header", format!("{} value {:?} is not a number", String::from_utf8_lossy(&key), String::from_utf8_lossy(v))))
+                .ok_or_else(|| {
+                    bad(
+                        "PAX header",
+                        format!(
+                            "{} value {:?} is not a number",
+                            String::from_utf8_lossy(&key),
+                            String::from_utf8_lossy(v)
+                        ),
+                    )
+                })
         };
         match key.as_slice() {
             b"path" => meta.name = value,
@@ -362,12 +403,22 @@ fn read_entry<R: Read + Seek>(
             b"uname" => meta.uname = value,
             b"gname" => meta.gname = value,
             b"mtime" => {
-                let (secs, nanos) = pax::parse_time(&value)
-                    .ok_or_else(|| bad("PAX header", format!("mtime {:?} is invalid", String::from_utf8_lossy(&value))))?;
+                let (secs, nanos) = pax::parse_time(&value).ok_or_else(|| {
+                    bad(
+                        "PAX header",
+                        format!("mtime {:?} is invalid", String::from_utf8_lossy(&value)),
+                    )
+                })?;
                 meta.mtime = Timestamp::new(secs, nanos);
             }
-            b"SCHILY.devmajor" => meta.devmajor = u32::try_from(number(&value)?).map_err(|_| bad("PAX header", "devmajor out of range".into()))?,
-            b"SCHILY.devminor" => meta.devminor = u32::try_from(number(&value)?).map_err(|_| bad("PAX header", "devminor out of range".into()))?,
+            b"SCHILY.devmajor" => {
+                meta.devmajor = u32::try_from(number(&value)?)
+                    .map_err(|_| bad("PAX header", "devmajor out of range".into()))?
+            }
+            b"SCHILY.devminor" => {
+                meta.devminor = u32::try_from(number(&value)?)
+                    .map_err(|_| bad("PAX header", "devminor out of range".into()))?
+            }
             b"comment" | b"hdrcharset" | b"charset" => {}
             k if k.starts_with(b"SCHILY.xattr.") => {
                 let name = k[b"SCHILY.xattr.".len()..].to_vec();
@@ -423,14 +474,18 @@ fn read_entry<R: Read + Seek>(
                 offset: ext_offset,
                 needed: BLOCK,
             })?;
-            extended = sparse::old_gnu_extension(&ext, &mut segments).map_err(|reason| bad("sparse map", reason))?;
+            extended = sparse::old_gnu_extension(&ext, &mut segments)
+                .map_err(|reason| bad("sparse map", reason))?;
             if segments.len() > 1_000_000 {
                 return Err(bad("sparse map", "more than 1000000 segments".into()));
             }
         }
         header_end = s.pos;
         data_offset = header_end;
-        sparse_map = Some(SparseMap { segments, real_size });
+        sparse_map = Some(SparseMap {
+            segments,
+            real_size,
+        });
         stored_len = data_size;
         copy = HeaderCopy::Reencode;
     } else if !sparse_records.is_empty() && meta.kind == Kind::Regular {
@@ -447,7 +502,8 @@ fn read_entry<R: Read + Seek>(
     }
 
     if let Some(map) = &sparse_map {
-        map.validate(stored_len).map_err(|reason| bad("sparse map", reason))?;
+        map.validate(stored_len)
+            .map_err(|reason| bad("sparse map", reason))?;
         meta.size = map.real_size;
     } else if meta.kind == Kind::Regular {
         meta.size = stored_len;
@@ -462,11 +518,16 @@ fn read_entry<R: Read + Seek>(
         });
     }
     if meta.name.contains(&0) || meta.link.contains(&0) {
-        return Err(bad("PAX header", "name or link target contains a NUL byte".into()));
+        return Err(bad(
+            "PAX header",
+            "name or link target contains a NUL byte".into(),
+        ));
     }
 
     // Skip the payload; `data_size` counts what is stored in the archive after the headers.
-    let payload_end = header_end.checked_add(data_size).ok_or_else(|| bad("PAX header", "size overflows".into()))?;
+    let payload_end = header_end
+        .checked_add(data_size)
+        .ok_or_else(|| bad("PAX header", "size overflows".into()))?;
     if payload_end > s.len {
         return Err(TarError::Truncated {
             name: String::from_utf8_lossy(&meta.name).into_owned(),
@@ -502,8 +563,18 @@ fn pax_sparse<R: Read + Seek>(
     data_size: u64,
     offset: u64,
 ) -> Result<(SparseMap, u64), TarError> {
-    let bad = |reason: String| TarError::InvalidExtension { what: "sparse map", offset, reason };
-    let get = |key: &[u8]| records.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_slice());
+    let bad = |reason: String| TarError::InvalidExtension {
+        what: "sparse map",
+        offset,
+        reason,
+    };
+    let get = |key: &[u8]| {
+        records
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    };
     let number = |key: &[u8]| -> Result<Option<u64>, TarError> {
         match get(key) {
             None => Ok(None),
@@ -527,18 +598,34 @@ fn pax_sparse<R: Read + Seek>(
         let saved = s.pos;
         let mut head = vec![0u8; peek_len as usize];
         s.input.read_exact(&mut head).map_err(|e| s.io(e))?;
-        s.input.seek_relative(-(peek_len as i64)).map_err(|e| s.io(e))?;
+        s.input
+            .seek_relative(-(peek_len as i64))
+            .map_err(|e| s.io(e))?;
         s.pos = saved;
         let (segments, map_len) = sparse::pax_10_map(&head, 1_000_000).map_err(bad)?;
         if map_len > data_size {
-            return Err(bad(format!("sparse map of {map_len} bytes is longer than the entry data")));
+            return Err(bad(format!(
+                "sparse map of {map_len} bytes is longer than the entry data"
+            )));
         }
-        return Ok((SparseMap { segments, real_size }, map_len));
+        return Ok((
+            SparseMap {
+                segments,
+                real_size,
+            },
+            map_len,
+        ));
     }
     if let Some(map) = get(b"GNU.sparse.map") {
         // Format 0.1.
         let segments = sparse::pax_01_map(map).map_err(bad)?;
-        return Ok((SparseMap { segments, real_size }, 0));
+        return Ok((
+            SparseMap {
+                segments,
+                real_size,
+            },
+            0,
+        ));
     }
     // Format 0.0: repeated offset/numbytes records, in order.
     let mut segments = Vec::new();
@@ -553,11 +640,19 @@ fn pax_sparse<R: Read + Seek>(
         match key.as_slice() {
             b"GNU.sparse.offset" => pending_offset = Some(parse()?),
             b"GNU.sparse.numbytes" => {
-                let start = pending_offset.take().ok_or_else(|| bad("numbytes without offset".into()))?;
+                let start = pending_offset
+                    .take()
+                    .ok_or_else(|| bad("numbytes without offset".into()))?;
                 segments.push((start, parse()?));
             }
             _ => {}
         }
     }
-    Ok((SparseMap { segments, real_size }, 0))
+    Ok((
+        SparseMap {
+            segments,
+            real_size,
+        },
+        0,
+    ))
 }

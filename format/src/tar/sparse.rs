@@ -23,16 +23,23 @@ impl SparseMap {
         let mut total = 0u64;
         for &(offset, len) in &self.segments {
             if offset < end {
-                return Err(format!("segment at {offset} overlaps or precedes the previous one"));
+                return Err(format!(
+                    "segment at {offset} overlaps or precedes the previous one"
+                ));
             }
             end = offset.checked_add(len).ok_or("segment end overflows")?;
             if end > self.real_size {
-                return Err(format!("segment {offset}+{len} goes past the real size {}", self.real_size));
+                return Err(format!(
+                    "segment {offset}+{len} goes past the real size {}",
+                    self.real_size
+                ));
             }
             total = total.checked_add(len).ok_or("segment lengths overflow")?;
         }
         if total != stored_len {
-            return Err(format!("segments hold {total} bytes but {stored_len} bytes are stored"));
+            return Err(format!(
+                "segments hold {total} bytes but {stored_len} bytes are stored"
+            ));
         }
         Ok(())
     }
@@ -78,7 +85,10 @@ fn gnu_pairs(area: &[u8], count: usize, out: &mut Vec<(u64, u64)>) -> Result<(),
         if field_str(&pair[..12]).is_empty() {
             break;
         }
-        out.push((number(&pair[..12], "sparse offset")?, number(&pair[12..], "sparse length")?));
+        out.push((
+            number(&pair[..12], "sparse offset")?,
+            number(&pair[12..], "sparse length")?,
+        ));
     }
     Ok(())
 }
@@ -93,7 +103,10 @@ pub fn old_gnu_header(block: &[u8; 512]) -> Result<(Vec<(u64, u64)>, u64, bool),
 }
 
 /// Decodes one old GNU sparse extension block. Returns whether another one follows.
-pub fn old_gnu_extension(block: &[u8; 512], segments: &mut Vec<(u64, u64)>) -> Result<bool, String> {
+pub fn old_gnu_extension(
+    block: &[u8; 512],
+    segments: &mut Vec<(u64, u64)>,
+) -> Result<bool, String> {
     gnu_pairs(&block[..504], 21, segments)?;
     Ok(block[504] != 0)
 }
@@ -106,7 +119,10 @@ pub fn pax_01_map(map: &[u8]) -> Result<Vec<(u64, u64)>, String> {
     }
     let numbers: Vec<u64> = text
         .split(',')
-        .map(|n| n.parse::<u64>().map_err(|_| format!("GNU.sparse.map value {n:?} is not a number")))
+        .map(|n| {
+            n.parse::<u64>()
+                .map_err(|_| format!("GNU.sparse.map value {n:?} is not a number"))
+        })
         .collect::<Result<_, _>>()?;
     if numbers.len() % 2 != 0 {
         return Err("GNU.sparse.map has an odd number of values".into());
@@ -127,11 +143,14 @@ pub fn pax_10_map(data: &[u8], max_segments: usize) -> Result<(Vec<(u64, u64)>, 
             .ok_or_else(|| format!("sparse map ends before its {what}"))?;
         let text = std::str::from_utf8(&rest[..newline]).map_err(|_| "sparse map is not ASCII")?;
         pos += newline + 1;
-        text.parse::<u64>().map_err(|_| format!("sparse map {what} {text:?} is not a number"))
+        text.parse::<u64>()
+            .map_err(|_| format!("sparse map {what} {text:?} is not a number"))
     };
     let count = next("segment count")?;
     if count > max_segments as u64 {
-        return Err(format!("sparse map declares {count} segments, above the limit of {max_segments}"));
+        return Err(format!(
+            "sparse map declares {count} segments, above the limit of {max_segments}"
+        ));
     }
     let mut segments = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -148,7 +167,10 @@ mod tests {
 
     #[test]
     fn fill_zeroes_holes_and_copies_segments() {
-        let map = SparseMap { segments: vec![(2, 3), (8, 2)], real_size: 12 };
+        let map = SparseMap {
+            segments: vec![(2, 3), (8, 2)],
+            real_size: 12,
+        };
         map.validate(5).unwrap();
         let stored = b"abcde";
         let mut out = [0xffu8; 12];
@@ -169,7 +191,10 @@ mod tests {
 
     #[test]
     fn overlapping_segments_are_invalid() {
-        let map = SparseMap { segments: vec![(0, 4), (2, 4)], real_size: 10 };
+        let map = SparseMap {
+            segments: vec![(0, 4), (2, 4)],
+            real_size: 10,
+        };
         assert!(map.validate(8).is_err());
     }
 

@@ -66,7 +66,11 @@ pub struct TocEntry {
     #[serde(rename = "type")]
     pub kind: EntryKind,
     /// Size of a regular file in bytes (also on the first entry of a chunked file).
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub size: u64,
     /// Modification time; `None` stands for the Unix epoch.
     #[serde(
@@ -87,13 +91,25 @@ pub struct TocEntry {
     pub link_name: String,
     /// The tar header mode, possibly including file-type bits. Readers use only the permission,
     /// setuid, setgid and sticky bits.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub mode: i64,
     /// Owner user id.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub uid: u32,
     /// Owner group id.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub gid: u32,
     /// Owner user name; writers omit it when it repeats the previous name for the same uid.
     #[serde(
@@ -112,7 +128,11 @@ pub struct TocEntry {
     )]
     pub group_name: String,
     /// Compressed blob offset of the gzip member or zstd frame holding this entry's payload.
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "is_zero"
+    )]
     pub offset: u64,
     /// Uncompressed bytes to skip after decompressing from `offset` (min-chunk-size blobs).
     #[serde(
@@ -166,7 +186,11 @@ pub struct TocEntry {
     )]
     pub chunk_size: u64,
     /// Digest of this chunk's uncompressed bytes.
-    #[serde(rename = "chunkDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "chunkDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub chunk_digest: Option<Digest>,
     /// Exact name bytes when the tar name is not valid UTF-8 (a lazypull extension; other readers
     /// ignore unknown keys and see the lossy `name`).
@@ -224,7 +248,10 @@ impl TocEntry {
 fn split_utf8(bytes: &[u8]) -> (String, Option<Vec<u8>>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_string(), None),
-        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(bytes.to_vec())),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(bytes.to_vec()),
+        ),
     }
 }
 
@@ -245,13 +272,20 @@ fn deserialize_modtime<'de, D: Deserializer<'de>>(
 ) -> Result<Option<Timestamp>, D::Error> {
     // Like the reference reader, an unparsable time is treated as the zero time, not an error.
     let text = Option::<Cow<'de, str>>::deserialize(deserializer)?;
-    Ok(text.and_then(|t| Timestamp::parse_rfc3339(&t)).filter(|t| !t.is_epoch()))
+    Ok(text
+        .and_then(|t| Timestamp::parse_rfc3339(&t))
+        .filter(|t| !t.is_epoch()))
 }
 
-fn serialize_modtime<S: Serializer>(value: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_modtime<S: Serializer>(
+    value: &Option<Timestamp>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match value.and_then(|t| t.to_rfc3339()) {
         Some(text) => serializer.serialize_str(&text),
-        None => Err(serde::ser::Error::custom("modification time outside years 0000-9999")),
+        None => Err(serde::ser::Error::custom(
+            "modification time outside years 0000-9999",
+        )),
     }
 }
 
@@ -288,13 +322,20 @@ fn deserialize_opt_base64<'de, D: Deserializer<'de>>(
 ) -> Result<Option<Vec<u8>>, D::Error> {
     match Option::<Cow<'de, str>>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(text) => decode_base64(&text).map(Some).map_err(serde::de::Error::custom),
+        Some(text) => decode_base64(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
-fn serialize_opt_base64<S: Serializer>(value: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_opt_base64<S: Serializer>(
+    value: &Option<Vec<u8>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     match value {
-        Some(bytes) => serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+        Some(bytes) => {
+            serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
         None => serializer.serialize_none(),
     }
 }
@@ -305,23 +346,37 @@ mod tests {
 
     #[test]
     fn zero_fields_are_omitted() {
-        let entry = TocEntry { name: "a/".into(), kind: EntryKind::Dir, ..Default::default() };
-        assert_eq!(serde_json::to_string(&entry).unwrap(), r#"{"name":"a/","type":"dir"}"#);
+        let entry = TocEntry {
+            name: "a/".into(),
+            kind: EntryKind::Dir,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            r#"{"name":"a/","type":"dir"}"#
+        );
     }
 
     #[test]
     fn xattr_values_are_base64() {
-        let mut entry = TocEntry { name: "f".into(), ..Default::default() };
+        let mut entry = TocEntry {
+            name: "f".into(),
+            ..Default::default()
+        };
         entry.xattrs.insert("user.bin".into(), vec![0, 1, 2, 255]);
         let json = serde_json::to_string(&entry).unwrap();
-        assert!(json.contains(r#""xattrs":{"user.bin":"AAEC/w=="}"#), "{json}");
+        assert!(
+            json.contains(r#""xattrs":{"user.bin":"AAEC/w=="}"#),
+            "{json}"
+        );
         let back: TocEntry = serde_json::from_str(&json).unwrap();
         assert_eq!(back.xattrs["user.bin"], vec![0, 1, 2, 255]);
     }
 
     #[test]
     fn nulls_and_unknown_keys_are_accepted() {
-        let json = r#"{"name":"x","type":"reg","size":null,"NumLink":0,"modtime":"garbage","uid":null}"#;
+        let json =
+            r#"{"name":"x","type":"reg","size":null,"NumLink":0,"modtime":"garbage","uid":null}"#;
         let entry: TocEntry = serde_json::from_str(json).unwrap();
         assert_eq!(entry.size, 0);
         assert_eq!(entry.mod_time, None);

@@ -10,7 +10,7 @@ mod parse;
 mod timestamp;
 
 pub use entry::{EntryKind, TocEntry, Xattrs};
-pub use parse::{parse_toc, parse_toc_entries, TocVersion};
+pub use parse::{TocVersion, parse_toc, parse_toc_entries};
 pub use timestamp::Timestamp;
 
 use serde::Serialize;

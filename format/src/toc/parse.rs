@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{Toc, TocEntry, TOC_VERSION};
+use super::{TOC_VERSION, Toc, TocEntry};
 use crate::error::TocError;
 use crate::limits::Limits;
 
@@ -19,7 +19,11 @@ pub struct TocVersion(pub Option<u64>);
 /// Stops at the first error from the callback and returns it. Checks that the version, when
 /// present, is 1, that the entry count stays within `limits`, and that nothing follows the JSON
 /// object. Unknown keys are ignored at both levels.
-pub fn parse_toc_entries<F>(json: &[u8], limits: &Limits, mut on_entry: F) -> Result<TocVersion, TocError>
+pub fn parse_toc_entries<F>(
+    json: &[u8],
+    limits: &Limits,
+    mut on_entry: F,
+) -> Result<TocVersion, TocError>
 where
     F: FnMut(usize, TocEntry) -> Result<(), TocError>,
 {
@@ -32,7 +36,11 @@ where
     }
     let mut callback_error = None;
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let seed = TocSeed { on_entry: &mut on_entry, limits, callback_error: &mut callback_error };
+    let seed = TocSeed {
+        on_entry: &mut on_entry,
+        limits,
+        callback_error: &mut callback_error,
+    };
     let result = seed.deserialize(&mut deserializer).and_then(|version| {
         deserializer.end()?;
         Ok(version)
@@ -54,7 +62,10 @@ pub fn parse_toc(json: &[u8], limits: &Limits) -> Result<Toc, TocError> {
         entries.push(entry);
         Ok(())
     })?;
-    Ok(Toc { version: version.0.unwrap_or(TOC_VERSION), entries })
+    Ok(Toc {
+        version: version.0.unwrap_or(TOC_VERSION),
+        entries,
+    })
 }
 
 struct TocSeed<'a, F> {
@@ -69,7 +80,10 @@ where
 {
     type Value = Option<u64>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
@@ -144,7 +158,9 @@ where
         let mut index = 0usize;
         while let Some(entry) = seq.next_element::<TocEntry>()? {
             if index >= self.limits.max_entries {
-                *self.callback_error = Some(TocError::TooManyEntries { limit: self.limits.max_entries });
+                *self.callback_error = Some(TocError::TooManyEntries {
+                    limit: self.limits.max_entries,
+                });
                 return Err(serde::de::Error::custom("too many entries"));
             }
             if let Err(error) = (self.on_entry)(index, entry) {
@@ -174,27 +190,43 @@ mod tests {
     #[test]
     fn version_two_is_rejected() {
         let json = br#"{"version":2,"entries":[]}"#;
-        assert!(matches!(parse_toc(json, &Limits::default()), Err(TocError::UnsupportedVersion(2))));
+        assert!(matches!(
+            parse_toc(json, &Limits::default()),
+            Err(TocError::UnsupportedVersion(2))
+        ));
     }
 
     #[test]
     fn entry_limit_is_enforced() {
         let json = br#"{"version":1,"entries":[{"type":"dir"},{"type":"dir"},{"type":"dir"}]}"#;
-        let limits = Limits { max_entries: 2, ..Limits::default() };
-        assert!(matches!(parse_toc(json, &limits), Err(TocError::TooManyEntries { limit: 2 })));
+        let limits = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_toc(json, &limits),
+            Err(TocError::TooManyEntries { limit: 2 })
+        ));
     }
 
     #[test]
     fn trailing_garbage_is_rejected() {
         let json = br#"{"version":1,"entries":[]} x"#;
-        assert!(matches!(parse_toc(json, &Limits::default()), Err(TocError::Json(_))));
+        assert!(matches!(
+            parse_toc(json, &Limits::default()),
+            Err(TocError::Json(_))
+        ));
     }
 
     #[test]
     fn callback_error_is_returned_unchanged() {
         let json = br#"{"version":1,"entries":[{"name":"bad","type":"reg"}]}"#;
         let err = parse_toc_entries(json, &Limits::default(), |index, entry| {
-            Err(TocError::InvalidEntry { index, name: entry.name, reason: "test".into() })
+            Err(TocError::InvalidEntry {
+                index,
+                name: entry.name,
+                reason: "test".into(),
+            })
         })
         .unwrap_err();
         assert!(matches!(err, TocError::InvalidEntry { index: 0, .. }));
@@ -203,6 +235,9 @@ mod tests {
     #[test]
     fn entries_before_version_are_accepted() {
         let json = br#"{"entries":[{"name":"x","type":"fifo"}],"version":1}"#;
-        assert_eq!(parse_toc(json, &Limits::default()).unwrap().entries.len(), 1);
+        assert_eq!(
+            parse_toc(json, &Limits::default()).unwrap().entries.len(),
+            1
+        );
     }
 }

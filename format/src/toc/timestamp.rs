@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A point in time with nanosecond precision, as seconds and nanoseconds since the Unix epoch.
 ///
@@ -24,7 +24,10 @@ impl Timestamp {
 
     /// Creates a timestamp; `nanos` above 999 999 999 is clamped.
     pub fn new(secs: i64, nanos: u32) -> Self {
-        Timestamp { secs, nanos: nanos.min(999_999_999) }
+        Timestamp {
+            secs,
+            nanos: nanos.min(999_999_999),
+        }
     }
 
     /// Whether this is the Unix epoch, which the TOC leaves out.
@@ -77,14 +80,22 @@ mod tests {
 
     #[test]
     fn whole_seconds_have_no_fraction() {
-        assert_eq!(Timestamp::new(1_566_297_043, 0).to_rfc3339().unwrap(), "2019-08-20T10:30:43Z");
+        assert_eq!(
+            Timestamp::new(1_566_297_043, 0).to_rfc3339().unwrap(),
+            "2019-08-20T10:30:43Z"
+        );
     }
 
     #[test]
     fn fraction_is_trimmed() {
-        let text = Timestamp::new(1_566_297_043, 120_000_000).to_rfc3339().unwrap();
+        let text = Timestamp::new(1_566_297_043, 120_000_000)
+            .to_rfc3339()
+            .unwrap();
         assert_eq!(text, "2019-08-20T10:30:43.12Z");
-        assert_eq!(Timestamp::parse_rfc3339(&text).unwrap(), Timestamp::new(1_566_297_043, 120_000_000));
+        assert_eq!(
+            Timestamp::parse_rfc3339(&text).unwrap(),
+            Timestamp::new(1_566_297_043, 120_000_000)
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use estargz::blob::{open_blob, read_chunk, BlobOptions};
-use estargz::build::{build, BuildOptions, BuildOutput};
+use estargz::blob::{BlobOptions, open_blob, read_chunk};
+use estargz::build::{BuildOptions, BuildOutput, build};
 use estargz::index::{IndexOptions, NodeId, NodeKind};
 use estargz::tar::scan::scan;
 use estargz::{Compression, Digest, Limits};
@@ -14,7 +14,11 @@ use lazypull_testkit::prereq::Prereq;
 use lazypull_testkit::tree::{self, DiffOptions, Tree};
 
 /// Names every converted layer gains.
-pub const ADDED: [&str; 3] = [".no.prefetch.landmark", ".prefetch.landmark", "stargz.index.json"];
+pub const ADDED: [&str; 3] = [
+    ".no.prefetch.landmark",
+    ".prefetch.landmark",
+    "stargz.index.json",
+];
 
 pub struct Converted {
     pub dir: tempfile::TempDir,
@@ -43,8 +47,13 @@ pub fn convert(tar: &[u8], options: &BuildOptions) -> Converted {
 pub fn decompress(blob: &[u8], compression: Compression) -> Vec<u8> {
     let mut out = Vec::new();
     match compression {
-        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut out).unwrap(),
-        Compression::Zstd => zstd::stream::read::Decoder::new(blob).unwrap().read_to_end(&mut out).unwrap(),
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .unwrap(),
+        Compression::Zstd => zstd::stream::read::Decoder::new(blob)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap(),
     };
     out
 }
@@ -68,8 +77,20 @@ pub fn diff_options(input: &Path) -> DiffOptions {
 }
 
 /// Reads every path of `expected` through our reader and compares content and attributes.
-pub fn check_our_reader(converted: &Converted, expected: &Tree, compression: Compression, implied: &BTreeSet<PathBuf>) {
-    check_blob_reads_like(&converted.blob, converted.out.toc_digest, expected, compression, implied, MtimePrecision::Exact);
+pub fn check_our_reader(
+    converted: &Converted,
+    expected: &Tree,
+    compression: Compression,
+    implied: &BTreeSet<PathBuf>,
+) {
+    check_blob_reads_like(
+        &converted.blob,
+        converted.out.toc_digest,
+        expected,
+        compression,
+        implied,
+        MtimePrecision::Exact,
+    );
 }
 
 /// How precisely a blob's TOC keeps modification times.
@@ -90,7 +111,10 @@ pub fn check_blob_reads_like(
     implied: &BTreeSet<PathBuf>,
     precision: MtimePrecision,
 ) {
-    let options = BlobOptions { toc_digest: Some(toc_digest), index: IndexOptions::default() };
+    let options = BlobOptions {
+        toc_digest: Some(toc_digest),
+        index: IndexOptions::default(),
+    };
     let opened = open_blob(&blob, &options).unwrap();
     assert_eq!(opened.compression, compression);
     let index = &opened.index;
@@ -120,7 +144,11 @@ pub fn check_blob_reads_like(
             match precision {
                 MtimePrecision::Exact => assert_eq!(mtime_ns, node.mtime_ns, "{what}: mtime"),
                 MtimePrecision::Seconds => {
-                    assert!((mtime_ns - node.mtime_ns).abs() < 1_000_000_000, "{what}: mtime {mtime_ns} vs {}", node.mtime_ns)
+                    assert!(
+                        (mtime_ns - node.mtime_ns).abs() < 1_000_000_000,
+                        "{what}: mtime {mtime_ns} vs {}",
+                        node.mtime_ns
+                    )
                 }
             }
         }
@@ -136,14 +164,26 @@ pub fn check_blob_reads_like(
                 for chunk in index.chunks(id) {
                     content.extend(read_chunk(&blob, chunk, compression).unwrap());
                 }
-                assert_eq!(Some(Digest::of(&content).hex()), node.sha256, "{what}: content");
+                assert_eq!(
+                    Some(Digest::of(&content).hex()),
+                    node.sha256,
+                    "{what}: content"
+                );
             }
             NodeKind::Symlink => {
-                assert_eq!(Some(index.symlink_target(id).to_vec()), node.link_target, "{what}: target");
+                assert_eq!(
+                    Some(index.symlink_target(id).to_vec()),
+                    node.link_target,
+                    "{what}: target"
+                );
                 assert_eq!(got.size, node.size, "{what}: symlink size");
             }
             NodeKind::Char | NodeKind::Block => {
-                assert_eq!(Some((got.dev_major, got.dev_minor)), node.device, "{what}: device");
+                assert_eq!(
+                    Some((got.dev_major, got.dev_minor)),
+                    node.device,
+                    "{what}: device"
+                );
             }
             _ => {}
         }
@@ -154,8 +194,15 @@ pub fn check_blob_reads_like(
             .iter()
             .map(|p| index.lookup_path(p.as_os_str().as_encoded_bytes()).unwrap())
             .collect();
-        assert!(ids.windows(2).all(|w| w[0] == w[1]), "hard links {group:?} must share a node");
-        assert_eq!(index.node(ids[0]).unwrap().nlink as usize, group.len(), "nlink of {group:?}");
+        assert!(
+            ids.windows(2).all(|w| w[0] == w[1]),
+            "hard links {group:?} must share a node"
+        );
+        assert_eq!(
+            index.node(ids[0]).unwrap().nlink as usize,
+            group.len(),
+            "nlink of {group:?}"
+        );
     }
 }
 
@@ -163,10 +210,15 @@ pub fn check_blob_reads_like(
 pub fn check_toc_matches_tar(converted: &Converted, compression: Compression) {
     let stream = decompress(&converted.blob, compression);
     let scanned = scan(Cursor::new(&stream), &Limits::default()).unwrap();
-    let tar_names: Vec<Vec<u8>> = scanned.entries.iter().map(|e| e.meta.name.clone()).collect();
+    let tar_names: Vec<Vec<u8>> = scanned
+        .entries
+        .iter()
+        .map(|e| e.meta.name.clone())
+        .collect();
     let opened_json = {
         let loc = estargz::blob::locate_toc(&converted.blob.as_slice()).unwrap();
-        let compressed = &converted.blob[loc.offset as usize..(loc.offset + loc.compressed_len) as usize];
+        let compressed =
+            &converted.blob[loc.offset as usize..(loc.offset + loc.compressed_len) as usize];
         estargz::blob::decode_toc(compressed, &loc, &Limits::default()).unwrap()
     };
     let toc = estargz::toc::parse_toc(&opened_json, &Limits::default()).unwrap();
@@ -182,12 +234,16 @@ pub fn check_toc_matches_tar(converted: &Converted, compression: Compression) {
     }
     assert_eq!(tar_names, expected, "tar order and TOC order differ");
     assert_eq!(Digest::of(&opened_json), converted.out.toc_digest);
-    assert_eq!(Digest::of(&stream), converted.out.diff_id, "diffID is the digest of the decompressed blob");
+    assert_eq!(
+        Digest::of(&stream),
+        converted.out.diff_id,
+        "diffID is the digest of the decompressed blob"
+    );
     assert_eq!(stream.len() as u64, converted.out.uncompressed_size);
     assert_eq!(Digest::of(&converted.blob), converted.out.blob_digest);
 }
 
-
 pub fn require_root_and_tar() -> bool {
-    lazypull_testkit::prereq::require(Prereq::Root) && lazypull_testkit::prereq::require(Prereq::Binary("tar"))
+    lazypull_testkit::prereq::require(Prereq::Root)
+        && lazypull_testkit::prereq::require(Prereq::Binary("tar"))
 }

@@ -156,7 +156,8 @@ impl ChunkCache {
     /// Whether the memory tier holds `key` or a fetch of it is in flight: reading it now needs
     /// neither a disk read nor a request.
     pub fn in_memory_or_flight(&self, key: &ChunkKey) -> bool {
-        self.memory.as_ref().is_some_and(|m| m.contains(key)) || self.inflight.lock().contains_key(key)
+        self.memory.as_ref().is_some_and(|m| m.contains(key))
+            || self.inflight.lock().contains_key(key)
     }
 
     pub fn contains(&self, key: &ChunkKey) -> bool {

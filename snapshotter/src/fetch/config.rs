@@ -37,8 +37,9 @@ pub struct FetchConfig {
     /// read-ahead off.
     pub readahead_bytes: u64,
     /// Chunks after the last one a read touches, in the same file, that are loaded into memory in
-    /// the background (from the disk tier or the network), so a sequential reader finds them
-    /// ready. 0 turns it off.
+    /// the background (from the disk tier or the network) when the read starts where the previous
+    /// read of that file ended, so a sequential reader finds them ready. Random reads load
+    /// nothing ahead. 0 turns it off.
     pub sequential_chunks: usize,
 }
 

@@ -83,7 +83,10 @@ impl ChunkLoader {
         let Some(last) = chunks.iter().max_by_key(|c| c.comp_offset()) else {
             return Vec::new();
         };
-        let limit = last.comp_end().saturating_add(self.config.readahead_bytes).min(self.index.payload_end());
+        let limit = last
+            .comp_end()
+            .saturating_add(self.config.readahead_bytes)
+            .min(self.index.payload_end());
         // Chunks a cache tier holds are skipped: they cost no request, and reading them now would
         // only repeat a disk read.
         self.progress

@@ -322,7 +322,9 @@ async fn background_worker(
             }
         }
         // Each worker gets an equal share of the layer's bandwidth limit.
-        let share = config.background_bytes_per_sec.div_ceil(config.background_concurrency as u64);
+        let share = config
+            .background_bytes_per_sec
+            .div_ceil(config.background_concurrency as u64);
         pace(&chunks, started, share).await;
     }
 }

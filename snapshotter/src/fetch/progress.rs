@@ -69,7 +69,9 @@ impl BlobOrder {
         comp_offset: u64,
         limit: u64,
     ) -> impl Iterator<Item = &'a Chunk> + 'a {
-        let start = self.order.partition_point(|&i| all[i as usize].comp_offset() <= comp_offset);
+        let start = self
+            .order
+            .partition_point(|&i| all[i as usize].comp_offset() <= comp_offset);
         (start..self.order.len())
             .map(move |position| (position, self.chunk(all, position)))
             .take_while(move |(_, chunk)| chunk.comp_end() <= limit)
@@ -152,12 +154,23 @@ mod tests {
 
     #[test]
     fn following_stops_at_the_limit_and_skips_obtained_spans() {
-        let all = [chunk(0..100, 0), chunk(100..200, 0), chunk(200..300, 0), chunk(300..450, 0)];
+        let all = [
+            chunk(0..100, 0),
+            chunk(100..200, 0),
+            chunk(200..300, 0),
+            chunk(300..450, 0),
+        ];
         let order = BlobOrder::new(&all);
         order.mark(&all, &all[2]);
-        let ahead: Vec<u64> = order.following(&all, 0, 400).map(|c| c.comp_offset()).collect();
+        let ahead: Vec<u64> = order
+            .following(&all, 0, 400)
+            .map(|c| c.comp_offset())
+            .collect();
         assert_eq!(ahead, [100]);
-        let ahead: Vec<u64> = order.following(&all, 0, 450).map(|c| c.comp_offset()).collect();
+        let ahead: Vec<u64> = order
+            .following(&all, 0, 450)
+            .map(|c| c.comp_offset())
+            .collect();
         assert_eq!(ahead, [100, 300]);
     }
 

@@ -51,9 +51,20 @@ impl Inheritance {
         let dirs: HashMap<_, _> = index
             .implied_dirs()
             .into_iter()
-            .map(|(id, path)| (id, (PathBuf::from(std::ffi::OsStr::from_bytes(&path)), OnceLock::new())))
+            .map(|(id, path)| {
+                (
+                    id,
+                    (
+                        PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
+                        OnceLock::new(),
+                    ),
+                )
+            })
             .collect();
-        (!dirs.is_empty()).then(|| Inheritance { lower_dirs: lower_dirs.to_vec(), dirs })
+        (!dirs.is_empty()).then(|| Inheritance {
+            lower_dirs: lower_dirs.to_vec(),
+            dirs,
+        })
     }
 
     /// The inherited attributes of implied directory `id`, or `None` when it is not implied or no
@@ -121,13 +132,29 @@ mod tests {
         let near = tempfile::tempdir().unwrap();
         let far = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(far.path().join("tmp")).unwrap();
-        std::fs::set_permissions(far.path().join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let found = lookup(&[near.path().to_path_buf(), far.path().to_path_buf()], Path::new("tmp")).unwrap();
+        std::fs::set_permissions(
+            far.path().join("tmp"),
+            std::fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
+        let found = lookup(
+            &[near.path().to_path_buf(), far.path().to_path_buf()],
+            Path::new("tmp"),
+        )
+        .unwrap();
         assert_eq!(found.mode, 0o1777);
 
         std::fs::create_dir_all(near.path().join("tmp")).unwrap();
-        std::fs::set_permissions(near.path().join("tmp"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let found = lookup(&[near.path().to_path_buf(), far.path().to_path_buf()], Path::new("tmp")).unwrap();
+        std::fs::set_permissions(
+            near.path().join("tmp"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let found = lookup(
+            &[near.path().to_path_buf(), far.path().to_path_buf()],
+            Path::new("tmp"),
+        )
+        .unwrap();
         assert_eq!(found.mode, 0o700);
     }
 
@@ -137,7 +164,13 @@ mod tests {
         let far = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(far.path().join("opt")).unwrap();
         std::fs::write(near.path().join("opt"), b"").unwrap();
-        assert_eq!(lookup(&[near.path().to_path_buf(), far.path().to_path_buf()], Path::new("opt")), None);
+        assert_eq!(
+            lookup(
+                &[near.path().to_path_buf(), far.path().to_path_buf()],
+                Path::new("opt")
+            ),
+            None
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::remote::BlobSource;
 use super::config::LayerConfig;
 use super::error::LayerError;
 use super::info::LayerInfo;
+use super::sequential::SequentialReads;
 use super::toc::load_toc;
 
 /// An opened layer: its inode table, and reads of file contents through the chunk cache.
@@ -29,6 +30,7 @@ pub struct Layer {
     toc_digest: Digest,
     loader: Arc<ChunkLoader>,
     prefetcher: Prefetcher,
+    sequential: SequentialReads,
 }
 
 impl std::fmt::Debug for Layer {
@@ -107,6 +109,7 @@ impl Layer {
             toc_digest: loaded.toc_digest,
             loader,
             prefetcher,
+            sequential: SequentialReads::default(),
         }))
     }
 
@@ -190,8 +193,10 @@ impl Layer {
                     source,
                 })?
         };
-        if let Some(last) = chunks.last() {
-            self.loader.load_following(index.chunks(node), last);
+        if self.sequential.record(node, offset, end) {
+            if let Some(last) = chunks.last() {
+                self.loader.load_following(index.chunks(node), last);
+            }
         }
         let bytes = assemble(layer, node, chunks, parts, offset, end)?;
         LayerStats::add(&stats.read_bytes, bytes.len() as u64);

@@ -30,6 +30,7 @@ mod config;
 mod error;
 mod info;
 mod lazy_layer;
+mod sequential;
 mod toc;
 
 pub use config::{DEFAULT_TOC_TAIL_BYTES, LayerConfig};

@@ -87,12 +87,18 @@ impl AuthSession {
     /// Returns the header to send now.
     pub(crate) fn current(&self) -> Authorization {
         let state = self.lock_state();
-        Authorization { generation: state.generation, header: state.header.clone(), bearer: state.bearer }
+        Authorization {
+            generation: state.generation,
+            header: state.header.clone(),
+            bearer: state.bearer,
+        }
     }
 
     /// Returns whether the bearer token is at the end of its announced lifetime.
     pub(crate) fn token_expired(&self) -> bool {
-        self.lock_state().renew_at.is_some_and(|at| Instant::now() >= at)
+        self.lock_state()
+            .renew_at
+            .is_some_and(|at| Instant::now() >= at)
     }
 
     /// Replaces the header after a rejection or expiry of the header of `seen_generation`.
@@ -124,7 +130,11 @@ impl AuthSession {
             Some(Challenge::Basic) => (Some(self.basic_header(ctx).await?), false, None),
             Some(Challenge::Bearer { realm, service }) => {
                 let token = self.fetch_token(realm, service.as_deref(), ctx).await?;
-                (Some(token.header), true, Some(Instant::now() + token.renew_after))
+                (
+                    Some(token.header),
+                    true,
+                    Some(Instant::now() + token.renew_after),
+                )
             }
         };
         let mut state = self.lock_state();
@@ -139,21 +149,31 @@ impl AuthSession {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is replaced whole under the lock, so a panic elsewhere cannot leave it
         // half-written; recover it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Asks `GET /v2/` which challenge the registry uses; `None` means no auth is needed.
     async fn ping(&self, ctx: &AuthContext<'_>) -> Result<Option<Challenge>, RemoteError> {
         let url = self.endpoint.url("/v2/")?;
         ctx.stats.add_request();
-        let response = ctx.http.get(url.clone()).send().await.map_err(|err| transport(&self.endpoint.host, err))?;
+        let response = ctx
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|err| transport(&self.endpoint.host, err))?;
         match response.status() {
             status if status.is_success() => Ok(None),
             StatusCode::UNAUTHORIZED => {
                 let values = response.headers().get_all(WWW_AUTHENTICATE);
                 match select_challenge(values.iter().filter_map(|v| v.to_str().ok())) {
                     Some(challenge) => Ok(Some(challenge)),
-                    None => Err(self.protocol("401 from /v2/ without a usable WWW-Authenticate challenge")),
+                    None => {
+                        Err(self
+                            .protocol("401 from /v2/ without a usable WWW-Authenticate challenge"))
+                    }
                 }
             }
             _ => Err(body::error_from_response(response, "GET /v2/").await),
@@ -166,16 +186,25 @@ impl AuthSession {
             Ok(result) => result,
             Err(_elapsed) => Err(CredentialError::TimedOut),
         };
-        result.map_err(|source| RemoteError::Credentials { host: self.credential_host.clone(), source })
+        result.map_err(|source| RemoteError::Credentials {
+            host: self.credential_host.clone(),
+            source,
+        })
     }
 
     async fn basic_header(&self, ctx: &AuthContext<'_>) -> Result<HeaderValue, RemoteError> {
         match self.lookup(ctx).await? {
             Some(Credential::UsernamePassword { username, password }) => {
                 sensitive_header(&format!("Basic {}", basic_token(&username, &password)))
-                    .ok_or_else(|| self.protocol("user name or password contains characters not allowed in a header"))
+                    .ok_or_else(|| {
+                        self.protocol(
+                            "user name or password contains characters not allowed in a header",
+                        )
+                    })
             }
-            Some(Credential::IdentityToken(_)) => Err(self.credential_error(CredentialError::IdentityTokenForBasic)),
+            Some(Credential::IdentityToken(_)) => {
+                Err(self.credential_error(CredentialError::IdentityTokenForBasic))
+            }
             None => Err(self.credential_error(CredentialError::Missing)),
         }
     }
@@ -187,7 +216,8 @@ impl AuthSession {
         service: Option<&str>,
         ctx: &AuthContext<'_>,
     ) -> Result<Token, RemoteError> {
-        let realm_url = Url::parse(realm).map_err(|_| self.protocol("token realm is not a valid URL"))?;
+        let realm_url =
+            Url::parse(realm).map_err(|_| self.protocol("token realm is not a valid URL"))?;
         match realm_url.scheme() {
             "https" => {}
             // Credentials may travel in clear text only if the registry itself is plain HTTP.
@@ -207,7 +237,10 @@ impl AuthSession {
                     ("scope", &self.scope),
                     ("client_id", OAUTH_CLIENT_ID),
                 ]);
-                ctx.http.post(realm_url.clone()).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+                ctx.http
+                    .post(realm_url.clone())
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form)
             }
             other => {
                 let mut url = realm_url.clone();
@@ -220,10 +253,15 @@ impl AuthSession {
                 }
                 let mut request = ctx.http.get(url);
                 if let Some(Credential::UsernamePassword { username, password }) = other {
-                    let header =
-                        sensitive_header(&format!("Basic {}", basic_token(username, password))).ok_or_else(|| {
-                            self.protocol("user name or password contains characters not allowed in a header")
-                        })?;
+                    let header = sensitive_header(&format!(
+                        "Basic {}",
+                        basic_token(username, password)
+                    ))
+                    .ok_or_else(|| {
+                        self.protocol(
+                            "user name or password contains characters not allowed in a header",
+                        )
+                    })?;
                     request = request.header(AUTHORIZATION, header);
                 }
                 request
@@ -231,31 +269,50 @@ impl AuthSession {
         };
 
         ctx.stats.add_request();
-        let response = request.send().await.map_err(|err| transport(&realm_host, err))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| transport(&realm_host, err))?;
         let description = format!("token request to {}", realm_url.path());
         if !response.status().is_success() {
             return Err(body::error_from_response(response, &description).await);
         }
 
-        let raw = body::read_limited(response, MAX_TOKEN_RESPONSE, "token response", &realm_host).await?;
-        let answer: TokenAnswer =
-            serde_json::from_slice(&raw).map_err(|_| self.protocol("token response is not the expected JSON"))?;
-        let token = answer.token.or(answer.access_token).filter(|token| !token.is_empty());
+        let raw =
+            body::read_limited(response, MAX_TOKEN_RESPONSE, "token response", &realm_host).await?;
+        let answer: TokenAnswer = serde_json::from_slice(&raw)
+            .map_err(|_| self.protocol("token response is not the expected JSON"))?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .filter(|token| !token.is_empty());
         let token = token.ok_or_else(|| self.protocol("token response has no token"))?;
         let header = sensitive_header(&format!("Bearer {token}"))
             .ok_or_else(|| self.protocol("token contains characters not allowed in a header"))?;
-        let lifetime =
-            answer.expires_in.filter(|secs| *secs > 0).map(Duration::from_secs).unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let lifetime = answer
+            .expires_in
+            .filter(|secs| *secs > 0)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
         // Renew a little early so that a token does not expire between check and use.
-        Ok(Token { header, renew_after: lifetime.mul_f64(0.9) })
+        Ok(Token {
+            header,
+            renew_after: lifetime.mul_f64(0.9),
+        })
     }
 
     fn protocol(&self, reason: &str) -> RemoteError {
-        RemoteError::AuthProtocol { host: self.endpoint.host.clone(), reason: reason.to_owned() }
+        RemoteError::AuthProtocol {
+            host: self.endpoint.host.clone(),
+            reason: reason.to_owned(),
+        }
     }
 
     fn credential_error(&self, source: CredentialError) -> RemoteError {
-        RemoteError::Credentials { host: self.credential_host.clone(), source }
+        RemoteError::Credentials {
+            host: self.credential_host.clone(),
+            source,
+        }
     }
 }
 
@@ -283,7 +340,10 @@ fn sensitive_header(value: &str) -> Option<HeaderValue> {
 }
 
 fn transport(host: &str, err: reqwest::Error) -> RemoteError {
-    RemoteError::Transport { host: host.to_owned(), source: err.without_url() }
+    RemoteError::Transport {
+        host: host.to_owned(),
+        source: err.without_url(),
+    }
 }
 
 /// `application/x-www-form-urlencoded` encoding of `pairs`.

@@ -30,7 +30,14 @@ pub(crate) fn host_of(url: &Url) -> String {
 
 /// `Content-Length` as a number, if present and valid.
 pub(crate) fn content_length(response: &Response) -> Option<u64> {
-    response.headers().get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    response
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Turns an unwanted response into an error, reading at most a few KiB of its body.
@@ -52,11 +59,20 @@ pub(crate) async fn error_from_response(response: Response, request: &str) -> Re
     let detail = registry_error_detail(response).await;
     let request = request.to_owned();
     match status {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            RemoteError::Unauthorized { host, status: status.as_u16(), request, detail }
-        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RemoteError::Unauthorized {
+            host,
+            status: status.as_u16(),
+            request,
+            detail,
+        },
         StatusCode::NOT_FOUND => RemoteError::NotFound { host, request },
-        _ => RemoteError::Status { host, status: status.as_u16(), request, retry_after, detail },
+        _ => RemoteError::Status {
+            host,
+            status: status.as_u16(),
+            request,
+            retry_after,
+            detail,
+        },
     }
 }
 
@@ -97,7 +113,11 @@ pub(crate) async fn read_limited(
     what: &'static str,
     host: &str,
 ) -> Result<Bytes, RemoteError> {
-    let too_large = || RemoteError::BodyTooLarge { from: host.to_owned(), what, limit };
+    let too_large = || RemoteError::BodyTooLarge {
+        from: host.to_owned(),
+        what,
+        limit,
+    };
     let declared = content_length(&response);
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
@@ -124,7 +144,11 @@ pub(crate) async fn read_limited(
     if let Some(declared) = declared
         && declared != out.len() as u64
     {
-        return Err(RemoteError::ShortBody { host: host.to_owned(), expected: declared, received: out.len() as u64 });
+        return Err(RemoteError::ShortBody {
+            host: host.to_owned(),
+            expected: declared,
+            received: out.len() as u64,
+        });
     }
     Ok(out.freeze())
 }

@@ -27,7 +27,10 @@ pub(crate) fn select_challenge<'a>(values: impl IntoIterator<Item = &'a str>) ->
         for (scheme, params) in parse(value) {
             if scheme.eq_ignore_ascii_case("bearer") {
                 if let Some(realm) = params.get("realm").filter(|realm| !realm.is_empty()) {
-                    return Some(Challenge::Bearer { realm: realm.clone(), service: params.get("service").cloned() });
+                    return Some(Challenge::Bearer {
+                        realm: realm.clone(),
+                        service: params.get("service").cloned(),
+                    });
                 }
             } else if scheme.eq_ignore_ascii_case("basic") {
                 basic = true;
@@ -134,8 +137,7 @@ mod tests {
 
     #[test]
     fn bearer_challenge_from_distribution() {
-        let header =
-            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:lib/app:pull""#;
+        let header = r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:lib/app:pull""#;
         assert_eq!(
             select_challenge([header]),
             Some(Challenge::Bearer {
@@ -150,19 +152,31 @@ mod tests {
         let header = r#"Basic realm="x", Bearer realm="https://a/t", service=svc"#;
         assert_eq!(
             select_challenge([header]),
-            Some(Challenge::Bearer { realm: "https://a/t".into(), service: Some("svc".into()) })
+            Some(Challenge::Bearer {
+                realm: "https://a/t".into(),
+                service: Some("svc".into())
+            })
         );
     }
 
     #[test]
     fn bearer_preferred_over_basic_across_headers() {
         let headers = [r#"Basic realm="x""#, r#"Bearer realm="https://a/t""#];
-        assert_eq!(select_challenge(headers), Some(Challenge::Bearer { realm: "https://a/t".into(), service: None }));
+        assert_eq!(
+            select_challenge(headers),
+            Some(Challenge::Bearer {
+                realm: "https://a/t".into(),
+                service: None
+            })
+        );
     }
 
     #[test]
     fn basic_challenge_alone() {
-        assert_eq!(select_challenge([r#"Basic realm="Registry Realm""#]), Some(Challenge::Basic));
+        assert_eq!(
+            select_challenge([r#"Basic realm="Registry Realm""#]),
+            Some(Challenge::Basic)
+        );
         assert_eq!(select_challenge(["basic"]), Some(Challenge::Basic));
     }
 
@@ -171,7 +185,10 @@ mod tests {
         let header = r#"Bearer realm="https://a/t?x=1,y=2", service="say \"hi\"""#;
         assert_eq!(
             select_challenge([header]),
-            Some(Challenge::Bearer { realm: "https://a/t?x=1,y=2".into(), service: Some(r#"say "hi""#.into()) })
+            Some(Challenge::Bearer {
+                realm: "https://a/t?x=1,y=2".into(),
+                service: Some(r#"say "hi""#.into())
+            })
         );
     }
 
@@ -182,7 +199,10 @@ mod tests {
         assert_eq!(select_challenge([""]), None);
         assert_eq!(
             select_challenge([r#"Bearer realm="unterminated"#]),
-            Some(Challenge::Bearer { realm: "unterminated".into(), service: None })
+            Some(Challenge::Bearer {
+                realm: "unterminated".into(),
+                service: None
+            })
         );
     }
 }

@@ -54,7 +54,9 @@ pub(crate) struct Target<'a> {
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("RegistryClient")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,7 +65,10 @@ impl RegistryClient {
     ///
     /// Automatic redirects are off: redirects are followed by this layer, which keeps the
     /// registry's `Authorization` away from other hosts and caches storage URLs per blob.
-    pub fn new(config: RegistryConfig, credentials: Arc<dyn Credentials>) -> Result<Self, RemoteError> {
+    pub fn new(
+        config: RegistryConfig,
+        credentials: Arc<dyn Credentials>,
+    ) -> Result<Self, RemoteError> {
         config.validate()?;
         let mut headers = HeaderMap::new();
         // Byte ranges must refer to the stored blob, never to a re-encoded body.
@@ -127,9 +132,16 @@ impl RegistryClient {
         let key = (target.endpoint.host.clone(), target.repository.to_owned());
         let mut sessions = lock(&self.shared.sessions);
         let session = sessions.entry(key).or_insert_with(|| {
-            let credential_host =
-                if target.endpoint.mirror { target.endpoint.host.clone() } else { target.registry.to_owned() };
-            Arc::new(AuthSession::new(target.endpoint.clone(), credential_host, target.repository))
+            let credential_host = if target.endpoint.mirror {
+                target.endpoint.host.clone()
+            } else {
+                target.registry.to_owned()
+            };
+            Arc::new(AuthSession::new(
+                target.endpoint.clone(),
+                credential_host,
+                target.repository,
+            ))
         });
         Arc::clone(session)
     }
@@ -157,7 +169,10 @@ impl RegistryClient {
         }
         stats.add_request();
         tracing::debug!(host = %host_of(url), path = url.path(), "sending registry request");
-        request.send().await.map_err(|err| RemoteError::Transport { host: host_of(url), source: err.without_url() })
+        request.send().await.map_err(|err| RemoteError::Transport {
+            host: host_of(url),
+            source: err.without_url(),
+        })
     }
 
     /// Sends one GET to a registry URL with the session's authorization. After a rejection it
@@ -187,7 +202,8 @@ impl RegistryClient {
         let auth = session.current();
         let response = self.send(url, headers, auth.header.as_ref(), stats).await?;
         let status = response.status();
-        let rejected = status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && auth.bearer);
+        let rejected =
+            status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && auth.bearer);
         if !rejected {
             return Ok((response, auth));
         }
@@ -248,7 +264,10 @@ impl RegistryClient {
         if !is_redirect(response.status()) {
             return Ok((response, current));
         }
-        Err(RemoteError::Redirect { host: host_of(&current), reason: format!("more than {MAX_REDIRECTS} redirects") })
+        Err(RemoteError::Redirect {
+            host: host_of(&current),
+            reason: format!("more than {MAX_REDIRECTS} redirects"),
+        })
     }
 }
 
@@ -263,12 +282,19 @@ fn redirect_target(response: &Response, current: &Url) -> Result<Url, RemoteErro
         .headers()
         .get(LOCATION)
         .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| RemoteError::Redirect { host: host.clone(), reason: "no valid Location header".into() })?;
-    let next = current
-        .join(location)
-        .map_err(|_| RemoteError::Redirect { host: host.clone(), reason: "Location is not a valid URL".into() })?;
+        .ok_or_else(|| RemoteError::Redirect {
+            host: host.clone(),
+            reason: "no valid Location header".into(),
+        })?;
+    let next = current.join(location).map_err(|_| RemoteError::Redirect {
+        host: host.clone(),
+        reason: "Location is not a valid URL".into(),
+    })?;
     if !matches!(next.scheme(), "http" | "https") {
-        return Err(RemoteError::Redirect { host, reason: format!("Location uses scheme {}", next.scheme()) });
+        return Err(RemoteError::Redirect {
+            host,
+            reason: format!("Location uses scheme {}", next.scheme()),
+        });
     }
     Ok(next)
 }
@@ -314,5 +340,7 @@ where
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section is a single insert or lookup, so a poisoned lock holds valid data.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

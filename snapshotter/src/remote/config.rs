@@ -111,7 +111,10 @@ impl RegistryConfig {
 }
 
 fn invalid(field: &str, reason: &str) -> RemoteError {
-    RemoteError::InvalidConfig { field: field.to_owned(), reason: reason.to_owned() }
+    RemoteError::InvalidConfig {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn host_name_problem(host: &str) -> Option<&'static str> {
@@ -160,7 +163,10 @@ mod tests {
 
     #[test]
     fn duration_text_accepts_units() {
-        assert_eq!(duration_text::parse("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            duration_text::parse("250ms"),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(duration_text::parse("30s"), Some(Duration::from_secs(30)));
         assert_eq!(duration_text::parse("2m"), Some(Duration::from_secs(120)));
         assert_eq!(duration_text::parse("30"), None);
@@ -187,10 +193,15 @@ mod tests {
 
     #[test]
     fn validate_names_bad_mirror_field() {
-        let cfg: RegistryConfig =
-            serde_json::from_str(r#"{"hosts": {"ghcr.io": {"mirrors": [{"host": "https://m.example"}]}}}"#).unwrap();
+        let cfg: RegistryConfig = serde_json::from_str(
+            r#"{"hosts": {"ghcr.io": {"mirrors": [{"host": "https://m.example"}]}}}"#,
+        )
+        .unwrap();
         let err = cfg.validate().unwrap_err();
-        assert!(err.to_string().contains("hosts.ghcr.io.mirrors[0].host"), "{err}");
+        assert!(
+            err.to_string().contains("hosts.ghcr.io.mirrors[0].host"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -27,9 +27,11 @@ pub enum Credential {
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credential::UsernamePassword { username, .. } => {
-                f.debug_struct("UsernamePassword").field("username", username).field("password", &"<redacted>").finish()
-            }
+            Credential::UsernamePassword { username, .. } => f
+                .debug_struct("UsernamePassword")
+                .field("username", username)
+                .field("password", &"<redacted>")
+                .finish(),
             Credential::IdentityToken(_) => f.write_str("IdentityToken(<redacted>)"),
         }
     }
@@ -73,7 +75,10 @@ pub enum CredentialError {
 pub trait Credentials: Send + Sync {
     /// Looks up credentials for `host` (the registry host with port, as in image references;
     /// `docker.io` for Docker Hub).
-    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>>;
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>>;
 }
 
 /// Anonymous access everywhere.
@@ -81,7 +86,10 @@ pub trait Credentials: Send + Sync {
 pub struct Anonymous;
 
 impl Credentials for Anonymous {
-    fn lookup<'a>(&'a self, _host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
+    fn lookup<'a>(
+        &'a self,
+        _host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
         Box::pin(async { Ok(None) })
     }
 }
@@ -112,7 +120,10 @@ impl StaticCredentials {
 }
 
 impl Credentials for StaticCredentials {
-    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
         let found = self.by_host.get(host).cloned();
         Box::pin(async move { Ok(found) })
     }
@@ -136,12 +147,17 @@ impl DockerConfigCredentials {
 
     /// Uses the config file at `path`.
     pub fn at(path: impl Into<PathBuf>) -> Self {
-        DockerConfigCredentials { path: Some(path.into()) }
+        DockerConfigCredentials {
+            path: Some(path.into()),
+        }
     }
 }
 
 impl Credentials for DockerConfigCredentials {
-    fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credential>, CredentialError>> {
         let key = docker_config_key(host);
         let path = self.path.clone().or_else(default_docker_config_path);
         Box::pin(async move {
@@ -151,7 +167,9 @@ impl Credentials for DockerConfigCredentials {
             // Helpers are external processes and the crate's API is blocking.
             tokio::task::spawn_blocking(move || lookup_docker_config(&path, &key))
                 .await
-                .map_err(|join| CredentialError::Other(format!("credential lookup task failed: {join}")))?
+                .map_err(|join| {
+                    CredentialError::Other(format!("credential lookup task failed: {join}"))
+                })?
         })
     }
 }
@@ -159,7 +177,9 @@ impl Credentials for DockerConfigCredentials {
 /// Returns the `auths` key docker uses for a registry host.
 fn docker_config_key(host: &str) -> String {
     match host {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/".to_owned(),
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            "https://index.docker.io/v1/".to_owned()
+        }
         other => other.to_owned(),
     }
 }
@@ -177,7 +197,11 @@ fn lookup_docker_config(path: &Path, key: &str) -> Result<Option<Credential>, Cr
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(_) => return Err(CredentialError::ConfigUnreadable { path: path.to_owned() }),
+        Err(_) => {
+            return Err(CredentialError::ConfigUnreadable {
+                path: path.to_owned(),
+            });
+        }
     };
     match docker_credential::get_credential_from_reader(std::io::BufReader::new(file), key) {
         Ok(DockerCredential::UsernamePassword(username, password)) => {
@@ -185,14 +209,20 @@ fn lookup_docker_config(path: &Path, key: &str) -> Result<Option<Credential>, Cr
         }
         Ok(DockerCredential::IdentityToken(token)) => Ok(Some(Credential::IdentityToken(token))),
         Err(E::NoCredentialConfigured | E::ConfigNotFound) => Ok(None),
-        Err(E::ConfigReadError) => Err(CredentialError::ConfigUnreadable { path: path.to_owned() }),
+        Err(E::ConfigReadError) => Err(CredentialError::ConfigUnreadable {
+            path: path.to_owned(),
+        }),
         // Helpers report a missing entry on stdout and exit non-zero; docker's own client
         // treats that text as "no credentials" (docker-credential-helpers, credentials.go).
-        Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => Ok(None),
-        Err(E::HelperFailure { helper, stderr, .. }) => {
-            Err(CredentialError::Helper { reason: format!("{helper} exited with an error: {}", first_line(&stderr)) })
+        Err(E::HelperFailure { stdout, .. }) if stdout.contains("credentials not found") => {
+            Ok(None)
         }
-        Err(other) => Err(CredentialError::Helper { reason: other.to_string() }),
+        Err(E::HelperFailure { helper, stderr, .. }) => Err(CredentialError::Helper {
+            reason: format!("{helper} exited with an error: {}", first_line(&stderr)),
+        }),
+        Err(other) => Err(CredentialError::Helper {
+            reason: other.to_string(),
+        }),
     }
 }
 
@@ -206,7 +236,10 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_secrets() {
-        let basic = Credential::UsernamePassword { username: "u".into(), password: "hunter2".into() };
+        let basic = Credential::UsernamePassword {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         let token = Credential::IdentityToken("tok-secret".into());
         assert!(!format!("{basic:?}").contains("hunter2"));
         assert!(!format!("{token:?}").contains("tok-secret"));
@@ -214,8 +247,14 @@ mod tests {
 
     #[test]
     fn docker_hub_uses_legacy_config_key() {
-        assert_eq!(docker_config_key("docker.io"), "https://index.docker.io/v1/");
-        assert_eq!(docker_config_key("registry-1.docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(
+            docker_config_key("docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        assert_eq!(
+            docker_config_key("registry-1.docker.io"),
+            "https://index.docker.io/v1/"
+        );
         assert_eq!(docker_config_key("localhost:5000"), "localhost:5000");
     }
 
@@ -224,16 +263,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         let creds = DockerConfigCredentials::at(&path);
-        assert_eq!(creds.lookup("r.example:5000").await.unwrap(), None, "missing file is anonymous");
+        assert_eq!(
+            creds.lookup("r.example:5000").await.unwrap(),
+            None,
+            "missing file is anonymous"
+        );
 
         // base64("alice:one") and base64("alice:two")
-        std::fs::write(&path, r#"{"auths":{"r.example:5000":{"auth":"YWxpY2U6b25l"}}}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"auths":{"r.example:5000":{"auth":"YWxpY2U6b25l"}}}"#,
+        )
+        .unwrap();
         let first = creds.lookup("r.example:5000").await.unwrap();
-        std::fs::write(&path, r#"{"auths":{"r.example:5000":{"auth":"YWxpY2U6dHdv"}}}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"auths":{"r.example:5000":{"auth":"YWxpY2U6dHdv"}}}"#,
+        )
+        .unwrap();
         let second = creds.lookup("r.example:5000").await.unwrap();
 
-        let expect =
-            |password: &str| Some(Credential::UsernamePassword { username: "alice".into(), password: password.into() });
+        let expect = |password: &str| {
+            Some(Credential::UsernamePassword {
+                username: "alice".into(),
+                password: password.into(),
+            })
+        };
         assert_eq!(first, expect("one"));
         assert_eq!(second, expect("two"));
         assert_eq!(creds.lookup("other.example").await.unwrap(), None);
@@ -244,14 +299,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         std::fs::write(&path, "not json").unwrap();
-        let err = DockerConfigCredentials::at(&path).lookup("r.example").await.unwrap_err();
-        assert!(matches!(err, CredentialError::ConfigUnreadable { .. }), "{err:?}");
+        let err = DockerConfigCredentials::at(&path)
+            .lookup("r.example")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CredentialError::ConfigUnreadable { .. }),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn static_credentials_are_per_host() {
-        let creds = StaticCredentials::new()
-            .with("r.example", Credential::UsernamePassword { username: "a".into(), password: "b".into() });
+        let creds = StaticCredentials::new().with(
+            "r.example",
+            Credential::UsernamePassword {
+                username: "a".into(),
+                password: "b".into(),
+            },
+        );
         assert!(creds.lookup("r.example").await.unwrap().is_some());
         assert!(creds.lookup("other.example").await.unwrap().is_none());
     }

@@ -34,7 +34,11 @@ impl Endpoint {
     }
 
     /// `/v2/<repository>/manifests/<tag or digest>`.
-    pub(crate) fn manifest_url(&self, repository: &str, reference: &str) -> Result<Url, RemoteError> {
+    pub(crate) fn manifest_url(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Url, RemoteError> {
         self.url(&format!("/v2/{repository}/manifests/{reference}"))
     }
 }
@@ -56,7 +60,11 @@ pub(crate) fn endpoints_for(registry: &str, cfg: &RegistryConfig) -> Vec<Endpoin
         })
         .collect();
     let api_host = api_host(registry);
-    endpoints.push(Endpoint { scheme: scheme(api_host, host_cfg.insecure), host: api_host.to_owned(), mirror: false });
+    endpoints.push(Endpoint {
+        scheme: scheme(api_host, host_cfg.insecure),
+        host: api_host.to_owned(),
+        mirror: false,
+    });
     endpoints
 }
 
@@ -68,7 +76,11 @@ fn api_host(registry: &str) -> &str {
 }
 
 fn scheme(host: &str, insecure: bool) -> &'static str {
-    if insecure || is_loopback(host) { "http" } else { "https" }
+    if insecure || is_loopback(host) {
+        "http"
+    } else {
+        "https"
+    }
 }
 
 /// Returns whether `host` (with optional port) names the local machine.
@@ -77,7 +89,10 @@ pub(crate) fn is_loopback(host: &str) -> bool {
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    name.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn strip_port(host: &str) -> &str {
@@ -87,7 +102,9 @@ fn strip_port(host: &str) -> &str {
     }
     match host.rsplit_once(':') {
         // More than one colon without brackets is a bare IPv6 address.
-        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => name,
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            name
+        }
         _ => host,
     }
 }
@@ -99,10 +116,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for host in ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "[::1]", "[::1]:5000", "::1"] {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "[::1]",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
-        for host in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[2001:db8::1]:5000"] {
+        for host in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+            "[2001:db8::1]:5000",
+        ] {
             assert!(!is_loopback(host), "{host}");
         }
     }
@@ -113,7 +143,10 @@ mod tests {
         cfg.hosts.insert(
             "docker.io".into(),
             HostConfig {
-                mirrors: vec![Mirror { host: "mirror.internal:5000".into(), insecure: true }],
+                mirrors: vec![Mirror {
+                    host: "mirror.internal:5000".into(),
+                    insecure: true,
+                }],
                 insecure: false,
             },
         );
@@ -129,7 +162,13 @@ mod tests {
     #[test]
     fn insecure_flag_selects_plain_http() {
         let mut cfg = RegistryConfig::default();
-        cfg.hosts.insert("reg.lan:5000".into(), HostConfig { mirrors: vec![], insecure: true });
+        cfg.hosts.insert(
+            "reg.lan:5000".into(),
+            HostConfig {
+                mirrors: vec![],
+                insecure: true,
+            },
+        );
         assert_eq!(endpoints_for("reg.lan:5000", &cfg)[0].scheme, "http");
         assert_eq!(endpoints_for("ghcr.io", &cfg)[0].scheme, "https");
         assert_eq!(endpoints_for("127.0.0.1:5000", &cfg)[0].scheme, "http");
@@ -137,8 +176,15 @@ mod tests {
 
     #[test]
     fn blob_url_has_v2_path() {
-        let ep = Endpoint { scheme: "http", host: "127.0.0.1:5000".into(), mirror: false };
+        let ep = Endpoint {
+            scheme: "http",
+            host: "127.0.0.1:5000".into(),
+            mirror: false,
+        };
         let url = ep.blob_url("lib/app", "sha256:abc").unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:5000/v2/lib/app/blobs/sha256:abc");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:5000/v2/lib/app/blobs/sha256:abc"
+        );
     }
 }

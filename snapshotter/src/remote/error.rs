@@ -59,7 +59,10 @@ pub enum RemoteError {
     },
 
     /// The registry or storage host rejected our credentials, even after a refresh.
-    #[error("{host} rejected the credentials with HTTP {status} for {request}{}", detail_suffix(detail))]
+    #[error(
+        "{host} rejected the credentials with HTTP {status} for {request}{}",
+        detail_suffix(detail)
+    )]
     Unauthorized {
         /// Host that rejected the request.
         host: String,
@@ -81,7 +84,9 @@ pub enum RemoteError {
     },
 
     /// The server returned 416 for a range we believed valid.
-    #[error("{host} rejected range {start}..{end} as unsatisfiable (blob size reported: {total:?})")]
+    #[error(
+        "{host} rejected range {start}..{end} as unsatisfiable (blob size reported: {total:?})"
+    )]
     RangeNotSatisfiable {
         /// Host that returned 416.
         host: String,
@@ -396,13 +401,15 @@ impl RemoteError {
             | RemoteError::InvalidDigest { .. }
             | RemoteError::InvalidConfig { .. } => ErrorKind::Input,
             RemoteError::Timeout { .. } => ErrorKind::Timeout,
-            RemoteError::Transport { .. } | RemoteError::BodyInterrupted { .. } => ErrorKind::Transport,
-            RemoteError::Status { .. } | RemoteError::NotFound { .. } | RemoteError::RangeNotSatisfiable { .. } => {
-                ErrorKind::Status
+            RemoteError::Transport { .. } | RemoteError::BodyInterrupted { .. } => {
+                ErrorKind::Transport
             }
-            RemoteError::Unauthorized { .. } | RemoteError::AuthProtocol { .. } | RemoteError::Credentials { .. } => {
-                ErrorKind::Auth
-            }
+            RemoteError::Status { .. }
+            | RemoteError::NotFound { .. }
+            | RemoteError::RangeNotSatisfiable { .. } => ErrorKind::Status,
+            RemoteError::Unauthorized { .. }
+            | RemoteError::AuthProtocol { .. }
+            | RemoteError::Credentials { .. } => ErrorKind::Auth,
             RemoteError::ShortBody { .. }
             | RemoteError::BodyTooLarge { .. }
             | RemoteError::RangeResponse { .. }
@@ -413,7 +420,8 @@ impl RemoteError {
             | RemoteError::NoMatchingPlatform { .. }
             | RemoteError::TagNotFound { .. } => ErrorKind::Content,
             RemoteError::Io { .. } | RemoteError::ClientSetup(_) => ErrorKind::Local,
-            RemoteError::RetriesExhausted { source, .. } | RemoteError::AllHostsFailed { source, .. } => source.kind(),
+            RemoteError::RetriesExhausted { source, .. }
+            | RemoteError::AllHostsFailed { source, .. } => source.kind(),
         }
     }
 
@@ -427,7 +435,9 @@ impl RemoteError {
             | RemoteError::Transport { .. }
             | RemoteError::BodyInterrupted { .. }
             | RemoteError::ShortBody { .. } => true,
-            RemoteError::Status { status, .. } => *status == 429 || (*status >= 500 && *status != 501),
+            RemoteError::Status { status, .. } => {
+                *status == 429 || (*status >= 500 && *status != 501)
+            }
             _ => false,
         }
     }
@@ -443,12 +453,13 @@ impl RemoteError {
     /// Returns the HTTP status behind this error, if one was received.
     pub fn status(&self) -> Option<u16> {
         match self {
-            RemoteError::Status { status, .. } | RemoteError::Unauthorized { status, .. } => Some(*status),
+            RemoteError::Status { status, .. } | RemoteError::Unauthorized { status, .. } => {
+                Some(*status)
+            }
             RemoteError::NotFound { .. } => Some(404),
             RemoteError::RangeNotSatisfiable { .. } => Some(416),
-            RemoteError::RetriesExhausted { source, .. } | RemoteError::AllHostsFailed { source, .. } => {
-                source.status()
-            }
+            RemoteError::RetriesExhausted { source, .. }
+            | RemoteError::AllHostsFailed { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -456,7 +467,8 @@ impl RemoteError {
     /// Returns the innermost error, looking through retry and host-fallback wrappers.
     pub fn root(&self) -> &RemoteError {
         match self {
-            RemoteError::RetriesExhausted { source, .. } | RemoteError::AllHostsFailed { source, .. } => source.root(),
+            RemoteError::RetriesExhausted { source, .. }
+            | RemoteError::AllHostsFailed { source, .. } => source.root(),
             other => other,
         }
     }

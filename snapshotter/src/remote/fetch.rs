@@ -28,11 +28,19 @@ pub(crate) struct Repo<'a> {
 impl Repo<'_> {
     /// `GET /v2/<repository>/manifests/<reference>` (a tag or a digest), at most `limit`
     /// bytes. The caller verifies the digest.
-    pub(crate) async fn manifest(&self, reference: &str, limit: u64) -> Result<Fetched, RemoteError> {
+    pub(crate) async fn manifest(
+        &self,
+        reference: &str,
+        limit: u64,
+    ) -> Result<Fetched, RemoteError> {
         let label = format!("manifest {}/{}:{reference}", self.registry, self.repository);
-        self.get(&label, Some(MANIFEST_ACCEPT), "manifest", limit, |endpoint| {
-            endpoint.manifest_url(self.repository, reference)
-        })
+        self.get(
+            &label,
+            Some(MANIFEST_ACCEPT),
+            "manifest",
+            limit,
+            |endpoint| endpoint.manifest_url(self.repository, reference),
+        )
         .await
     }
 
@@ -40,8 +48,11 @@ impl Repo<'_> {
     /// digest.
     pub(crate) async fn blob(&self, digest: &str, limit: u64) -> Result<Bytes, RemoteError> {
         let label = format!("blob {}/{}@{digest}", self.registry, self.repository);
-        let fetched =
-            self.get(&label, None, "blob", limit, |endpoint| endpoint.blob_url(self.repository, digest)).await?;
+        let fetched = self
+            .get(&label, None, "blob", limit, |endpoint| {
+                endpoint.blob_url(self.repository, digest)
+            })
+            .await?;
         Ok(fetched.bytes)
     }
 
@@ -64,20 +75,41 @@ impl Repo<'_> {
         let (headers, url_for) = (&headers, &url_for);
         let result = try_endpoints(self.registry, &endpoints, |index| {
             let endpoint = &endpoints[index];
-            let labels = Labels { host: &endpoint.host, resource: label, range: None };
+            let labels = Labels {
+                host: &endpoint.host,
+                resource: label,
+                range: None,
+            };
             retry::run(&policy, stats, labels, move || async move {
                 let url = url_for(endpoint)?;
-                let target = Target { registry: self.registry, repository: self.repository, endpoint };
-                let (response, auth) = client.send_authorized(&target, &url, headers, stats).await?;
-                let (response, final_url) =
-                    client.follow_redirects(response, &url, auth.header.as_ref(), headers, stats).await?;
+                let target = Target {
+                    registry: self.registry,
+                    repository: self.repository,
+                    endpoint,
+                };
+                let (response, auth) = client
+                    .send_authorized(&target, &url, headers, stats)
+                    .await?;
+                let (response, final_url) = client
+                    .follow_redirects(response, &url, auth.header.as_ref(), headers, stats)
+                    .await?;
                 if !response.status().is_success() {
-                    return Err(body::error_from_response(response, &format!("GET {}", final_url.path())).await);
+                    return Err(body::error_from_response(
+                        response,
+                        &format!("GET {}", final_url.path()),
+                    )
+                    .await);
                 }
-                let content_type =
-                    response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
+                let content_type = response
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
                 let bytes = body::read_limited(response, limit, what, &host_of(&final_url)).await?;
-                Ok(Fetched { bytes, content_type })
+                Ok(Fetched {
+                    bytes,
+                    content_type,
+                })
             })
         })
         .await;

@@ -49,7 +49,10 @@ pub enum ImageRef {
 impl ImageRef {
     /// Parses a registry reference or `oci:DIR[:TAG]`.
     pub fn parse(text: &str) -> Result<Self, RemoteError> {
-        let invalid = |reason: String| RemoteError::InvalidReference { input: text.to_owned(), reason };
+        let invalid = |reason: String| RemoteError::InvalidReference {
+            input: text.to_owned(),
+            reason,
+        };
         if let Some(rest) = text.strip_prefix(LAYOUT_PREFIX) {
             let (dir, tag) = match rest.rsplit_once(':') {
                 Some((dir, tag)) if is_tag(tag) => (dir, tag),
@@ -58,7 +61,10 @@ impl ImageRef {
             if dir.is_empty() {
                 return Err(invalid("the layout directory is empty".into()));
             }
-            return Ok(ImageRef::Layout { dir: PathBuf::from(dir), tag: tag.to_owned() });
+            return Ok(ImageRef::Layout {
+                dir: PathBuf::from(dir),
+                tag: tag.to_owned(),
+            });
         }
         let reference = Reference::try_from(text).map_err(|err| invalid(err.to_string()))?;
         if let Some(digest) = reference.digest() {
@@ -71,7 +77,9 @@ impl ImageRef {
 /// Checks that `text` is a tag as the distribution spec allows: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 fn is_tag(text: &str) -> bool {
     let mut chars = text.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
     first_ok && text.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
@@ -133,7 +141,11 @@ pub struct ResolvedImage {
 }
 
 enum Origin {
-    Registry { client: RegistryClient, registry: String, repository: String },
+    Registry {
+        client: RegistryClient,
+        registry: String,
+        repository: String,
+    },
     Layout(Layout),
 }
 
@@ -150,14 +162,29 @@ impl fmt::Debug for ResolvedImage {
 
 impl ResolvedImage {
     /// Opens a blob source for `layer`, with its size taken from the descriptor.
-    pub async fn open_layer(&self, layer: &LayerDescriptor) -> Result<Arc<dyn BlobSource>, RemoteError> {
+    pub async fn open_layer(
+        &self,
+        layer: &LayerDescriptor,
+    ) -> Result<Arc<dyn BlobSource>, RemoteError> {
         match &self.origin {
-            Origin::Registry { client, registry, repository } => {
-                let source =
-                    RegistryBlobSource::open(client, registry, repository, &layer.digest, Some(layer.size)).await?;
+            Origin::Registry {
+                client,
+                registry,
+                repository,
+            } => {
+                let source = RegistryBlobSource::open(
+                    client,
+                    registry,
+                    repository,
+                    &layer.digest,
+                    Some(layer.size),
+                )
+                .await?;
                 Ok(Arc::new(source))
             }
-            Origin::Layout(layout) => Ok(Arc::new(open_layout_blob(layout, &layer.digest, Some(layer.size)).await?)),
+            Origin::Layout(layout) => Ok(Arc::new(
+                open_layout_blob(layout, &layer.digest, Some(layer.size)).await?,
+            )),
         }
     }
 }
@@ -188,7 +215,15 @@ pub async fn resolve_with(
     let (origin, top) = match image {
         ImageRef::Registry(reference) => {
             let (registry, repository) = (reference.registry(), reference.repository());
-            let top = fetch_top_from_registry(Repo { client, registry, repository }, reference).await?;
+            let top = fetch_top_from_registry(
+                Repo {
+                    client,
+                    registry,
+                    repository,
+                },
+                reference,
+            )
+            .await?;
             let origin = Origin::Registry {
                 client: client.clone(),
                 registry: registry.to_owned(),
@@ -205,22 +240,26 @@ pub async fn resolve_with(
         }
     };
 
-    let (manifest_digest, manifest_bytes, manifest) = match parse_document(&top.bytes, top.content_type.as_deref())? {
-        Document::Manifest(manifest) => (top.digest, top.bytes, manifest),
-        Document::Index(index) => {
-            let entry = select_platform(&index, platform)?;
-            let child = fetch_by_descriptor(&origin, entry, Kind::Manifest).await?;
-            match parse_document(&child.bytes, child.content_type.as_deref())? {
-                Document::Manifest(manifest) => (child.digest, child.bytes, manifest),
-                Document::Index(_) => {
-                    return Err(RemoteError::InvalidManifest {
-                        what: "image index",
-                        reason: format!("entry {} for {platform} is another index", child.digest),
-                    });
+    let (manifest_digest, manifest_bytes, manifest) =
+        match parse_document(&top.bytes, top.content_type.as_deref())? {
+            Document::Manifest(manifest) => (top.digest, top.bytes, manifest),
+            Document::Index(index) => {
+                let entry = select_platform(&index, platform)?;
+                let child = fetch_by_descriptor(&origin, entry, Kind::Manifest).await?;
+                match parse_document(&child.bytes, child.content_type.as_deref())? {
+                    Document::Manifest(manifest) => (child.digest, child.bytes, manifest),
+                    Document::Index(_) => {
+                        return Err(RemoteError::InvalidManifest {
+                            what: "image index",
+                            reason: format!(
+                                "entry {} for {platform} is another index",
+                                child.digest
+                            ),
+                        });
+                    }
                 }
             }
-        }
-    };
+        };
 
     let config = fetch_by_descriptor(&origin, manifest.config(), Kind::Config).await?;
     let layers = layer_descriptors(&manifest)?;
@@ -228,7 +267,10 @@ pub async fn resolve_with(
         reference: image.clone(),
         manifest_digest,
         manifest: manifest_bytes,
-        config: ConfigBlob { digest: config.digest, bytes: config.bytes },
+        config: ConfigBlob {
+            digest: config.digest,
+            bytes: config.bytes,
+        },
         layers,
         origin,
     })
@@ -264,7 +306,10 @@ struct Verified {
     content_type: Option<String>,
 }
 
-async fn fetch_top_from_registry(repo: Repo<'_>, reference: &Reference) -> Result<Verified, RemoteError> {
+async fn fetch_top_from_registry(
+    repo: Repo<'_>,
+    reference: &Reference,
+) -> Result<Verified, RemoteError> {
     let pinned = reference.digest().map(parse_digest).transpose()?;
     let name = match (&pinned, reference.tag()) {
         (Some(digest), _) => digest.to_string(),
@@ -282,21 +327,41 @@ async fn fetch_top_from_registry(repo: Repo<'_>, reference: &Reference) -> Resul
             actual: digest.to_string(),
         });
     }
-    Ok(Verified { digest, bytes: fetched.bytes, content_type: fetched.content_type })
+    Ok(Verified {
+        digest,
+        bytes: fetched.bytes,
+        content_type: fetched.content_type,
+    })
 }
 
 /// Fetches what `descriptor` names (a manifest by digest, or a config blob) and checks its
 /// size and digest.
-async fn fetch_by_descriptor(origin: &Origin, descriptor: &Descriptor, kind: Kind) -> Result<Verified, RemoteError> {
+async fn fetch_by_descriptor(
+    origin: &Origin,
+    descriptor: &Descriptor,
+    kind: Kind,
+) -> Result<Verified, RemoteError> {
     let (what, limit) = (kind.label(), kind.limit());
     let digest = parse_digest(descriptor.digest().as_ref())?;
     let expected_size = descriptor.size();
     if expected_size > limit {
-        return Err(RemoteError::BodyTooLarge { from: format!("descriptor {digest}"), what, limit });
+        return Err(RemoteError::BodyTooLarge {
+            from: format!("descriptor {digest}"),
+            what,
+            limit,
+        });
     }
     let (bytes, content_type) = match origin {
-        Origin::Registry { client, registry, repository } => {
-            let repo = Repo { client, registry, repository };
+        Origin::Registry {
+            client,
+            registry,
+            repository,
+        } => {
+            let repo = Repo {
+                client,
+                registry,
+                repository,
+            };
             match kind {
                 Kind::Manifest => {
                     let fetched = repo.manifest(&digest.to_string(), limit).await?;
@@ -320,9 +385,17 @@ async fn fetch_by_descriptor(origin: &Origin, descriptor: &Descriptor, kind: Kin
     }
     let actual = Digest::of(&bytes);
     if actual != digest {
-        return Err(RemoteError::DigestMismatch { what, expected: digest.to_string(), actual: actual.to_string() });
+        return Err(RemoteError::DigestMismatch {
+            what,
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
     }
-    Ok(Verified { digest, bytes, content_type })
+    Ok(Verified {
+        digest,
+        bytes,
+        content_type,
+    })
 }
 
 fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<LayerDescriptor>, RemoteError> {
@@ -334,7 +407,12 @@ fn layer_descriptors(manifest: &ImageManifest) -> Result<Vec<LayerDescriptor>, R
                 digest: parse_digest(layer.digest().as_ref())?,
                 size: layer.size(),
                 media_type: layer.media_type().to_string(),
-                annotations: layer.annotations().clone().unwrap_or_default().into_iter().collect(),
+                annotations: layer
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
             })
         })
         .collect()
@@ -354,15 +432,27 @@ pub async fn open_blob(
 ) -> Result<Arc<dyn BlobSource>, RemoteError> {
     match image {
         ImageRef::Registry(reference) => {
-            let source =
-                RegistryBlobSource::open(client, reference.registry(), reference.repository(), digest, size).await?;
+            let source = RegistryBlobSource::open(
+                client,
+                reference.registry(),
+                reference.repository(),
+                digest,
+                size,
+            )
+            .await?;
             Ok(Arc::new(source))
         }
-        ImageRef::Layout { dir, .. } => Ok(Arc::new(open_layout_blob(&Layout::new(dir), digest, size).await?)),
+        ImageRef::Layout { dir, .. } => Ok(Arc::new(
+            open_layout_blob(&Layout::new(dir), digest, size).await?,
+        )),
     }
 }
 
-async fn open_layout_blob(layout: &Layout, digest: &Digest, size: Option<u64>) -> Result<LocalBlobSource, RemoteError> {
+async fn open_layout_blob(
+    layout: &Layout,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Result<LocalBlobSource, RemoteError> {
     let id = format!("{LAYOUT_PREFIX}{}@{digest}", layout.dir().display());
     LocalBlobSource::open(layout.blob_path(digest), id, size).await
 }
@@ -382,19 +472,28 @@ mod tests {
     #[test]
     fn registry_references_parse() {
         let image = ImageRef::parse("127.0.0.1:5000/lib/app:v1").unwrap();
-        let ImageRef::Registry(reference) = &image else { panic!("{image:?}") };
+        let ImageRef::Registry(reference) = &image else {
+            panic!("{image:?}")
+        };
         assert_eq!(reference.registry(), "127.0.0.1:5000");
         assert_eq!(reference.repository(), "lib/app");
         assert_eq!(reference.tag(), Some("v1"));
 
-        let ImageRef::Registry(hub) = ImageRef::parse("alpine").unwrap() else { panic!() };
+        let ImageRef::Registry(hub) = ImageRef::parse("alpine").unwrap() else {
+            panic!()
+        };
         assert_eq!(hub.registry(), "docker.io");
         assert_eq!(hub.repository(), "library/alpine");
         assert_eq!(hub.tag(), Some("latest"));
 
         let pinned = format!("ghcr.io/o/app@sha256:{}", "a".repeat(64));
-        let ImageRef::Registry(reference) = ImageRef::parse(&pinned).unwrap() else { panic!() };
-        assert_eq!(reference.digest(), Some(format!("sha256:{}", "a".repeat(64)).as_str()));
+        let ImageRef::Registry(reference) = ImageRef::parse(&pinned).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            reference.digest(),
+            Some(format!("sha256:{}", "a".repeat(64)).as_str())
+        );
     }
 
     #[test]
@@ -410,17 +509,29 @@ mod tests {
     fn layout_references_parse() {
         assert_eq!(
             ImageRef::parse("oci:/tmp/img:v1.2").unwrap(),
-            ImageRef::Layout { dir: "/tmp/img".into(), tag: "v1.2".into() }
+            ImageRef::Layout {
+                dir: "/tmp/img".into(),
+                tag: "v1.2".into()
+            }
         );
         assert_eq!(
             ImageRef::parse("oci:/tmp/img").unwrap(),
-            ImageRef::Layout { dir: "/tmp/img".into(), tag: "latest".into() }
+            ImageRef::Layout {
+                dir: "/tmp/img".into(),
+                tag: "latest".into()
+            }
         );
         // The part after the last colon is not a tag, so it belongs to the path.
         assert_eq!(
             ImageRef::parse("oci:./a:b/c").unwrap(),
-            ImageRef::Layout { dir: "./a:b/c".into(), tag: "latest".into() }
+            ImageRef::Layout {
+                dir: "./a:b/c".into(),
+                tag: "latest".into()
+            }
         );
-        assert_eq!(ImageRef::parse("oci:/tmp/img:v1").unwrap().to_string(), "oci:/tmp/img:v1");
+        assert_eq!(
+            ImageRef::parse("oci:/tmp/img:v1").unwrap().to_string(),
+            "oci:/tmp/img:v1"
+        );
     }
 }

@@ -21,7 +21,9 @@ pub(crate) struct Layout {
 
 impl Layout {
     pub(crate) fn new(dir: &Path) -> Self {
-        Layout { dir: dir.to_owned() }
+        Layout {
+            dir: dir.to_owned(),
+        }
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -37,15 +39,27 @@ impl Layout {
     pub(crate) async fn find_tag(&self, tag: &str) -> Result<Descriptor, RemoteError> {
         let path = self.dir.join("index.json");
         let raw = read_limited(&path, MAX_INDEX_JSON, "index.json").await?;
-        let index: ImageIndex = serde_json::from_slice(&raw)
-            .map_err(|err| RemoteError::InvalidManifest { what: "index.json", reason: err.to_string() })?;
-        let tag_of =
-            |descriptor: &Descriptor| -> Option<String> { descriptor.annotations().as_ref()?.get(REF_NAME).cloned() };
-        if let Some(found) = index.manifests().iter().find(|descriptor| tag_of(descriptor).as_deref() == Some(tag)) {
+        let index: ImageIndex =
+            serde_json::from_slice(&raw).map_err(|err| RemoteError::InvalidManifest {
+                what: "index.json",
+                reason: err.to_string(),
+            })?;
+        let tag_of = |descriptor: &Descriptor| -> Option<String> {
+            descriptor.annotations().as_ref()?.get(REF_NAME).cloned()
+        };
+        if let Some(found) = index
+            .manifests()
+            .iter()
+            .find(|descriptor| tag_of(descriptor).as_deref() == Some(tag))
+        {
             return Ok(found.clone());
         }
         let available = index.manifests().iter().filter_map(tag_of).collect();
-        Err(RemoteError::TagNotFound { dir: self.dir.clone(), tag: tag.to_owned(), available })
+        Err(RemoteError::TagNotFound {
+            dir: self.dir.clone(),
+            tag: tag.to_owned(),
+            available,
+        })
     }
 
     /// Reads the blob `digest` whole, if it is at most `limit` bytes. The caller verifies it.
@@ -60,10 +74,17 @@ impl Layout {
 }
 
 async fn read_limited(path: &Path, limit: u64, what: &'static str) -> Result<Bytes, RemoteError> {
-    let io_error = |source| RemoteError::Io { path: path.to_owned(), source };
+    let io_error = |source| RemoteError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let metadata = tokio::fs::metadata(path).await.map_err(io_error)?;
     if metadata.len() > limit {
-        return Err(RemoteError::BodyTooLarge { from: path.display().to_string(), what, limit });
+        return Err(RemoteError::BodyTooLarge {
+            from: path.display().to_string(),
+            what,
+            limit,
+        });
     }
     let bytes = tokio::fs::read(path).await.map_err(io_error)?;
     Ok(Bytes::from(bytes))

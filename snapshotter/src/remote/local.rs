@@ -35,14 +35,22 @@ impl LocalBlobSource {
         expected_size: Option<u64>,
     ) -> Result<Self, RemoteError> {
         let path = path.into();
-        let io_error = |source| RemoteError::Io { path: path.clone(), source };
+        let io_error = |source| RemoteError::Io {
+            path: path.clone(),
+            source,
+        };
         let file = tokio::fs::File::open(&path).await.map_err(io_error)?;
         let metadata = file.metadata().await.map_err(io_error)?;
         let id = id.into();
         if let Some(expected) = expected_size
             && expected != metadata.len()
         {
-            return Err(RemoteError::SizeMismatch { what: "blob file", digest: id, expected, actual: metadata.len() });
+            return Err(RemoteError::SizeMismatch {
+                what: "blob file",
+                digest: id,
+                expected,
+                actual: metadata.len(),
+            });
         }
         Ok(LocalBlobSource {
             file: Arc::new(file.into_std().await),
@@ -77,9 +85,13 @@ impl BlobSource for LocalBlobSource {
     fn check(&self) -> BoxFuture<'_, Result<(), RemoteError>> {
         Box::pin(async move {
             // The file may have been deleted or truncated since open.
-            let metadata = tokio::fs::metadata(&self.path)
-                .await
-                .map_err(|source| RemoteError::Io { path: self.path.clone(), source })?;
+            let metadata =
+                tokio::fs::metadata(&self.path)
+                    .await
+                    .map_err(|source| RemoteError::Io {
+                        path: self.path.clone(),
+                        source,
+                    })?;
             if metadata.len() != self.size {
                 return Err(RemoteError::SizeMismatch {
                     what: "blob file",
@@ -114,11 +126,13 @@ impl LocalBlobSource {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let len = usize::try_from(range.end - range.start).map_err(|_| RemoteError::RangeOutOfBounds {
-            blob: self.id.clone(),
-            start: range.start,
-            end: range.end,
-            size: self.size,
+        let len = usize::try_from(range.end - range.start).map_err(|_| {
+            RemoteError::RangeOutOfBounds {
+                blob: self.id.clone(),
+                start: range.start,
+                end: range.end,
+                size: self.size,
+            }
         })?;
 
         let file = Arc::clone(&self.file);
@@ -138,14 +152,26 @@ impl LocalBlobSource {
             Ok(buf)
         })
         .await
-        .map_err(|join| RemoteError::Io { path: self.path.clone(), source: std::io::Error::other(join) })?;
+        .map_err(|join| RemoteError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(join),
+        })?;
 
-        let buf = read.map_err(|source| RemoteError::Io { path: self.path.clone(), source })?;
+        let buf = read.map_err(|source| RemoteError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         if buf.len() != len {
-            let message =
-                format!("file shrank after open: read {} of {len} bytes at offset {}", buf.len(), range.start);
+            let message = format!(
+                "file shrank after open: read {} of {len} bytes at offset {}",
+                buf.len(),
+                range.start
+            );
             let source = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, message);
-            return Err(RemoteError::Io { path: self.path.clone(), source });
+            return Err(RemoteError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
         self.stats.add_bytes(len as u64);
         Ok(Bytes::from(buf))
@@ -160,7 +186,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         std::fs::write(&path, content).unwrap();
-        let source = LocalBlobSource::open(&path, "blob", Some(content.len() as u64)).await.unwrap();
+        let source = LocalBlobSource::open(&path, "blob", Some(content.len() as u64))
+            .await
+            .unwrap();
         (dir, source)
     }
 
@@ -171,7 +199,11 @@ mod tests {
         assert_eq!(source.size(), 10_000);
         for range in [0..1, 0..10_000, 4_095..4_097, 9_999..10_000, 500..500] {
             let got = source.read_range(range.clone()).await.unwrap();
-            assert_eq!(&got[..], &content[range.start as usize..range.end as usize], "{range:?}");
+            assert_eq!(
+                &got[..],
+                &content[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
         }
         assert_eq!(source.stats().snapshot().bytes_fetched, 1 + 10_000 + 2 + 1);
     }
@@ -180,7 +212,18 @@ mod tests {
     async fn range_past_end_is_rejected() {
         let (_dir, source) = source_with(b"0123456789").await;
         let err = source.read_range(5..11).await.unwrap_err();
-        assert!(matches!(err, RemoteError::RangeOutOfBounds { start: 5, end: 11, size: 10, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                RemoteError::RangeOutOfBounds {
+                    start: 5,
+                    end: 11,
+                    size: 10,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -188,8 +231,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         std::fs::write(&path, b"abc").unwrap();
-        let err = LocalBlobSource::open(&path, "blob", Some(4)).await.unwrap_err();
-        assert!(matches!(err, RemoteError::SizeMismatch { expected: 4, actual: 3, .. }), "{err:?}");
+        let err = LocalBlobSource::open(&path, "blob", Some(4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RemoteError::SizeMismatch {
+                    expected: 4,
+                    actual: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -200,7 +255,9 @@ mod tests {
         assert!(source.check().await.is_err());
         let err = source.read_range(0..10).await.unwrap_err();
         match err {
-            RemoteError::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof),
+            RemoteError::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
+            }
             other => panic!("expected an I/O error, got {other:?}"),
         }
     }

@@ -14,7 +14,8 @@ pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker image manifest, schema 2.
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list.
-pub(crate) const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(crate) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The `Accept` header for manifest requests: every type this module parses.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
@@ -35,7 +36,10 @@ pub(crate) enum Document {
 ///
 /// The type comes from the document's `mediaType`, else from the `Content-Type` it was served
 /// with, else from its shape (`manifests` means an index).
-pub(crate) fn parse_document(bytes: &[u8], content_type: Option<&str>) -> Result<Document, RemoteError> {
+pub(crate) fn parse_document(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<Document, RemoteError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Probe {
@@ -47,27 +51,37 @@ pub(crate) fn parse_document(bytes: &[u8], content_type: Option<&str>) -> Result
     if probe.schema_version != Some(2) {
         return Err(RemoteError::InvalidManifest {
             what: "manifest",
-            reason: format!("schemaVersion {:?} is not supported, only 2", probe.schema_version),
+            reason: format!(
+                "schemaVersion {:?} is not supported, only 2",
+                probe.schema_version
+            ),
         });
     }
-    let declared =
-        probe.media_type.as_deref().or_else(|| content_type.map(|value| value.split(';').next().unwrap_or("").trim()));
+    let declared = probe
+        .media_type
+        .as_deref()
+        .or_else(|| content_type.map(|value| value.split(';').next().unwrap_or("").trim()));
     let is_index = match declared {
         Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
         _ => probe.manifests.is_some(),
     };
     if is_index {
-        let index: ImageIndex = serde_json::from_slice(bytes).map_err(|err| invalid("image index", err))?;
+        let index: ImageIndex =
+            serde_json::from_slice(bytes).map_err(|err| invalid("image index", err))?;
         Ok(Document::Index(Box::new(index)))
     } else {
-        let manifest: ImageManifest = serde_json::from_slice(bytes).map_err(|err| invalid("image manifest", err))?;
+        let manifest: ImageManifest =
+            serde_json::from_slice(bytes).map_err(|err| invalid("image manifest", err))?;
         Ok(Document::Manifest(Box::new(manifest)))
     }
 }
 
 fn invalid(what: &'static str, err: serde_json::Error) -> RemoteError {
-    RemoteError::InvalidManifest { what, reason: err.to_string() }
+    RemoteError::InvalidManifest {
+        what,
+        reason: err.to_string(),
+    }
 }
 
 /// An operating system, architecture and optional CPU variant, as in OCI descriptors.
@@ -96,7 +110,11 @@ impl Platform {
             "loongarch64" => "loong64",
             other => other,
         };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant: None }
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
     }
 
     /// Parses `os/arch[/variant]`.
@@ -108,7 +126,11 @@ impl Platform {
         if parts.next().is_some() || variant.as_deref() == Some("") {
             return None;
         }
-        Some(Platform { os: os.into(), architecture: architecture.into(), variant })
+        Some(Platform {
+            os: os.into(),
+            architecture: architecture.into(),
+            variant,
+        })
     }
 
     fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
@@ -135,7 +157,10 @@ impl fmt::Display for Platform {
 }
 
 /// Picks the manifest for `wanted` from `index`; the error lists the platforms offered.
-pub(crate) fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a Descriptor, RemoteError> {
+pub(crate) fn select_platform<'a>(
+    index: &'a ImageIndex,
+    wanted: &Platform,
+) -> Result<&'a Descriptor, RemoteError> {
     let mut available = Vec::new();
     for entry in index.manifests() {
         let Some(platform) = entry.platform() else {
@@ -147,10 +172,17 @@ pub(crate) fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> R
         if wanted.matches(&os, &architecture, variant) {
             return Ok(entry);
         }
-        let offered = Platform { os, architecture, variant: variant.map(str::to_owned) };
+        let offered = Platform {
+            os,
+            architecture,
+            variant: variant.map(str::to_owned),
+        };
         available.push(offered.to_string());
     }
-    Err(RemoteError::NoMatchingPlatform { wanted: wanted.to_string(), available })
+    Err(RemoteError::NoMatchingPlatform {
+        wanted: wanted.to_string(),
+        available,
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +239,10 @@ mod tests {
 
     #[test]
     fn platform_text_forms() {
-        assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            Platform::parse("linux/arm/v7").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert!(Platform::parse("linux").is_none());
         assert!(Platform::parse("linux/amd64/").is_none());
         assert!(Platform::parse("a/b/c/d").is_none());
@@ -216,10 +251,19 @@ mod tests {
     #[test]
     fn document_type_from_content_type_or_shape() {
         let manifest = r#"{"schemaVersion": 2, "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 2, "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111"}, "layers": []}"#;
-        assert!(matches!(parse_document(manifest.as_bytes(), Some(DOCKER_MANIFEST)).unwrap(), Document::Manifest(_)));
-        assert!(matches!(parse_document(manifest.as_bytes(), None).unwrap(), Document::Manifest(_)));
+        assert!(matches!(
+            parse_document(manifest.as_bytes(), Some(DOCKER_MANIFEST)).unwrap(),
+            Document::Manifest(_)
+        ));
+        assert!(matches!(
+            parse_document(manifest.as_bytes(), None).unwrap(),
+            Document::Manifest(_)
+        ));
         let index = r#"{"schemaVersion": 2, "manifests": []}"#;
-        assert!(matches!(parse_document(index.as_bytes(), None).unwrap(), Document::Index(_)));
+        assert!(matches!(
+            parse_document(index.as_bytes(), None).unwrap(),
+            Document::Index(_)
+        ));
     }
 
     #[test]

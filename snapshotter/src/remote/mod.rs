@@ -95,5 +95,7 @@ pub trait BlobSource: Send + Sync {
 
 /// Parses a blob digest; only `sha256:<64 hex digits>` is supported.
 pub(crate) fn parse_digest(text: &str) -> Result<estargz::digest::Digest, RemoteError> {
-    text.parse().map_err(|_| RemoteError::InvalidDigest { value: text.chars().take(100).collect() })
+    text.parse().map_err(|_| RemoteError::InvalidDigest {
+        value: text.chars().take(100).collect(),
+    })
 }

@@ -49,18 +49,27 @@ pub(crate) fn parse_content_range(value: &str) -> Option<ContentRange> {
     if last < start || total.is_some_and(|total| last >= total) {
         return None;
     }
-    Some(ContentRange { start, end: last.checked_add(1)?, total })
+    Some(ContentRange {
+        start,
+        end: last.checked_add(1)?,
+        total,
+    })
 }
 
 /// Parses the blob size from the `bytes */<total>` form a 416 carries.
 pub(crate) fn parse_unsatisfied_total(value: &str) -> Option<u64> {
-    strip_bytes_unit(value)?.strip_prefix("*/")?.trim().parse().ok()
+    strip_bytes_unit(value)?
+        .strip_prefix("*/")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn strip_bytes_unit(value: &str) -> Option<&str> {
     let value = value.trim();
     let (unit, rest) = value.split_once(' ')?;
-    unit.eq_ignore_ascii_case("bytes").then(|| rest.trim_start())
+    unit.eq_ignore_ascii_case("bytes")
+        .then(|| rest.trim_start())
 }
 
 /// Plans the body of a 206 response to `requested`.
@@ -75,7 +84,12 @@ pub(crate) fn plan_partial(
     content_type: Option<&str>,
     content_length: Option<u64>,
 ) -> Result<BodySlice, RangeIssue> {
-    if content_type.is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("multipart/")) {
+    if content_type.is_some_and(|value| {
+        value
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
+    }) {
         return Err(RangeIssue::UnexpectedMultipart);
     }
     let header = content_range.ok_or(RangeIssue::MissingContentRange)?;
@@ -87,15 +101,24 @@ pub(crate) fn plan_partial(
         return Err(RangeIssue::TotalMismatch { expected, reported });
     }
     if got.start > requested.start || got.end < requested.end {
-        return Err(RangeIssue::NotCovering { start: got.start, end: got.end });
+        return Err(RangeIssue::NotCovering {
+            start: got.start,
+            end: got.end,
+        });
     }
     let range_length = got.end - got.start;
     if let Some(content_length) = content_length
         && content_length != range_length
     {
-        return Err(RangeIssue::LengthMismatch { content_length, range_length });
+        return Err(RangeIssue::LengthMismatch {
+            content_length,
+            range_length,
+        });
     }
-    Ok(BodySlice { skip: requested.start - got.start, take: requested.end - requested.start })
+    Ok(BodySlice {
+        skip: requested.start - got.start,
+        take: requested.end - requested.start,
+    })
 }
 
 /// Plans the body of a 200 response to `requested`: the body is the whole blob from byte 0.
@@ -110,9 +133,15 @@ pub(crate) fn plan_full(
     if let Some(content_length) = content_length
         && content_length != blob_size
     {
-        return Err(RangeIssue::PartialBodyWith200 { content_length, blob_size });
+        return Err(RangeIssue::PartialBodyWith200 {
+            content_length,
+            blob_size,
+        });
     }
-    Ok(BodySlice { skip: requested.start, take: requested.end - requested.start })
+    Ok(BodySlice {
+        skip: requested.start,
+        take: requested.end - requested.start,
+    })
 }
 
 #[cfg(test)]
@@ -123,14 +152,37 @@ mod tests {
     fn content_range_forms() {
         assert_eq!(
             parse_content_range("bytes 0-99/1000"),
-            Some(ContentRange { start: 0, end: 100, total: Some(1000) })
+            Some(ContentRange {
+                start: 0,
+                end: 100,
+                total: Some(1000)
+            })
         );
-        assert_eq!(parse_content_range("Bytes  5-5/*"), Some(ContentRange { start: 5, end: 6, total: None }));
-        assert_eq!(parse_content_range("bytes 10-5/100"), None, "last before first");
-        assert_eq!(parse_content_range("bytes 0-100/100"), None, "last past total");
+        assert_eq!(
+            parse_content_range("Bytes  5-5/*"),
+            Some(ContentRange {
+                start: 5,
+                end: 6,
+                total: None
+            })
+        );
+        assert_eq!(
+            parse_content_range("bytes 10-5/100"),
+            None,
+            "last before first"
+        );
+        assert_eq!(
+            parse_content_range("bytes 0-100/100"),
+            None,
+            "last past total"
+        );
         assert_eq!(parse_content_range("items 0-1/2"), None);
         assert_eq!(parse_content_range("bytes */100"), None);
-        assert_eq!(parse_content_range("bytes 0-18446744073709551615/*"), None, "end overflows");
+        assert_eq!(
+            parse_content_range("bytes 0-18446744073709551615/*"),
+            None,
+            "end overflows"
+        );
         assert_eq!(parse_unsatisfied_total("bytes */4096"), Some(4096));
         assert_eq!(parse_unsatisfied_total("bytes 0-1/4096"), None);
     }
@@ -143,34 +195,84 @@ mod tests {
 
     #[test]
     fn exact_partial_is_taken_whole() {
-        let plan = plan_partial(&(100..200), Some(1000), Some("bytes 100-199/1000"), None, Some(100));
+        let plan = plan_partial(
+            &(100..200),
+            Some(1000),
+            Some("bytes 100-199/1000"),
+            None,
+            Some(100),
+        );
         assert_eq!(plan, Ok(BodySlice { skip: 0, take: 100 }));
     }
 
     #[test]
     fn wider_partial_is_sliced() {
-        let plan =
-            plan_partial(&(100..200), Some(1000), Some("bytes 0-511/1000"), Some("application/octet-stream"), None);
-        assert_eq!(plan, Ok(BodySlice { skip: 100, take: 100 }));
+        let plan = plan_partial(
+            &(100..200),
+            Some(1000),
+            Some("bytes 0-511/1000"),
+            Some("application/octet-stream"),
+            None,
+        );
+        assert_eq!(
+            plan,
+            Ok(BodySlice {
+                skip: 100,
+                take: 100
+            })
+        );
     }
 
     #[test]
     fn partial_not_covering_request_is_rejected() {
-        let plan = plan_partial(&(100..200), Some(1000), Some("bytes 150-299/1000"), None, None);
-        assert_eq!(plan, Err(RangeIssue::NotCovering { start: 150, end: 300 }));
-        let plan = plan_partial(&(100..200), Some(1000), Some("bytes 100-149/1000"), None, None);
-        assert_eq!(plan, Err(RangeIssue::NotCovering { start: 100, end: 150 }));
+        let plan = plan_partial(
+            &(100..200),
+            Some(1000),
+            Some("bytes 150-299/1000"),
+            None,
+            None,
+        );
+        assert_eq!(
+            plan,
+            Err(RangeIssue::NotCovering {
+                start: 150,
+                end: 300
+            })
+        );
+        let plan = plan_partial(
+            &(100..200),
+            Some(1000),
+            Some("bytes 100-149/1000"),
+            None,
+            None,
+        );
+        assert_eq!(
+            plan,
+            Err(RangeIssue::NotCovering {
+                start: 100,
+                end: 150
+            })
+        );
     }
 
     #[test]
     fn partial_of_another_blob_size_is_rejected() {
         let plan = plan_partial(&(0..10), Some(1000), Some("bytes 0-9/999"), None, None);
-        assert_eq!(plan, Err(RangeIssue::TotalMismatch { expected: 1000, reported: 999 }));
+        assert_eq!(
+            plan,
+            Err(RangeIssue::TotalMismatch {
+                expected: 1000,
+                reported: 999
+            })
+        );
     }
 
     #[test]
     fn partial_needs_content_range() {
-        assert_eq!(plan_partial(&(0..10), Some(1000), None, None, Some(10)), Err(RangeIssue::MissingContentRange));
+        assert_eq!(
+            plan_partial(&(0..10), Some(1000), None, None, Some(10)),
+            Err(RangeIssue::MissingContentRange)
+        );
         assert!(matches!(
             plan_partial(&(0..10), Some(1000), Some("bytes zero-9/1000"), None, None),
             Err(RangeIssue::MalformedContentRange(_))
@@ -179,27 +281,60 @@ mod tests {
 
     #[test]
     fn multipart_partial_is_rejected() {
-        let plan = plan_partial(&(0..10), Some(1000), None, Some("multipart/byteranges; boundary=XYZ"), None);
+        let plan = plan_partial(
+            &(0..10),
+            Some(1000),
+            None,
+            Some("multipart/byteranges; boundary=XYZ"),
+            None,
+        );
         assert_eq!(plan, Err(RangeIssue::UnexpectedMultipart));
     }
 
     #[test]
     fn partial_with_inconsistent_length_is_rejected() {
-        let plan = plan_partial(&(0..10), Some(1000), Some("bytes 0-9/1000"), None, Some(1000));
-        assert_eq!(plan, Err(RangeIssue::LengthMismatch { content_length: 1000, range_length: 10 }));
+        let plan = plan_partial(
+            &(0..10),
+            Some(1000),
+            Some("bytes 0-9/1000"),
+            None,
+            Some(1000),
+        );
+        assert_eq!(
+            plan,
+            Err(RangeIssue::LengthMismatch {
+                content_length: 1000,
+                range_length: 10
+            })
+        );
     }
 
     #[test]
     fn full_body_is_sliced_from_offset() {
-        assert_eq!(plan_full(&(300..400), 1000, Some(1000)), Ok(BodySlice { skip: 300, take: 100 }));
-        assert_eq!(plan_full(&(300..400), 1000, None), Ok(BodySlice { skip: 300, take: 100 }));
+        assert_eq!(
+            plan_full(&(300..400), 1000, Some(1000)),
+            Ok(BodySlice {
+                skip: 300,
+                take: 100
+            })
+        );
+        assert_eq!(
+            plan_full(&(300..400), 1000, None),
+            Ok(BodySlice {
+                skip: 300,
+                take: 100
+            })
+        );
     }
 
     #[test]
     fn full_status_with_only_requested_bytes_is_rejected() {
         assert_eq!(
             plan_full(&(300..400), 1000, Some(100)),
-            Err(RangeIssue::PartialBodyWith200 { content_length: 100, blob_size: 1000 })
+            Err(RangeIssue::PartialBodyWith200 {
+                content_length: 100,
+                blob_size: 1000
+            })
         );
     }
 }

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use estargz::digest::Digest;
 use futures_util::future::BoxFuture;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE,
+};
 use reqwest::{Response, StatusCode, Url};
 
 use super::BlobSource;
@@ -77,7 +79,10 @@ impl RegistryBlobSource {
             stats: Arc::new(RemoteStats::default()),
         };
         if size.is_none() {
-            source.size = source.probe_size().await.inspect_err(|err| source.stats.add_error(err.kind()))?;
+            source.size = source
+                .probe_size()
+                .await
+                .inspect_err(|err| source.stats.add_error(err.kind()))?;
         }
         Ok(source)
     }
@@ -94,17 +99,30 @@ impl RegistryBlobSource {
     }
 
     fn labels<'a>(&'a self, index: usize, range: Option<&'a Range<u64>>) -> Labels<'a> {
-        Labels { host: &self.endpoints[index].host, resource: &self.id, range }
+        Labels {
+            host: &self.endpoints[index].host,
+            resource: &self.id,
+            range,
+        }
     }
 
     fn target(&self, index: usize) -> Target<'_> {
-        Target { registry: &self.registry, repository: &self.repository, endpoint: &self.endpoints[index] }
+        Target {
+            registry: &self.registry,
+            repository: &self.repository,
+            endpoint: &self.endpoints[index],
+        }
     }
 
     async fn fetch(&self, range: &Range<u64>) -> Result<Bytes, RemoteError> {
         let policy = self.client.policy();
         try_endpoints(&self.registry, &self.endpoints, |index| {
-            retry::run(&policy, &self.stats, self.labels(index, Some(range)), move || self.read_once(index, range))
+            retry::run(
+                &policy,
+                &self.stats,
+                self.labels(index, Some(range)),
+                move || self.read_once(index, range),
+            )
         })
         .await
     }
@@ -119,10 +137,15 @@ impl RegistryBlobSource {
         let probe = 0..1;
         try_endpoints(&self.registry, &self.endpoints, |index| {
             let probe = &probe;
-            retry::run(&policy, &self.stats, self.labels(index, Some(probe)), move || async move {
-                let answer = self.exchange(index, Some(probe)).await?;
-                self.size_from(answer).await
-            })
+            retry::run(
+                &policy,
+                &self.stats,
+                self.labels(index, Some(probe)),
+                move || async move {
+                    let answer = self.exchange(index, Some(probe)).await?;
+                    self.size_from(answer).await
+                },
+            )
         })
         .await
     }
@@ -142,15 +165,23 @@ impl RegistryBlobSource {
 
     /// Sends the GET for `range` through the cached storage URL, or through the registry
     /// and its redirects, and returns the response to interpret.
-    async fn exchange(&self, index: usize, range: Option<&Range<u64>>) -> Result<Answer, RemoteError> {
+    async fn exchange(
+        &self,
+        index: usize,
+        range: Option<&Range<u64>>,
+    ) -> Result<Answer, RemoteError> {
         let mut headers = HeaderMap::new();
         if let Some(range) = range {
-            let value = HeaderValue::from_str(&range::range_header(range)).expect("digits and '-' form a valid header");
+            let value = HeaderValue::from_str(&range::range_header(range))
+                .expect("digits and '-' form a valid header");
             headers.insert(RANGE, value);
         }
 
         if let Some(storage) = self.cached_storage_url(index) {
-            let response = self.client.send(&storage, &headers, None, &self.stats).await?;
+            let response = self
+                .client
+                .send(&storage, &headers, None, &self.stats)
+                .await?;
             if !storage_url_rejected(response.status()) {
                 return Ok(self.answer(response, &storage));
             }
@@ -163,14 +194,25 @@ impl RegistryBlobSource {
             self.forget_storage_url(index, &storage);
         }
 
-        let blob_url = self.endpoints[index].blob_url(&self.repository, &self.digest.to_string())?;
-        let (response, auth) =
-            self.client.send_authorized(&self.target(index), &blob_url, &headers, &self.stats).await?;
+        let blob_url =
+            self.endpoints[index].blob_url(&self.repository, &self.digest.to_string())?;
+        let (response, auth) = self
+            .client
+            .send_authorized(&self.target(index), &blob_url, &headers, &self.stats)
+            .await?;
         if !is_redirect(response.status()) {
             return Ok(self.answer(response, &blob_url));
         }
-        let (response, final_url) =
-            self.client.follow_redirects(response, &blob_url, auth.header.as_ref(), &headers, &self.stats).await?;
+        let (response, final_url) = self
+            .client
+            .follow_redirects(
+                response,
+                &blob_url,
+                auth.header.as_ref(),
+                &headers,
+                &self.stats,
+            )
+            .await?;
         self.stats.add_redirect();
         if response.status().is_success() && final_url.origin() != blob_url.origin() {
             self.remember_storage_url(index, final_url.clone());
@@ -179,12 +221,20 @@ impl RegistryBlobSource {
     }
 
     fn answer(&self, response: Response, url: &Url) -> Answer {
-        Answer { response, host: host_of(url), request: format!("GET {}", url.path()) }
+        Answer {
+            response,
+            host: host_of(url),
+            request: format!("GET {}", url.path()),
+        }
     }
 
     /// Cuts `range` out of a response to a request for it.
     async fn take_range(&self, answer: Answer, range: &Range<u64>) -> Result<Bytes, RemoteError> {
-        let Answer { response, host, request } = answer;
+        let Answer {
+            response,
+            host,
+            request,
+        } = answer;
         let issue = |issue: RangeIssue| RemoteError::RangeResponse {
             host: host.clone(),
             start: range.start,
@@ -195,7 +245,9 @@ impl RegistryBlobSource {
             && let Some(encoding) = header_text(&response, CONTENT_ENCODING)
             && !encoding.trim().eq_ignore_ascii_case("identity")
         {
-            return Err(issue(RangeIssue::ContentEncoding(encoding.chars().take(50).collect())));
+            return Err(issue(RangeIssue::ContentEncoding(
+                encoding.chars().take(50).collect(),
+            )));
         }
         let slice: BodySlice = match response.status() {
             StatusCode::PARTIAL_CONTENT => range::plan_partial(
@@ -207,13 +259,20 @@ impl RegistryBlobSource {
             )
             .map_err(issue)?,
             StatusCode::OK => {
-                let slice = range::plan_full(range, self.size, content_length(&response)).map_err(issue)?;
+                let slice =
+                    range::plan_full(range, self.size, content_length(&response)).map_err(issue)?;
                 self.client.note_ranges_ignored(&host);
                 slice
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                let total = header_text(&response, CONTENT_RANGE).and_then(range::parse_unsatisfied_total);
-                return Err(RemoteError::RangeNotSatisfiable { host, start: range.start, end: range.end, total });
+                let total =
+                    header_text(&response, CONTENT_RANGE).and_then(range::parse_unsatisfied_total);
+                return Err(RemoteError::RangeNotSatisfiable {
+                    host,
+                    start: range.start,
+                    end: range.end,
+                    total,
+                });
             }
             _ => return Err(body::error_from_response(response, &request).await),
         };
@@ -222,15 +281,28 @@ impl RegistryBlobSource {
 
     /// Reads the blob size from the response to `bytes=0-0`.
     async fn size_from(&self, answer: Answer) -> Result<u64, RemoteError> {
-        let Answer { response, host, request } = answer;
-        let issue = |issue: RangeIssue| RemoteError::RangeResponse { host: host.clone(), start: 0, end: 1, issue };
+        let Answer {
+            response,
+            host,
+            request,
+        } = answer;
+        let issue = |issue: RangeIssue| RemoteError::RangeResponse {
+            host: host.clone(),
+            start: 0,
+            end: 1,
+            issue,
+        };
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {
-                let header =
-                    header_text(&response, CONTENT_RANGE).ok_or_else(|| issue(RangeIssue::MissingContentRange))?;
+                let header = header_text(&response, CONTENT_RANGE)
+                    .ok_or_else(|| issue(RangeIssue::MissingContentRange))?;
                 range::parse_content_range(header)
                     .and_then(|got| got.total)
-                    .ok_or_else(|| issue(RangeIssue::MalformedContentRange(header.chars().take(100).collect())))
+                    .ok_or_else(|| {
+                        issue(RangeIssue::MalformedContentRange(
+                            header.chars().take(100).collect(),
+                        ))
+                    })
             }
             StatusCode::OK => {
                 self.client.note_ranges_ignored(&host);
@@ -242,10 +314,16 @@ impl RegistryBlobSource {
                 })
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
-                match header_text(&response, CONTENT_RANGE).and_then(range::parse_unsatisfied_total) {
+                match header_text(&response, CONTENT_RANGE).and_then(range::parse_unsatisfied_total)
+                {
                     // Only an empty blob has no byte 0.
                     Some(0) => Ok(0),
-                    total => Err(RemoteError::RangeNotSatisfiable { host, start: 0, end: 1, total }),
+                    total => Err(RemoteError::RangeNotSatisfiable {
+                        host,
+                        start: 0,
+                        end: 1,
+                        total,
+                    }),
                 }
             }
             _ => Err(body::error_from_response(response, &request).await),
@@ -289,7 +367,9 @@ impl BlobSource for RegistryBlobSource {
             if range.is_empty() {
                 return Ok(Bytes::new());
             }
-            self.fetch(&range).await.inspect_err(|err| self.stats.add_error(err.kind()))
+            self.fetch(&range)
+                .await
+                .inspect_err(|err| self.stats.add_error(err.kind()))
         })
     }
 
@@ -297,7 +377,9 @@ impl BlobSource for RegistryBlobSource {
         Box::pin(async move {
             let policy = self.client.policy();
             try_endpoints(&self.registry, &self.endpoints, |index| {
-                retry::run(&policy, &self.stats, self.labels(index, None), move || self.check_once(index))
+                retry::run(&policy, &self.stats, self.labels(index, None), move || {
+                    self.check_once(index)
+                })
             })
             .await
             .inspect_err(|err| self.stats.add_error(err.kind()))
@@ -325,5 +407,7 @@ fn header_text(response: &Response, name: reqwest::header::HeaderName) -> Option
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are single assignments, so a poisoned lock holds valid data.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -34,7 +34,10 @@ impl RetryPolicy {
     /// do not retry together, yet none retries sooner than half the base.
     pub(crate) fn backoff(&self, retry: u32, jitter: f64) -> Duration {
         let exponent = retry.saturating_sub(1).min(31);
-        let base = self.min_backoff.saturating_mul(1u32 << exponent).min(self.max_backoff);
+        let base = self
+            .min_backoff
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_backoff);
         let half = base / 2;
         half + half.mul_f64(jitter.clamp(0.0, 1.0))
     }
@@ -80,9 +83,10 @@ where
         attempts += 1;
         let outcome = match tokio::time::timeout(policy.request_timeout, attempt()).await {
             Ok(outcome) => outcome,
-            Err(_elapsed) => {
-                Err(RemoteError::Timeout { host: labels.host.to_owned(), timeout: policy.request_timeout })
-            }
+            Err(_elapsed) => Err(RemoteError::Timeout {
+                host: labels.host.to_owned(),
+                timeout: policy.request_timeout,
+            }),
         };
         let err = match outcome {
             Ok(value) => return Ok(value),
@@ -92,7 +96,10 @@ where
             return Err(err);
         }
         if attempts > policy.max_retries {
-            return Err(RemoteError::RetriesExhausted { attempts, source: Box::new(err) });
+            return Err(RemoteError::RetriesExhausted {
+                attempts,
+                source: Box::new(err),
+            });
         }
         let delay = policy.delay_after(attempts, &err);
         tracing::warn!(
@@ -148,7 +155,11 @@ mod tests {
     }
 
     fn labels() -> Labels<'static> {
-        Labels { host: "r.example", resource: "blob", range: None }
+        Labels {
+            host: "r.example",
+            resource: "blob",
+            range: None,
+        }
     }
 
     fn unavailable(retry_after: Option<Duration>) -> RemoteError {
@@ -164,7 +175,10 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let p = policy();
-        assert_eq!(p.backoff(1, 0.999_999), Duration::from_millis(100) - Duration::from_nanos(50));
+        assert_eq!(
+            p.backoff(1, 0.999_999),
+            Duration::from_millis(100) - Duration::from_nanos(50)
+        );
         assert_eq!(p.backoff(1, 0.0), Duration::from_millis(50));
         assert_eq!(p.backoff(2, 0.0), Duration::from_millis(100));
         assert_eq!(p.backoff(3, 0.0), Duration::from_millis(200));
@@ -183,10 +197,19 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 2015-10-21 07:27:50 UTC
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }
@@ -222,7 +245,13 @@ mod tests {
             run(&policy(), &stats, labels(), || {
                 calls.set(calls.get() + 1);
                 let first = calls.get() == 1;
-                async move { if first { Err(unavailable(Some(asked))) } else { Ok(()) } }
+                async move {
+                    if first {
+                        Err(unavailable(Some(asked)))
+                    } else {
+                        Ok(())
+                    }
+                }
             })
             .await
             .unwrap();
@@ -241,7 +270,10 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(calls.get(), 4);
-        assert!(matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }), "{err:?}");
+        assert!(
+            matches!(err, RemoteError::RetriesExhausted { attempts: 4, .. }),
+            "{err:?}"
+        );
         assert_eq!(err.status(), Some(503));
     }
 

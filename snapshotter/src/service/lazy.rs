@@ -93,7 +93,10 @@ impl LazySnapshotter {
         let chain = self.core.chain(key)?;
         let id = chain[0].id;
         let fs = self.core.fs_dir(id);
-        let lowers = chain[1..].iter().map(|link| self.core.fs_dir(link.id)).collect();
+        let lowers = chain[1..]
+            .iter()
+            .map(|link| self.core.fs_dir(link.id))
+            .collect();
         if let Err(error) = self.layers.mount(id, &fs, lowers, spec).await {
             tracing::warn!(
                 key,

@@ -36,7 +36,10 @@ pub struct Request {
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn path(&self) -> &str {
@@ -62,7 +65,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16) -> Self {
-        Response { status, headers: Vec::new(), body: Vec::new() }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -76,7 +83,8 @@ impl Response {
     }
 
     pub fn json(self, body: &str) -> Self {
-        self.header("Content-Type", "application/json").body(body.as_bytes().to_vec())
+        self.header("Content-Type", "application/json")
+            .body(body.as_bytes().to_vec())
     }
 }
 
@@ -113,7 +121,9 @@ pub struct MockServer {
 
 impl MockServer {
     pub async fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> MockServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let log = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
@@ -122,8 +132,14 @@ impl MockServer {
             // Owning the connections here means aborting this task closes them all.
             let mut connections = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
-                connections.spawn(serve_connection(stream, Arc::clone(&handler), Arc::clone(&task_log)));
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                connections.spawn(serve_connection(
+                    stream,
+                    Arc::clone(&handler),
+                    Arc::clone(&task_log),
+                ));
                 while connections.try_join_next().is_some() {}
             }
         });
@@ -141,7 +157,10 @@ impl MockServer {
 
     /// Requests whose path contains `fragment`.
     pub fn requests_to(&self, fragment: &str) -> Vec<Request> {
-        self.requests().into_iter().filter(|request| request.path().contains(fragment)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|request| request.path().contains(fragment))
+            .collect()
     }
 }
 
@@ -154,15 +173,22 @@ impl Drop for MockServer {
 async fn serve_connection(mut stream: TcpStream, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
     let mut buffer = Vec::new();
     loop {
-        let Some(request) = read_request(&mut stream, &mut buffer).await else { return };
+        let Some(request) = read_request(&mut stream, &mut buffer).await else {
+            return;
+        };
         log.lock().unwrap().push(request.clone());
-        let close_after = request.header("connection").is_some_and(|value| value.eq_ignore_ascii_case("close"));
+        let close_after = request
+            .header("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close"));
         let reply = handler(&request);
         let head_only = request.method == "HEAD";
         match reply {
             Reply::Send(response) => {
                 let sent = response.body.len();
-                if write_response(&mut stream, &response, sent, head_only).await.is_err() {
+                if write_response(&mut stream, &response, sent, head_only)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -222,7 +248,12 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Re
         buffer.extend_from_slice(&chunk[..n]);
     }
     let body = buffer.drain(..body_len).collect();
-    Some(Request { method, target, headers, body })
+    Some(Request {
+        method,
+        target,
+        headers,
+        body,
+    })
 }
 
 async fn write_response(
@@ -231,8 +262,15 @@ async fn write_response(
     sent: usize,
     head_only: bool,
 ) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
-    let has_length = response.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        response.status,
+        reason(response.status)
+    );
+    let has_length = response
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-length"));
     for (name, value) in &response.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -242,7 +280,9 @@ async fn write_response(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     if !head_only {
-        stream.write_all(&response.body[..sent.min(response.body.len())]).await?;
+        stream
+            .write_all(&response.body[..sent.min(response.body.len())])
+            .await?;
     }
     stream.flush().await
 }
@@ -276,7 +316,9 @@ pub fn digest_of(data: &[u8]) -> String {
 
 /// Deterministic bytes that differ at every offset within a 251-byte period.
 pub fn blob_bytes(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8 ^ ((i / 251) % 256) as u8).collect()
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ ((i / 251) % 256) as u8)
+        .collect()
 }
 
 /// How a server answers a `Range` request.
@@ -316,8 +358,13 @@ pub fn range_reply(data: &[u8], request: &Request, mode: RangeMode) -> Reply {
     let Some(ranges) = parse_range_header(header) else {
         return Response::new(400).into();
     };
-    if ranges.iter().any(|&(first, last)| first > last || first >= total) {
-        return Response::new(416).header("Content-Range", format!("bytes */{total}")).into();
+    if ranges
+        .iter()
+        .any(|&(first, last)| first > last || first >= total)
+    {
+        return Response::new(416)
+            .header("Content-Range", format!("bytes */{total}"))
+            .into();
     }
     let clamp = |last: u64| last.min(total - 1);
     let slice = |first: u64, last: u64| data[first as usize..=clamp(last) as usize].to_vec();
@@ -326,7 +373,10 @@ pub fn range_reply(data: &[u8], request: &Request, mode: RangeMode) -> Reply {
         RangeMode::OkWithOnlyRequestedBytes => {
             let (first, last) = ranges[0];
             Response::new(200)
-                .header("Content-Range", format!("bytes {first}-{}/{total}", clamp(last)))
+                .header(
+                    "Content-Range",
+                    format!("bytes {first}-{}/{total}", clamp(last)),
+                )
                 .body(slice(first, last))
                 .into()
         }
@@ -345,7 +395,10 @@ pub fn range_reply(data: &[u8], request: &Request, mode: RangeMode) -> Reply {
         _ => {
             let (first, last) = ranges[0];
             Response::new(206)
-                .header("Content-Range", format!("bytes {first}-{}/{total}", clamp(last)))
+                .header(
+                    "Content-Range",
+                    format!("bytes {first}-{}/{total}", clamp(last)),
+                )
                 .body(slice(first, last))
                 .into()
         }
@@ -363,7 +416,13 @@ fn multipart(data: &[u8], ranges: &[(u64, u64)]) -> Reply {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Response::new(206).header("Content-Type", format!("multipart/byteranges; boundary={boundary}")).body(body).into()
+    Response::new(206)
+        .header(
+            "Content-Type",
+            format!("multipart/byteranges; boundary={boundary}"),
+        )
+        .body(body)
+        .into()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -393,7 +452,8 @@ impl Tokens {
 
     pub fn require_basic(&self, user: &str, password: &str) {
         use base64::Engine as _;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         *self.required_basic.lock().unwrap() = Some(format!("Basic {encoded}"));
     }
 
@@ -415,19 +475,29 @@ impl Tokens {
                 .json(r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#)
                 .into();
         }
-        if request.query_param("scope").is_none_or(|scope| !scope.starts_with("repository")) {
+        if request
+            .query_param("scope")
+            .is_none_or(|scope| !scope.starts_with("repository"))
+        {
             return Response::new(400).into();
         }
         let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let token = format!("tok-{n}");
         self.valid.lock().unwrap().insert(token.clone());
         let expires_in = self.expires_in.load(Ordering::SeqCst);
-        Response::new(200).json(&format!(r#"{{"token":"{token}","expires_in":{expires_in}}}"#)).into()
+        Response::new(200)
+            .json(&format!(
+                r#"{{"token":"{token}","expires_in":{expires_in}}}"#
+            ))
+            .into()
     }
 
     /// Returns whether `request` carries a valid token.
     pub fn authorized(&self, request: &Request) -> bool {
-        let Some(token) = request.header("authorization").and_then(|value| value.strip_prefix("Bearer ")) else {
+        let Some(token) = request
+            .header("authorization")
+            .and_then(|value| value.strip_prefix("Bearer "))
+        else {
             return false;
         };
         self.valid.lock().unwrap().contains(token)
@@ -458,7 +528,10 @@ pub fn denied() -> Reply {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// `http://<storage>/storage/<digest>?exp=<ms>&sig=<n>` valid for `lifetime`.
@@ -473,11 +546,17 @@ pub fn storage_reply(data: &[u8], request: &Request) -> Reply {
     if request.method == "HEAD" {
         return Response::new(403).into();
     }
-    let exp: u64 = request.query_param("exp").and_then(|value| value.parse().ok()).unwrap_or(0);
+    let exp: u64 = request
+        .query_param("exp")
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
     if now_ms() > exp {
         return Response::new(403)
             .header("Content-Type", "application/xml")
-            .body(b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".to_vec())
+            .body(
+                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+                    .to_vec(),
+            )
             .into();
     }
     range_reply(data, request, RangeMode::Honour)

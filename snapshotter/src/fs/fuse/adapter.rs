@@ -171,7 +171,14 @@ impl<S: FileSource + ?Sized> Filesystem for LayerFs<S> {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Nothing is ever written, so there is nothing to flush; answering keeps fuser from
         // logging an unimplemented operation on every close.
         reply.ok();
