@@ -113,3 +113,63 @@ fn hundred_thousand_files_mount_and_list() {
     );
     mount.unmount().unwrap();
 }
+
+/// More layers than fit the one-page overlayfs option string of mount(2) (about 45 bytes a
+/// layer here) are stacked layer by layer, with upper layers shadowing and deleting files of
+/// lower ones.
+#[test]
+fn image_with_120_layers_stacks_in_order() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
+    const LAYERS: usize = 120;
+    let tars: Vec<Vec<u8>> = (0..LAYERS)
+        .map(|n| {
+            let mut tar = Builder::new();
+            tar.append(&Entry::file(
+                format!("layers/{n:03}"),
+                format!("layer {n}\n"),
+            ));
+            tar.append(&Entry::file("shared", format!("from layer {n}\n")));
+            if n == LAYERS - 1 {
+                tar.append(&Entry::whiteout("layers/000"));
+            }
+            tar.finish()
+        })
+        .collect();
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(layout.path(), "latest", &tars, &BuildOptions::default()).unwrap();
+
+    let mount = Mount::start(&format!("oci:{}:latest", path_str(layout.path())), &[]).unwrap();
+    let lowers = std::fs::read_dir(mount.state_dir())
+        .unwrap()
+        .filter_map(|entry| {
+            let layers = entry.ok()?.path().join("layers");
+            layers.is_dir().then_some(layers)
+        })
+        .next()
+        .expect("the state directory holds the layer mounts");
+    let options_len: usize = (0..LAYERS)
+        .map(|n| lowers.join(n.to_string()).as_os_str().len() + 1)
+        .sum();
+    assert!(
+        options_len > 4096,
+        "the layers' paths take only {options_len} bytes"
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(mount.path().join("shared")).unwrap(),
+        format!("from layer {}\n", LAYERS - 1)
+    );
+    assert!(!mount.path().join("layers/000").exists());
+    let mut names: Vec<String> = std::fs::read_dir(mount.path().join("layers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (1..LAYERS).map(|n| format!("{n:03}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        std::fs::read_to_string(mount.path().join("layers/001")).unwrap(),
+        "layer 1\n"
+    );
+    mount.unmount().unwrap();
+}

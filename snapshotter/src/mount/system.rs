@@ -20,9 +20,12 @@ pub enum SystemError {
         #[source]
         source: nix::Error,
     },
-    /// The overlay option string does not fit the one page mount(2) accepts.
+    /// The overlay option string does not fit the one page mount(2) accepts, and the kernel
+    /// refused the layer-by-layer configuration (`lowerdir+`, Linux 6.8 and later) as well.
     #[error(
-        "overlayfs options for {target} are {len} bytes, above the {max}-byte limit of mount(2)"
+        "overlayfs options for {target} are {len} bytes, above the {max}-byte limit of mount(2), \
+         and the kernel refused adding lower layers one by one with fsconfig (needs Linux 6.8 or \
+         later); mount an image with fewer layers or use a shorter --state-dir"
     )]
     OptionsTooLong {
         /// Mount point.
@@ -31,6 +34,9 @@ pub enum SystemError {
         len: usize,
         /// The limit.
         max: usize,
+        /// The error of the fsconfig path.
+        #[source]
+        source: rustix::io::Errno,
     },
     /// A mount could not be removed, even lazily.
     #[error("failed to unmount {target}")]
@@ -61,10 +67,13 @@ pub fn mount_overlay(
         escape_overlay_path(work)
     );
     if options.len() > MAX_MOUNT_DATA {
-        return Err(SystemError::OptionsTooLong {
-            target: target.to_path_buf(),
-            len: options.len(),
-            max: MAX_MOUNT_DATA,
+        return mount_overlay_layer_by_layer(target, lowers, upper, work).map_err(|source| {
+            SystemError::OptionsTooLong {
+                target: target.to_path_buf(),
+                len: options.len(),
+                max: MAX_MOUNT_DATA,
+                source,
+            }
         });
     }
     nix::mount::mount(
@@ -79,6 +88,41 @@ pub fn mount_overlay(
         options,
         source,
     })
+}
+
+/// Mounts overlayfs through the file-system context API, passing each lower layer as its own
+/// `lowerdir+` parameter, so the number of layers is not limited by the one-page option string
+/// of mount(2). Paths are passed whole and need no escaping.
+fn mount_overlay_layer_by_layer(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), rustix::io::Errno> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let context = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(&context, "source", "overlay")?;
+    for lower in lowers {
+        fsconfig_set_string(&context, "lowerdir+", lower.as_path())?;
+    }
+    fsconfig_set_string(&context, "upperdir", upper)?;
+    fsconfig_set_string(&context, "workdir", work)?;
+    fsconfig_create(&context)?;
+    let mount = fsmount(
+        &context,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )?;
+    move_mount(
+        &mount,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
 }
 
 /// Escapes the characters overlayfs treats as separators in its path options.
