@@ -427,10 +427,10 @@ impl Builder {
         if path.is_empty() {
             return Some(0);
         }
-        if let Some((last, node)) = &self.last_parent {
-            if last == path {
-                return Some(*node);
-            }
+        if let Some((last, node)) = &self.last_parent
+            && last == path
+        {
+            return Some(*node);
         }
         let mut node = 0u32;
         for part in path.split(|&b| b == b'/') {
@@ -866,8 +866,8 @@ impl Builder {
         // previous node's end.
         let mut child_start = vec![0u32; self.nodes.len() + 1];
         let mut d = 0usize;
-        for node in 0..self.nodes.len() {
-            child_start[node] = d as u32;
+        for (node, start) in child_start.iter_mut().enumerate().take(self.nodes.len()) {
+            *start = d as u32;
             while d < dirents.len() && dirents[d].0 as usize == node {
                 d += 1;
             }

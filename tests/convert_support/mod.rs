@@ -166,8 +166,11 @@ pub fn write_image(dir: &Path, layers: &[SourceLayer], architecture: &str) -> (S
     (write_blob(dir, &manifest), manifest.len())
 }
 
-/// Writes `index.json` with entries (digest, size, media type, platform, tag).
-pub fn write_index(dir: &Path, entries: &[(String, usize, String, Option<Value>, Option<String>)]) {
+/// One `index.json` entry: digest, size, media type, platform, tag.
+pub type IndexEntry = (String, usize, String, Option<Value>, Option<String>);
+
+/// Writes `index.json` with `entries`.
+pub fn write_index(dir: &Path, entries: &[IndexEntry]) {
     let manifests: Vec<Value> = entries
         .iter()
         .map(|(digest, size, media_type, platform, tag)| {

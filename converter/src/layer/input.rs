@@ -115,6 +115,8 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// A decoder over a hashed blob reader, giving back the hashed reader when done.
+// One decoder exists per layer being converted, so the unboxed gzip state costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoder<R: Read> {
     /// Multi-member gzip: `GzDecoder` would stop after the first member.
     Gzip(flate2::read::MultiGzDecoder<BufReader<HashingReader<R>>>),

@@ -178,6 +178,8 @@ impl Source {
 }
 
 /// Store that receives the converted image.
+// One destination exists per conversion, so the unboxed registry client costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Destination {
     /// A registry repository; the tag comes from the reference.
     Registry {

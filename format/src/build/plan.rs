@@ -106,11 +106,12 @@ impl Planner<'_> {
 
     fn ensure_parents(&mut self, path: &[u8]) {
         // The root has no name to synthesize, but a root entry ("./") is moved before everything.
-        if !path.is_empty() && !self.emitted.contains(&b""[..]) {
-            if let Some(&root) = self.survivor.get(&b""[..]) {
-                self.emitted.insert(Vec::new());
-                self.items.push(Item::Input(root));
-            }
+        if !path.is_empty()
+            && !self.emitted.contains(&b""[..])
+            && let Some(&root) = self.survivor.get(&b""[..])
+        {
+            self.emitted.insert(Vec::new());
+            self.items.push(Item::Input(root));
         }
         let (parent, _) = split_parent(path);
         let mut ancestors = Vec::new();

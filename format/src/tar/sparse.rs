@@ -93,9 +93,13 @@ fn gnu_pairs(area: &[u8], count: usize, out: &mut Vec<(u64, u64)>) -> Result<(),
     Ok(())
 }
 
+/// What the main header of an old GNU sparse file says: its (offset, length) segments, its real
+/// size, and whether extension blocks follow.
+pub type OldGnuSparse = (Vec<(u64, u64)>, u64, bool);
+
 /// Decodes the sparse map of an old GNU sparse header. Returns the segments found in the main
 /// header, its real size, and whether extension blocks follow.
-pub fn old_gnu_header(block: &[u8; 512]) -> Result<(Vec<(u64, u64)>, u64, bool), String> {
+pub fn old_gnu_header(block: &[u8; 512]) -> Result<OldGnuSparse, String> {
     let mut segments = Vec::new();
     gnu_pairs(&block[386..482], 4, &mut segments)?;
     let real_size = number(&block[483..495], "sparse real size")?;
@@ -124,7 +128,7 @@ pub fn pax_01_map(map: &[u8]) -> Result<Vec<(u64, u64)>, String> {
                 .map_err(|_| format!("GNU.sparse.map value {n:?} is not a number"))
         })
         .collect::<Result<_, _>>()?;
-    if numbers.len() % 2 != 0 {
+    if !numbers.len().is_multiple_of(2) {
         return Err("GNU.sparse.map has an odd number of values".into());
     }
     Ok(numbers.chunks(2).map(|p| (p[0], p[1])).collect())

@@ -193,10 +193,10 @@ impl Layer {
                     source,
                 })?
         };
-        if self.sequential.record(node, offset, end) {
-            if let Some(last) = chunks.last() {
-                self.loader.load_following(index.chunks(node), last);
-            }
+        if self.sequential.record(node, offset, end)
+            && let Some(last) = chunks.last()
+        {
+            self.loader.load_following(index.chunks(node), last);
         }
         let bytes = assemble(layer, node, chunks, parts, offset, end)?;
         LayerStats::add(&stats.read_bytes, bytes.len() as u64);

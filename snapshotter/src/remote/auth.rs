@@ -253,15 +253,13 @@ impl AuthSession {
                 }
                 let mut request = ctx.http.get(url);
                 if let Some(Credential::UsernamePassword { username, password }) = other {
-                    let header = sensitive_header(&format!(
-                        "Basic {}",
-                        basic_token(username, password)
-                    ))
-                    .ok_or_else(|| {
-                        self.protocol(
+                    let header =
+                        sensitive_header(&format!("Basic {}", basic_token(username, password)))
+                            .ok_or_else(|| {
+                                self.protocol(
                             "user name or password contains characters not allowed in a header",
                         )
-                    })?;
+                            })?;
                     request = request.header(AUTHORIZATION, header);
                 }
                 request
