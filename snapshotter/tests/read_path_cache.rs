@@ -149,16 +149,32 @@ async fn remove_layer_frees_disk_and_memory() {
     assert!(source.requests() > 0, "chunks are fetched again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_cache_file_is_refetched() {
+fn cache_with(dir: &Path, reverify: bool) -> Arc<ChunkCache> {
+    let config = CacheConfig {
+        memory_bytes: 0,
+        disk_dir: Some(dir.to_path_buf()),
+        disk_bytes: 64 * MIB,
+        reverify_disk_reads: reverify,
+        ..CacheConfig::default()
+    };
+    Arc::new(ChunkCache::new(&config).expect("cache directory is usable"))
+}
+
+/// Fills the disk tier of `cache` (on `dir`) with the 8 MiB file, flips one bit of its fourth
+/// chunk file, then reads the file again through the cache `reader` returns and checks that the
+/// damaged chunk was refetched, not served.
+async fn damage_and_reread(
+    dir: &Path,
+    cache: Arc<ChunkCache>,
+    reader: impl FnOnce(Arc<ChunkCache>) -> Arc<ChunkCache>,
+) {
     let built = layer_8mib();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = disk_cache(dir.path(), 0, 64 * MIB);
     let layer = open(built, built.source(), cache.clone(), &test_config()).await;
     read_all(&layer, "dir/file.bin", MIB as u32).await;
     cache.flush().await;
+    drop(layer);
 
-    let layer_dir = dir.path().join(built.digest.hex());
+    let layer_dir = dir.join(built.digest.hex());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&layer_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -168,16 +184,69 @@ async fn damaged_cache_file_is_refetched() {
     damaged[100] ^= 1;
     std::fs::write(&files[3], damaged).unwrap();
 
+    let reader = reader(cache);
     let source = built.source();
-    let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
+    let layer = open(built, source.clone(), reader.clone(), &test_config()).await;
     assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
-    assert_eq!(cache.stats().disk_corrupt, 1);
+    assert_eq!(reader.stats().disk_corrupt, 1);
     assert_eq!(
         source.requests(),
         2,
         "the TOC and the damaged chunk: {:?}",
         source.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_file_from_an_earlier_run_is_refetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // A new cache on the same directory stands for the daemon after a restart.
+    damage_and_reread(dir.path(), cache_with(dir.path(), false), |old| {
+        drop(old);
+        cache_with(&path, false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_during_the_run_is_caught_with_reverify() {
+    let dir = tempfile::tempdir().unwrap();
+    damage_and_reread(dir.path(), cache_with(dir.path(), true), |same| same).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_hashed_once_per_process() {
+    let built = layer_8mib();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_with(dir.path(), false);
+    let layer = open(built, built.source(), cache.clone(), &test_config()).await;
+    read_all(&layer, "dir/file.bin", MIB as u32).await;
+    cache.flush().await;
+    let chunks = cache.stats().disk_writes;
+    assert!(chunks >= 2, "{:?}", cache.stats());
+
+    // Written by this process after verification: served from disk without hashing again.
+    let source = built.source();
+    let layer = open(built, source.clone(), cache.clone(), &test_config()).await;
+    assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
+    assert_eq!(cache.stats().disk_verified, 0, "{:?}", cache.stats());
+    assert_eq!(source.requests(), 1, "only the TOC: {:?}", source.log());
+    drop(layer);
+    drop(cache);
+
+    // Found on disk by a new process: hashed on the first read, trusted after it.
+    let cache = cache_with(dir.path(), false);
+    for round in 1..=2 {
+        let layer = open(built, built.source(), cache.clone(), &test_config()).await;
+        assert!(read_all(&layer, "dir/file.bin", MIB as u32).await == want());
+        assert_eq!(
+            cache.stats().disk_verified,
+            chunks,
+            "round {round}: {:?}",
+            cache.stats()
+        );
+    }
 }
 
 /// A tmpfs mounted for one test and detached when dropped.

@@ -73,6 +73,7 @@ impl ChunkCache {
                 dir,
                 config.disk_bytes,
                 config.disk_write_backoff,
+                config.reverify_disk_reads,
                 stats.clone(),
             )?),
             None => None,

@@ -2,9 +2,12 @@
 //!
 //! Writes go to a temporary file in the layer's directory and are renamed into place, so a chunk
 //! file is either complete or absent; the temporary file is deleted when a write fails or is
-//! dropped. Every read checks the length and SHA-256 again, so a file damaged on disk is deleted
-//! and fetched again, never served. Sizes and access order live in [`DiskLru`]; the lock around
-//! it is never held across file I/O.
+//! dropped. Every read checks the length. The SHA-256 is checked on the first read of a file this
+//! process did not write (files from an earlier run, which a crash may have left damaged), and on
+//! every read when `reverify` is on; a file that fails is deleted and fetched again, never served.
+//! Files this process wrote hold bytes it verified just before, so by default they are not
+//! hashed again: hashing is most of the CPU time of a warm read. Sizes, access order and the
+//! verified flag live in [`DiskLru`]; the lock around it is never held across file I/O.
 //!
 //! A failed write (`ENOSPC`, `EDQUOT` or any other error) pauses disk writes for the configured
 //! backoff, evicts our own least recently used files when the file system is out of space, and
@@ -38,6 +41,7 @@ pub(crate) struct DiskTier {
 struct DiskShared {
     root: PathBuf,
     backoff: Duration,
+    reverify: bool,
     stats: Arc<CacheStats>,
     state: Mutex<DiskState>,
     warned: Mutex<Option<Instant>>,
@@ -66,6 +70,7 @@ impl DiskTier {
         root: &Path,
         budget: u64,
         backoff: Duration,
+        reverify: bool,
         stats: Arc<CacheStats>,
     ) -> Result<Self, CacheError> {
         std::fs::create_dir_all(root).map_err(|source| CacheError::Io {
@@ -84,6 +89,7 @@ impl DiskTier {
             shared: Arc::new(DiskShared {
                 root: root.to_path_buf(),
                 backoff,
+                reverify,
                 stats,
                 state: Mutex::new(DiskState {
                     lru,
@@ -122,15 +128,18 @@ impl DiskTier {
         self.state().lru.contains(key)
     }
 
-    /// Reads and verifies the chunk `key`, which must hash to `digest`. A file that fails
+    /// Reads the chunk `key`, which must hash to `digest`, verifying it unless this process
+    /// already knows the file's bytes (see the module documentation). A file that fails
     /// verification is deleted. Runs on the blocking thread pool.
     pub(crate) async fn read(&self, key: ChunkKey, digest: Digest) -> DiskRead {
-        if !self.state().lru.touch(&key) {
+        let Some(verified) = self.state().lru.touch(&key) else {
             bump(&self.shared.stats.disk_misses);
             return DiskRead::Miss;
-        }
+        };
+        let check = !verified || self.shared.reverify;
         let tier = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || tier.read_blocking(&key, digest)).await;
+        let outcome =
+            tokio::task::spawn_blocking(move || tier.read_blocking(&key, digest, check)).await;
         match outcome {
             Ok(DiskRead::Hit(bytes)) => {
                 bump(&self.shared.stats.disk_hits);
@@ -143,7 +152,7 @@ impl DiskTier {
         }
     }
 
-    fn read_blocking(&self, key: &ChunkKey, digest: Digest) -> DiskRead {
+    fn read_blocking(&self, key: &ChunkKey, digest: Digest, check: bool) -> DiskRead {
         let path = self.path_of(key);
         let data = match std::fs::read(&path) {
             Ok(data) => data,
@@ -154,7 +163,7 @@ impl DiskTier {
                 return DiskRead::Miss;
             }
         };
-        if data.len() as u64 != key.size || Digest::of(&data) != digest {
+        if data.len() as u64 != key.size || (check && Digest::of(&data) != digest) {
             tracing::warn!(
                 path = %path.display(),
                 expected_len = key.size,
@@ -165,6 +174,10 @@ impl DiskTier {
             self.state().lru.remove(key);
             remove_file_quietly(&path);
             return DiskRead::Miss;
+        }
+        if check {
+            bump(&self.shared.stats.disk_verified);
+            self.state().lru.mark_verified(key);
         }
         DiskRead::Hit(Bytes::from(data))
     }
@@ -398,7 +411,7 @@ mod tests {
     fn open(dir: &Path, budget: u64) -> (DiskTier, Arc<CacheStats>) {
         let stats = Arc::new(CacheStats::default());
         (
-            DiskTier::open(dir, budget, Duration::from_millis(50), stats.clone()).unwrap(),
+            DiskTier::open(dir, budget, Duration::from_millis(50), false, stats.clone()).unwrap(),
             stats,
         )
     }
@@ -419,14 +432,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn corrupted_file_is_deleted_not_served() {
+    async fn corrupted_file_found_at_startup_is_deleted_not_served() {
         let dir = tempfile::tempdir().unwrap();
         let data = b"chunk bytes".to_vec();
         let (key, digest) = chunk(&data, 7);
-        let (tier, stats) = open(dir.path(), 1 << 20);
+        let (tier, _) = open(dir.path(), 1 << 20);
         tier.write_blocking(key, &data);
         let path = tier.path_of(&key);
+        drop(tier);
         std::fs::write(&path, b"chunk bytez").unwrap();
+        let (tier, stats) = open(dir.path(), 1 << 20);
         assert!(matches!(tier.read(key, digest).await, DiskRead::Miss));
         assert!(!path.exists());
         assert!(!tier.contains(&key));

@@ -13,6 +13,9 @@ use super::key::ChunkKey;
 struct Entry {
     size: u64,
     tick: u64,
+    /// The file's bytes are known to hash to the chunk digest: this process wrote them after
+    /// verifying them, or read and checked them once.
+    verified: bool,
 }
 
 /// Sizes and access order of the files of the disk tier, plus bytes reserved by writes in
@@ -54,17 +57,23 @@ impl DiskLru {
         self.entries.contains_key(key)
     }
 
-    /// Marks `key` as just used; returns whether it is present.
-    pub(crate) fn touch(&mut self, key: &ChunkKey) -> bool {
+    /// Marks `key` as just used; returns `None` when it is absent, otherwise whether its file is
+    /// known to be verified.
+    pub(crate) fn touch(&mut self, key: &ChunkKey) -> Option<bool> {
         let tick = self.next_tick;
-        let Some(entry) = self.entries.get_mut(key) else {
-            return false;
-        };
+        let entry = self.entries.get_mut(key)?;
         self.order.remove(&entry.tick);
         entry.tick = tick;
         self.order.insert(tick, *key);
         self.next_tick += 1;
-        true
+        Some(entry.verified)
+    }
+
+    /// Records that the file of `key` was read and matched its digest.
+    pub(crate) fn mark_verified(&mut self, key: &ChunkKey) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.verified = true;
+        }
     }
 
     /// Reserves `size` bytes for a write, evicting least recently used files as needed.
@@ -91,21 +100,32 @@ impl DiskLru {
         self.reserved = self.reserved.saturating_sub(size);
     }
 
-    /// Turns a reservation into a committed file. A file already recorded under `key` (two
-    /// writers of the same chunk) is replaced, and its size is returned to the budget.
+    /// Turns a reservation into a committed file holding verified bytes. A file already recorded
+    /// under `key` (two writers of the same chunk) is replaced, and its size is returned to the
+    /// budget.
     pub(crate) fn commit(&mut self, key: ChunkKey, size: u64) {
         self.release(size);
-        self.remove(&key);
-        self.insert(key, size);
+        self.record(key, size, true);
     }
 
-    /// Records a file found at startup. Call in ascending age order: the last call is the most
-    /// recently used.
+    /// Records a file found at startup, not verified yet. Call in ascending age order: the last
+    /// call is the most recently used.
     pub(crate) fn insert(&mut self, key: ChunkKey, size: u64) {
+        self.record(key, size, false);
+    }
+
+    fn record(&mut self, key: ChunkKey, size: u64, verified: bool) {
         self.remove(&key);
         let tick = self.next_tick;
         self.next_tick += 1;
-        self.entries.insert(key, Entry { size, tick });
+        self.entries.insert(
+            key,
+            Entry {
+                size,
+                tick,
+                verified,
+            },
+        );
         self.order.insert(tick, key);
         self.committed += size;
     }
@@ -173,7 +193,7 @@ mod tests {
             lru.reserve(10).unwrap();
             lru.commit(key(b"a", i), 10);
         }
-        assert!(lru.touch(&key(b"a", 0)));
+        assert!(lru.touch(&key(b"a", 0)).is_some());
         let victims = lru.reserve(10).unwrap();
         assert_eq!(victims, vec![(key(b"a", 1), 10)]);
         assert_eq!(lru.used(), 30);

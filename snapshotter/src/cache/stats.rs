@@ -15,6 +15,7 @@ pub(crate) struct CacheStats {
     pub(crate) disk_misses: AtomicU64,
     pub(crate) disk_evictions: AtomicU64,
     pub(crate) disk_corrupt: AtomicU64,
+    pub(crate) disk_verified: AtomicU64,
     pub(crate) disk_writes: AtomicU64,
     pub(crate) disk_bytes_written: AtomicU64,
     pub(crate) disk_write_failures: AtomicU64,
@@ -37,7 +38,7 @@ pub struct CacheStatsSnapshot {
     pub memory_evictions: u64,
     /// Decompressed bytes held in the memory tier.
     pub memory_bytes: u64,
-    /// Reads answered by the disk tier after verification.
+    /// Reads answered by the disk tier.
     pub disk_hits: u64,
     /// Disk reads that found nothing usable.
     pub disk_misses: u64,
@@ -45,6 +46,9 @@ pub struct CacheStatsSnapshot {
     pub disk_evictions: u64,
     /// Disk files that failed verification (wrong length or digest) and were deleted.
     pub disk_corrupt: u64,
+    /// Disk reads whose SHA-256 was checked and matched: the first read of a file this process
+    /// did not write, or every read with `reverify_disk_reads`.
+    pub disk_verified: u64,
     /// Chunks written to the disk tier.
     pub disk_writes: u64,
     /// Bytes written to the disk tier.
@@ -71,6 +75,7 @@ impl CacheStats {
             disk_misses: load(&self.disk_misses),
             disk_evictions: load(&self.disk_evictions),
             disk_corrupt: load(&self.disk_corrupt),
+            disk_verified: load(&self.disk_verified),
             disk_writes: load(&self.disk_writes),
             disk_bytes_written: load(&self.disk_bytes_written),
             disk_write_failures: load(&self.disk_write_failures),

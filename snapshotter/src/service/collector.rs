@@ -217,6 +217,12 @@ impl Collector for DaemonCollector {
             "Disk chunks that failed verification",
             &[(no_labels(), cache.disk_corrupt)],
         )?;
+        counter(
+            e,
+            "lazypull_cache_disk_verified",
+            "Disk chunk reads whose SHA-256 was checked and matched",
+            &[(no_labels(), cache.disk_verified)],
+        )?;
 
         let infos = self.core.walk(&Filters::default());
         let count = |kind: Kind| infos.iter().filter(|info| info.kind == kind).count() as u64;
