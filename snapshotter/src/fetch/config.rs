@@ -59,7 +59,7 @@ impl Default for FetchConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             parallel_requests: 4,
             readahead_bytes: DEFAULT_READAHEAD_BYTES,
-            sequential_chunks: 2,
+            sequential_chunks: 4,
         }
     }
 }

@@ -121,7 +121,7 @@ impl ChunkLoader {
                 wait_for_others: false,
                 collect: false,
                 rule: loader.config.merge_rule(),
-                parallel: 1,
+                parallel: 2,
                 required: 0,
             };
             if let Err(error) = loader.load(&next, options).await {
