@@ -101,6 +101,20 @@ fn tar_edge_recipes_mount_byte_exact() {
             "whiteouts_only",
             vec![recipes::whiteouts_lower(), recipes::whiteouts_upper_only()],
         ),
+        (
+            "whiteout_then_recreate",
+            vec![
+                recipes::whiteouts_lower(),
+                recipes::whiteout_then_recreate(false),
+            ],
+        ),
+        (
+            "recreate_then_whiteout",
+            vec![
+                recipes::whiteouts_lower(),
+                recipes::whiteout_then_recreate(true),
+            ],
+        ),
         ("xattrs_pax", vec![recipes::xattrs_pax()]),
         (
             "bare_whiteout",

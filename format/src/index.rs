@@ -759,10 +759,18 @@ impl Builder {
                 continue;
             }
             self.dirents[i].2 = PLACEHOLDER;
-            if self
+            let same_layer = self
                 .child(parent, target)
-                .is_some_and(|d| self.dirents[d as usize].2 != PLACEHOLDER)
-            {
+                .map(|d| self.dirents[d as usize].2)
+                .filter(|&n| n != PLACEHOLDER);
+            if let Some(existing) = same_layer {
+                // The layer deletes what lower layers have under this name and creates its own
+                // entry (a whiteout applies only to lower layers). A directory recreated this
+                // way must not merge with the deleted one, so it becomes opaque; any other kind
+                // hides the lower entry by itself.
+                if self.nodes[existing as usize].kind == NodeKind::Dir {
+                    self.nodes[existing as usize].opaque = true;
+                }
                 continue;
             }
             let whiteout = self.new_node(NodeKind::Char, parent);
@@ -1192,6 +1200,44 @@ mod layout_tests {
             index.path_of(index.lookup_path(b"a/b/f").unwrap()),
             Some(b"a/b/f".to_vec())
         );
+    }
+
+    #[test]
+    fn directory_recreated_after_its_whiteout_is_opaque() {
+        let entry = |name: &str, kind| TocEntry {
+            name: name.into(),
+            kind,
+            mode: 0o755,
+            ..TocEntry::default()
+        };
+        let options = IndexOptions {
+            overlay_whiteouts: true,
+            ..IndexOptions::default()
+        };
+        let orders = [
+            [".wh.b", "b/", "b/y", ".wh.f", "f"],
+            ["b/", "b/y", ".wh.b", "f", ".wh.f"],
+        ];
+        for order in orders {
+            let entries: Vec<TocEntry> = order
+                .iter()
+                .map(|name| match name.strip_suffix('/') {
+                    Some(_) => entry(name, EntryKind::Dir),
+                    None => entry(name, EntryKind::Reg),
+                })
+                .collect();
+            let index = LayerIndex::from_entries(entries, 100, &options).unwrap();
+            let b = index.node(index.lookup_path(b"b").unwrap()).unwrap();
+            assert_eq!(b.kind, NodeKind::Dir, "{order:?}");
+            assert!(
+                b.opaque,
+                "the lower b is deleted, so the new one must not merge: {order:?}"
+            );
+            let f = index.node(index.lookup_path(b"f").unwrap()).unwrap();
+            assert_eq!(f.kind, NodeKind::Reg, "{order:?}");
+            assert!(index.lookup_path(b".wh.b").is_none(), "{order:?}");
+            assert!(index.lookup_path(b"b/y").is_some(), "{order:?}");
+        }
     }
 
     #[test]

@@ -303,6 +303,25 @@ pub fn whiteouts_upper_only() -> Vec<u8> {
     ])
 }
 
+/// Builds an upper layer that deletes `etc/network` with a whiteout and creates a new
+/// `etc/network/` holding only `fresh` in the same layer; with `whiteout_last` the whiteout
+/// comes after the new directory's members. Merged over [`whiteouts_lower`], `etc/network`
+/// contains only `fresh` either way: a whiteout applies to the lower layers only.
+pub fn whiteout_then_recreate(whiteout_last: bool) -> Vec<u8> {
+    let mut entries = vec![
+        Entry::dir("etc"),
+        Entry::dir("etc/network").mode(0o700),
+        Entry::file("etc/network/fresh", "fresh\n"),
+    ];
+    let whiteout = Entry::whiteout("etc/network");
+    if whiteout_last {
+        entries.push(whiteout);
+    } else {
+        entries.insert(1, whiteout);
+    }
+    build(&entries)
+}
+
 /// A VFS capability blob, revision 2 (20 bytes, little-endian, from
 /// `struct vfs_cap_data` in linux/capability.h): `magic_etc` = revision 2 (0x02000000) |
 /// effective flag (0x1), `permitted[0]` = 1 << 13 (`CAP_NET_RAW`), inheritable and the
