@@ -83,6 +83,10 @@ fn tar_edge_recipes_mount_byte_exact() {
         ),
         ("dir_after_children", vec![recipes::dir_after_children()]),
         ("duplicate_paths", vec![recipes::duplicate_paths()]),
+        (
+            "hardlinks_to_replaced_file",
+            vec![recipes::hardlinks_to_replaced_file()],
+        ),
         ("zero_length_files", vec![recipes::zero_length_files()]),
         ("symlinks", vec![recipes::symlinks()]),
         ("long_names", vec![recipes::long_names()]),

@@ -149,6 +149,15 @@ fn duplicate_paths_last_entry_wins() {
 }
 
 #[test]
+fn hard_links_keep_the_file_they_were_made_to() {
+    check_layer(
+        "hardlinks_to_replaced_file",
+        &recipes::hardlinks_to_replaced_file(),
+        &small_chunks(),
+    );
+}
+
+#[test]
 fn zero_length_files_have_no_chunks() {
     check_layer(
         "zero_length_files",

@@ -19,6 +19,8 @@ use crate::{Compression, LANDMARK_CONTENT};
 struct Emitter<'a, R> {
     input: &'a mut BufReader<R>,
     entries: &'a [InputEntry],
+    /// Entries written instead of the input entry of the same index.
+    replaced: &'a HashMap<usize, InputEntry>,
     options: &'a BuildOptions,
     toc: Vec<TocEntry>,
     /// (TOC entry index, member holding its payload), resolved to offsets after writing.
@@ -110,7 +112,8 @@ impl<R: Read + Seek> Emitter<'_, R> {
     }
 
     fn input_entry(&mut self, sink: &mut MemberSink, index: usize) -> Result<(), BuildError> {
-        let entry = &self.entries[index];
+        let (entries, replaced) = (self.entries, self.replaced);
+        let entry = replaced.get(&index).unwrap_or(&entries[index]);
         let meta = &entry.meta;
         let name_text = || String::from_utf8_lossy(&meta.name).into_owned();
         match entry.copy {
@@ -205,16 +208,15 @@ impl<R: Read + Seek> Emitter<'_, R> {
             self.toc.push(toc_entry);
             return Ok(());
         }
-        self.payload(sink, index, toc_entry)
+        self.payload(sink, entry, toc_entry)
     }
 
     fn payload(
         &mut self,
         sink: &mut MemberSink,
-        index: usize,
+        entry: &InputEntry,
         mut reg: TocEntry,
     ) -> Result<(), BuildError> {
-        let entry = &self.entries[index];
         let size = entry.meta.size;
         let chunk_size = self.options.chunk_size;
         reg.size = size;
@@ -299,8 +301,9 @@ where
         .items
         .iter()
         .filter_map(|item| match item {
-            Item::Input(i) if scanned.entries[*i].meta.kind == Kind::Regular => {
-                Some(scanned.entries[*i].meta.size)
+            Item::Input(i) => {
+                let entry = plan.entry(&scanned.entries, *i);
+                (entry.meta.kind == Kind::Regular).then_some(entry.meta.size)
             }
             _ => None,
         })
@@ -317,6 +320,7 @@ where
             let mut emitter = Emitter {
                 input: &mut input,
                 entries: &scanned.entries,
+                replaced: &plan.replaced,
                 options,
                 toc: Vec::with_capacity(scanned.entries.len() + 8),
                 fixups: Vec::new(),

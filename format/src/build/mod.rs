@@ -15,6 +15,7 @@
 //! entry; no payload is ever held whole.
 
 mod emit;
+mod links;
 pub mod pipeline;
 pub mod plan;
 

@@ -14,6 +14,8 @@
 //!    when the layers are stacked (an upper layer holding only `tmp/file` would turn a lower
 //!    `tmp/` of mode 1777 into 0755). Readers create such directories themselves.
 //! 5. A hard link is preceded by its target (moved up if needed), so GNU tar can extract it.
+//! 6. A hard link whose target path is replaced later in the layer keeps the old content: see
+//!    [`super::links`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -61,10 +63,20 @@ pub struct Plan {
     pub prioritized_missing: Vec<Vec<u8>>,
     /// Prioritized paths that were found.
     pub prioritized_found: usize,
+    /// Entries to write instead of the input entry of the same index (rule 6).
+    pub replaced: HashMap<usize, InputEntry>,
+}
+
+impl Plan {
+    /// The entry to write for input index `index`.
+    pub fn entry<'a>(&'a self, entries: &'a [InputEntry], index: usize) -> &'a InputEntry {
+        self.replaced.get(&index).unwrap_or(&entries[index])
+    }
 }
 
 struct Planner<'a> {
     entries: &'a [InputEntry],
+    replaced: &'a HashMap<usize, InputEntry>,
     cleaned: Vec<Vec<u8>>,
     survivor: HashMap<Vec<u8>, usize>,
     emitted: HashSet<Vec<u8>>,
@@ -77,7 +89,7 @@ impl Planner<'_> {
         let mut chain = vec![start];
         let mut seen = HashSet::new();
         while let Some(&last) = chain.last() {
-            let entry = &self.entries[last];
+            let entry = self.replaced.get(&last).unwrap_or(&self.entries[last]);
             if entry.meta.kind != Kind::Hardlink || !seen.insert(last) {
                 break;
             }
@@ -152,6 +164,7 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
         }
     }
     let kept = survivor.len();
+    let replaced = super::links::rewrite_stale_links(entries, &cleaned, &survivor);
     let reserved_count = cleaned
         .iter()
         .filter(|p| reserved.contains(&p.as_slice()))
@@ -159,6 +172,7 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
 
     let mut planner = Planner {
         entries,
+        replaced: &replaced,
         cleaned,
         survivor,
         emitted: HashSet::with_capacity(entries.len()),
@@ -193,6 +207,7 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
         }
     }
     plan.items = planner.items;
+    plan.replaced = replaced;
     plan
 }
 
@@ -325,6 +340,61 @@ mod tests {
             ]
         );
         assert_eq!(plan.duplicates_dropped, 2);
+    }
+
+    #[test]
+    fn links_to_a_replaced_file_keep_the_old_inode() {
+        let mut entries = vec![
+            entry("etc/f", Kind::Regular, ""),
+            entry("etc/h", Kind::Hardlink, "etc/f"),
+            entry("etc/h2", Kind::Hardlink, "etc/h"),
+            entry("etc/f", Kind::Regular, ""),
+            entry("etc/g", Kind::Hardlink, "etc/f"),
+        ];
+        entries[0].meta.size = 10;
+        entries[0].data_offset = 512;
+        entries[3].meta.size = 18;
+        entries[3].data_offset = 2048;
+        let plan = plan(&entries, &[]);
+        assert_eq!(
+            names(&plan, &entries),
+            [".no.prefetch.landmark", "etc/h", "etc/h2", "etc/f", "etc/g"]
+        );
+        // etc/h takes over the first etc/f: its content, as a regular file.
+        let h = plan.entry(&entries, 1);
+        assert_eq!(h.meta.name, b"etc/h");
+        assert_eq!(h.meta.kind, Kind::Regular);
+        assert_eq!((h.meta.size, h.data_offset), (10, 512));
+        // etc/h2 already names etc/h, and etc/g the etc/f that stays: both unchanged.
+        assert_eq!(plan.replaced.keys().collect::<Vec<_>>(), [&1]);
+    }
+
+    #[test]
+    fn links_through_a_replaced_link_point_at_the_inode_holder() {
+        let entries = vec![
+            entry("f", Kind::Regular, ""),
+            entry("h", Kind::Hardlink, "f"),
+            entry("h2", Kind::Hardlink, "h"),
+            entry("h", Kind::Regular, ""),
+        ];
+        let plan = plan(&entries, &[]);
+        // h was replaced, so h2 (the same inode as f) must name f.
+        assert_eq!(plan.entry(&entries, 2).meta.link, b"f");
+        assert_eq!(plan.entry(&entries, 2).meta.kind, Kind::Hardlink);
+        assert_eq!(plan.replaced.len(), 1);
+    }
+
+    #[test]
+    fn links_whose_target_stays_are_untouched() {
+        let entries = vec![
+            entry("a", Kind::Regular, ""),
+            entry("b", Kind::Hardlink, "a"),
+            entry("c", Kind::Hardlink, "./a"),
+            entry("d", Kind::Hardlink, "later"),
+            entry("later", Kind::Regular, ""),
+        ];
+        let plan = plan(&entries, &[]);
+        assert!(plan.replaced.is_empty(), "{:?}", plan.replaced.keys());
     }
 
     #[test]

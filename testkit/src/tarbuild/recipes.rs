@@ -89,6 +89,24 @@ pub fn duplicate_paths() -> Vec<u8> {
     ])
 }
 
+/// Builds a layer where hard links outlive the file they were made to, as `tar -r` or a
+/// layer squasher leaves them.
+///
+/// Members in order: `etc/`, `etc/f` ("version-1", mode 0600), `etc/h` (hard link to
+/// `etc/f`), `etc/h2` (hard link to `etc/h`), `etc/f` again ("version-2, longer", mode 0644),
+/// `etc/g` (hard link to `etc/f`). GNU tar extracts `etc/h` and `etc/h2` as one inode holding
+/// "version-1" with mode 0600, and `etc/f` and `etc/g` as another holding "version-2, longer".
+pub fn hardlinks_to_replaced_file() -> Vec<u8> {
+    build(&[
+        Entry::dir("etc"),
+        Entry::file("etc/f", "version-1\n").mode(0o600),
+        Entry::hardlink("etc/h", "etc/f"),
+        Entry::hardlink("etc/h2", "etc/h"),
+        Entry::file("etc/f", "version-2, longer\n"),
+        Entry::hardlink("etc/g", "etc/f"),
+    ])
+}
+
 /// Builds a layer with empty files and an empty directory.
 ///
 /// Members: `data/`, `data/zero_files` (regular, size 0, mode 0644), `data/other`
