@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::RangedU64ValueParser;
+use lazypull_snapshotter::fs::fuse::MAX_FUSE_THREADS;
 use lazypull_snapshotter::mount::{
     self, DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, Detached, MountOptions, MountPaths,
     Readiness,
@@ -73,8 +75,8 @@ pub struct Args {
     /// Retries of a failed registry request.
     #[arg(long, default_value_t = 5)]
     pub max_retries: u32,
-    /// FUSE request threads per layer.
-    #[arg(long, default_value_t = 2)]
+    /// FUSE request threads per layer, 1 to 64.
+    #[arg(long, default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_FUSE_THREADS as u64))]
     pub fuse_threads: usize,
 }
 
@@ -126,7 +128,7 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
         .context("invalid cache or prefetch option")?;
     options.prefetch_timeout = Duration::from_secs(args.prefetch_timeout);
     options.read_timeout = Duration::from_secs(args.read_timeout.max(1));
-    options.fuse_threads = args.fuse_threads.max(1);
+    options.fuse_threads = args.fuse_threads;
     Ok(options)
 }
 

@@ -36,6 +36,7 @@ use serde::Deserialize;
 use crate::cache::CacheConfig;
 use crate::cache::config::duration_text;
 use crate::fetch::{FetchConfig, PrefetchConfig};
+use crate::fs::fuse::MAX_FUSE_THREADS;
 use crate::layer::{DEFAULT_TOC_TAIL_BYTES, LayerConfig};
 use crate::remote::{RegistryConfig, RemoteError};
 
@@ -224,8 +225,11 @@ impl ServeConfig {
         if !self.root.is_absolute() {
             return Err(ConfigError::invalid("root", "must be an absolute path"));
         }
-        if self.fuse.threads == 0 {
-            return Err(ConfigError::invalid("fuse.threads", "must be at least 1"));
+        if !(1..=MAX_FUSE_THREADS).contains(&self.fuse.threads) {
+            return Err(ConfigError::invalid(
+                "fuse.threads",
+                format!("must be between 1 and {MAX_FUSE_THREADS}"),
+            ));
         }
         for (field, value) in [
             ("timeouts.resolve", self.timeouts.resolve),
@@ -361,6 +365,7 @@ mod tests {
         assert_eq!(invalid_field("socket = \"relative.sock\""), "socket");
         assert_eq!(invalid_field("root = \"var/lib\""), "root");
         assert_eq!(invalid_field("[fuse]\nthreads = 0"), "fuse.threads");
+        assert_eq!(invalid_field("[fuse]\nthreads = 30000"), "fuse.threads");
         assert_eq!(
             invalid_field("[timeouts]\nresolve = \"0s\""),
             "timeouts.resolve"

@@ -9,4 +9,4 @@ mod adapter;
 mod session;
 
 pub use adapter::{LayerFs, MAX_READ, file_attr};
-pub use session::{LayerMount, MountSettings};
+pub use session::{LayerMount, MAX_FUSE_THREADS, MountSettings};

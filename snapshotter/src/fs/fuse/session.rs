@@ -15,6 +15,11 @@ use crate::fs::{FileSource, FsCore};
 /// arrive as 128 KiB requests. Raising the bdi value after mounting makes them 1 MiB.
 const READ_AHEAD_KB: u32 = 1024;
 
+/// Most request threads one layer mount may have. Each thread holds a cloned `/dev/fuse` fd, and
+/// past a few dozen threads more only cost memory and file descriptors: every read is answered
+/// from the runtime's workers anyway.
+pub const MAX_FUSE_THREADS: usize = 64;
+
 /// Settings of a layer mount.
 #[derive(Debug, Clone)]
 pub struct MountSettings {
@@ -78,7 +83,7 @@ impl LayerMount {
         } else {
             SessionACL::Owner
         };
-        config.n_threads = Some(settings.threads.max(1));
+        config.n_threads = Some(settings.threads.clamp(1, MAX_FUSE_THREADS));
         config.clone_fd = true;
         let session = fuser::spawn_mount(fs, mountpoint, &config)?;
         raise_read_ahead(mountpoint);
