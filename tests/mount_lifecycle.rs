@@ -323,3 +323,70 @@ fn busy_mount_is_detached_by_unmount() {
     busy.kill().unwrap();
     busy.wait().unwrap();
 }
+
+#[test]
+fn concurrent_mounts_of_one_directory_leave_one_server() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let image = format!("oci:{}:latest", path_str(layout.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            lazypull()
+                .args(["mount", &image, path_str(dir.path()), "--state-dir"])
+                .arg(state.path())
+                .arg("--no-disk-cache")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect();
+    let succeeded = outputs.iter().filter(|o| o.status.success()).count();
+    assert!(succeeded >= 1, "{outputs:?}");
+    for output in outputs.iter().filter(|o| !o.status.success()) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("another lazypull process is mounting")
+                || stderr.contains("is already mounted by lazypull process"),
+            "a losing mount names the other process: {stderr}"
+        );
+    }
+    let overlays = mounts_under(dir.path());
+    assert_eq!(overlays.len(), 1, "one overlay: {overlays:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("etc/hostname")).unwrap(),
+        b"lazy\n"
+    );
+
+    let unmounted = lazypull()
+        .args(["unmount", "--state-dir"])
+        .arg(state.path())
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(unmounted.status.success(), "{unmounted:?}");
+    assert!(mounts_under(dir.path()).is_empty());
+    assert!(mounts_under(state.path()).is_empty());
+    let servers = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let text = String::from_utf8_lossy(cmdline);
+            text.contains("mount") && text.contains(path_str(state.path()))
+        })
+        .count();
+    assert_eq!(servers, 0, "no server outlives the unmount");
+}

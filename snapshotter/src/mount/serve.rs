@@ -1,7 +1,7 @@
 //! The serving process of `lazypull mount`: open every layer, mount each with FUSE, stack them
 //! with overlayfs, report readiness, serve until SIGTERM or SIGINT, then clean up.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub enum MountError {
         /// The serving process.
         pid: u32,
     },
+    /// Another lazypull process holds the mount point's lock: it is mounting or serving it.
+    #[error("another lazypull process is mounting or serving {mountpoint}; wait for it, or run `lazypull unmount {mountpoint}`", mountpoint = .0.display())]
+    Busy(PathBuf),
     /// The image reference is invalid, or the image could not be resolved.
     #[error("failed to resolve image {image}")]
     Resolve {
@@ -199,6 +202,9 @@ async fn run(
 ) -> Result<(), MountError> {
     let mountpoint = &options.mountpoint;
     let paths = MountPaths::new(&options.state_dir, mountpoint);
+    prepare_state_dir(&options.state_dir)?;
+    // Held until this function returns, so two mounts of one directory never interleave.
+    let _lock = lock_mountpoint(&paths, mountpoint)?;
     if let Ok(existing) = super::record::read_record(&options.state_dir, mountpoint) {
         if existing.pid != std::process::id() && system::is_lazypull_process(existing.pid) {
             return Err(MountError::AlreadyMounted {
@@ -222,7 +228,6 @@ async fn run(
     if !mountpoint.is_dir() {
         return Err(MountError::MountpointMissing(mountpoint.clone()));
     }
-    prepare_state_dir(&options.state_dir)?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(io_error(Path::new("SIGTERM handler")))?;
     let mut interrupt =
@@ -312,6 +317,27 @@ async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || mounted.teardown()).await;
     Ok(())
+}
+
+/// Takes the exclusive lock of `mountpoint`'s record (`<record>.lock`, kept between mounts). The
+/// kernel releases it when the holder exits, however it exits.
+fn lock_mountpoint(paths: &MountPaths, mountpoint: &Path) -> Result<std::fs::File, MountError> {
+    let path = paths.record.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(MountError::Busy(mountpoint.to_path_buf())),
+        Err(errno) => Err(io_error(&path)(errno.into())),
+    }
 }
 
 fn prepare_state_dir(state_dir: &Path) -> Result<(), MountError> {
