@@ -317,7 +317,18 @@ pub struct LayerIndex {
 /// A chunk whose compressed end is not known until every entry is read.
 struct PendingChunk {
     node: u32,
+    /// The TOC entry that listed the chunk, for error messages.
+    entry: u32,
     chunk: ChunkSpec,
+}
+
+/// The regular file whose chunk entries may follow.
+#[derive(Clone, Copy)]
+struct CurrentReg {
+    node: u32,
+    size: u64,
+    /// Where the next chunk must start: the end of the last chunk listed.
+    next_offset: u64,
 }
 
 struct Builder {
@@ -331,7 +342,7 @@ struct Builder {
     chunks: Vec<PendingChunk>,
     /// (dirent, cleaned target path) of every hard link, resolved at the end.
     hardlinks: Vec<(u32, Vec<u8>)>,
-    current_reg: Option<(u32, u64)>,
+    current_reg: Option<CurrentReg>,
     last_parent: Option<(Vec<u8>, u32)>,
     landmark: Option<Landmark>,
     /// Member starts of hidden landmarks: they end the compressed span of the chunk before them.
@@ -340,6 +351,21 @@ struct Builder {
 }
 
 const PLACEHOLDER: u32 = u32::MAX;
+
+/// Path of `node` from the directory entries, for error messages: a linear search per
+/// component, so never on a hot path.
+fn path_of_node(dirents: &[(u32, Span, u32)], strings: &[u8], mut node: u32) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    while node != 0 && parts.len() <= dirents.len() {
+        let Some(&(parent, span, _)) = dirents.iter().find(|d| d.2 == node) else {
+            break;
+        };
+        parts.push(&strings[span.start as usize..(span.start + span.len) as usize]);
+        node = parent;
+    }
+    parts.reverse();
+    parts.join(&b'/')
+}
 
 fn perm_bits(mode: i64) -> u32 {
     (mode & 0o7777) as u32
@@ -588,15 +614,20 @@ impl Builder {
                     }
                     NodeKind::Reg => {
                         n.size = entry.size;
+                        let mut first = 0;
                         if entry.size > 0 {
-                            let size = if entry.chunk_size == 0 {
+                            first = if entry.chunk_size == 0 {
                                 entry.size
                             } else {
                                 entry.chunk_size
                             };
-                            self.push_chunk(index, &entry, node, 0, size)?;
+                            self.push_chunk(index, &entry, node, 0, first)?;
                         }
-                        self.current_reg = Some((node, entry.size));
+                        self.current_reg = Some(CurrentReg {
+                            node,
+                            size: entry.size,
+                            next_offset: first,
+                        });
                     }
                     _ => {}
                 }
@@ -641,6 +672,7 @@ impl Builder {
         }
         self.chunks.push(PendingChunk {
             node,
+            entry: u32::try_from(index).unwrap_or(u32::MAX),
             chunk: ChunkSpec {
                 file_offset,
                 size,
@@ -653,13 +685,27 @@ impl Builder {
     }
 
     fn add_chunk(&mut self, index: usize, entry: &TocEntry) -> Result<(), TocError> {
-        let Some((node, file_size)) = self.current_reg else {
+        let Some(current) = self.current_reg else {
             return Err(Self::invalid(
                 index,
                 entry,
                 "chunk entry does not follow a regular file",
             ));
         };
+        let (node, file_size) = (current.node, current.size);
+        // Chunks are listed in file order, each starting where the previous one ends; a reader
+        // that sorted them instead would serve a file whose chunks each verify, in the wrong
+        // order.
+        if entry.chunk_offset != current.next_offset {
+            return Err(Self::invalid(
+                index,
+                entry,
+                format!(
+                    "chunk starts at file offset {}, but the file's previous chunk ends at {}",
+                    entry.chunk_offset, current.next_offset
+                ),
+            ));
+        }
         if entry.chunk_offset >= file_size {
             return Err(Self::invalid(
                 index,
@@ -679,7 +725,11 @@ impl Builder {
             digest: None,
             ..entry.clone()
         };
-        self.push_chunk(index, &digest_entry, node, entry.chunk_offset, size)
+        self.push_chunk(index, &digest_entry, node, entry.chunk_offset, size)?;
+        if let Some(current) = self.current_reg.as_mut() {
+            current.next_offset = entry.chunk_offset.saturating_add(size);
+        }
+        Ok(())
     }
 
     fn resolve_hardlinks(&mut self) {
@@ -825,9 +875,11 @@ impl Builder {
             if i >= pending.len() || pending[i].node != node {
                 continue;
             }
+            let first_entry = pending[i].entry;
             let invalid = |reason: String| TocError::InvalidEntry {
-                index: 0,
-                name: format!("node {node}"),
+                index: first_entry as usize,
+                name: String::from_utf8_lossy(&path_of_node(&dirents, &self.strings, node))
+                    .into_owned(),
                 reason,
             };
             let mut expected = 0u64;

@@ -181,13 +181,72 @@ fn toc_with_gap_between_chunks_is_rejected() {
         },
     ];
     let err = LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).unwrap_err();
-    assert!(matches!(err, TocError::InvalidEntry { .. }), "{err}");
+    assert!(
+        matches!(&err, TocError::InvalidEntry { index: 1, name, .. } if name == "f"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chunks_listed_out_of_file_order_are_rejected() {
+    // Each chunk would verify on its own; sorted by offset they would put the file's bytes in
+    // the wrong order.
+    let chunk = |offset, chunk_offset| TocEntry {
+        name: "d/big".into(),
+        kind: EntryKind::Chunk,
+        offset,
+        chunk_offset,
+        chunk_size: 30,
+        chunk_digest: Some(Digest::EMPTY),
+        ..TocEntry::default()
+    };
+    let entries = vec![
+        TocEntry {
+            name: "d/".into(),
+            kind: EntryKind::Dir,
+            ..TocEntry::default()
+        },
+        reg("d/big", 120, 10, 30),
+        chunk(20, 60),
+        chunk(30, 30),
+        TocEntry {
+            chunk_size: 0,
+            ..chunk(40, 90)
+        },
+    ];
+    let err = LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).unwrap_err();
+    match &err {
+        TocError::InvalidEntry {
+            index,
+            name,
+            reason,
+        } => {
+            assert_eq!((*index, name.as_str()), (2, "d/big"), "{err}");
+            assert!(
+                reason.contains("offset 60") && reason.contains("ends at 30"),
+                "{err}"
+            );
+        }
+        other => panic!("expected an invalid entry, got {other}"),
+    }
 }
 
 #[test]
 fn toc_with_chunks_short_of_the_file_size_is_rejected() {
-    let entries = vec![reg("f", 100, 10, 40)];
-    assert!(LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).is_err());
+    let entries = vec![
+        TocEntry {
+            name: "a".into(),
+            kind: EntryKind::Dir,
+            ..TocEntry::default()
+        },
+        reg("a/f", 100, 10, 40),
+    ];
+    let err = LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, TocError::InvalidEntry { index: 1, name, reason }
+            if name == "a/f" && reason.contains("40 bytes of a 100-byte file")),
+        "{err}"
+    );
 }
 
 #[test]
