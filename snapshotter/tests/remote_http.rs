@@ -661,6 +661,47 @@ async fn basic_auth_registry_gets_credentials() {
     assert_eq!(server.requests().len(), 3);
 }
 
+/// ECR's pattern: Basic credentials whose password is a token; once it expires the registry
+/// answers 403, and the rotated token must be read from the credential store.
+#[tokio::test]
+async fn expired_basic_credentials_answered_with_403_are_reread() {
+    use base64::Engine as _;
+    let data = Arc::new(blob_bytes(1000));
+    let valid = Arc::new(Mutex::new(String::new()));
+    let header_for = |password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("AWS:{password}"))
+        )
+    };
+    *valid.lock().unwrap() = header_for("token-1");
+    let (served, accepted) = (Arc::clone(&data), Arc::clone(&valid));
+    let server = MockServer::start(move |request| match request.header("authorization") {
+        None => Response::new(401)
+            .header("WWW-Authenticate", r#"Basic realm="registry""#)
+            .into(),
+        Some(sent) if sent == accepted.lock().unwrap().as_str() => {
+            range_reply(&served, request, RangeMode::Honour)
+        }
+        Some(_) => Response::new(403).into(),
+    })
+    .await;
+    let credentials = Arc::new(SwitchableCredentials::default());
+    credentials.set(Some(basic("AWS", "token-1")));
+    let client = client(Arc::clone(&credentials) as Arc<dyn Credentials>);
+    let source = open(&client, &server.host(), &data, Some(1000)).await;
+    assert_eq!(&source.read_range(0..10).await.unwrap()[..], &data[..10]);
+
+    *valid.lock().unwrap() = header_for("token-2");
+    credentials.set(Some(basic("AWS", "token-2")));
+    assert_eq!(&source.read_range(10..20).await.unwrap()[..], &data[10..20]);
+    let last = server.requests().last().cloned().unwrap();
+    assert_eq!(
+        last.header("authorization"),
+        Some(header_for("token-2").as_str())
+    );
+}
+
 #[tokio::test]
 async fn identity_token_uses_oauth_refresh_grant() {
     let data = Arc::new(blob_bytes(1000));

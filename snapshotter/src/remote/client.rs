@@ -178,8 +178,9 @@ impl RegistryClient {
     /// Sends one GET to a registry URL with the session's authorization. After a rejection it
     /// refreshes the credentials and sends the request once more.
     ///
-    /// A rejection is a 401, or a 403 while a bearer token was used (some registries answer
-    /// an expired token with 403). The response to the second send is returned whatever its
+    /// A rejection is a 401, or a 403 while credentials were sent: some registries answer an
+    /// expired bearer token, or expired Basic credentials (ECR's `AWS:<token>` pair), with 403.
+    /// A 403 for a resource the credentials may truly not read costs one extra request. The response to the second send is returned whatever its
     /// status. Redirects are returned, not followed; the authorization used comes back for
     /// [`Self::follow_redirects`].
     pub(crate) async fn send_authorized(
@@ -202,8 +203,8 @@ impl RegistryClient {
         let auth = session.current();
         let response = self.send(url, headers, auth.header.as_ref(), stats).await?;
         let status = response.status();
-        let rejected =
-            status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && auth.bearer);
+        let rejected = status == StatusCode::UNAUTHORIZED
+            || (status == StatusCode::FORBIDDEN && auth.header.is_some());
         if !rejected {
             return Ok((response, auth));
         }
