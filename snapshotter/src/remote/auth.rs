@@ -38,9 +38,6 @@ pub(crate) struct Authorization {
     pub(crate) generation: u64,
     /// `Authorization` value, marked sensitive; `None` for anonymous access.
     pub(crate) header: Option<HeaderValue>,
-    /// True when `header` is a bearer token. A 403 with a token may mean the token expired
-    /// (some registries send 403, not 401, for expired tokens), so it triggers a refresh.
-    pub(crate) bearer: bool,
 }
 
 /// Client resources a refresh uses.
@@ -90,7 +87,6 @@ impl AuthSession {
         Authorization {
             generation: state.generation,
             header: state.header.clone(),
-            bearer: state.bearer,
         }
     }
 
