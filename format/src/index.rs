@@ -298,7 +298,13 @@ pub struct IndexStats {
     pub whiteouts: usize,
     /// Entries skipped because a parent path is not a directory (for example below a symlink).
     pub skipped_below_non_dir: usize,
+    /// Entries skipped because a path component is longer than [`NAME_MAX`] bytes, which no
+    /// Linux file system can hold (`tar -x` fails on them with ENAMETOOLONG).
+    pub skipped_long_names: usize,
 }
+
+/// Longest file name component Linux accepts, in bytes.
+pub const NAME_MAX: usize = 255;
 
 /// The inode table of one layer.
 #[derive(Debug, Clone)]
@@ -343,6 +349,8 @@ struct Builder {
     /// (dirent, cleaned target path) of every hard link, resolved at the end.
     hardlinks: Vec<(u32, Vec<u8>)>,
     current_reg: Option<CurrentReg>,
+    /// The last regular file was skipped, so its chunk entries are skipped too.
+    skipping_chunks: bool,
     last_parent: Option<(Vec<u8>, u32)>,
     landmark: Option<Landmark>,
     /// Member starts of hidden landmarks: they end the compressed span of the chunk before them.
@@ -399,6 +407,7 @@ impl Builder {
             chunks: Vec::new(),
             hardlinks: Vec::new(),
             current_reg: None,
+            skipping_chunks: false,
             last_parent: None,
             landmark: None,
             landmark_offsets: Vec::new(),
@@ -525,9 +534,13 @@ impl Builder {
             return Err(Self::invalid(index, &entry, "too many or too large xattrs"));
         }
         if entry.kind == EntryKind::Chunk {
+            if self.skipping_chunks {
+                return Ok(());
+            }
             return self.add_chunk(index, &entry);
         }
         self.current_reg = None;
+        self.skipping_chunks = false;
         let raw_name = entry.raw_name();
         if raw_name.contains(&0) {
             return Err(Self::invalid(index, &entry, "name contains a NUL byte"));
@@ -539,10 +552,16 @@ impl Builder {
             }
             return Ok(());
         }
+        if path.split(|&b| b == b'/').any(|part| part.len() > NAME_MAX) {
+            self.stats.skipped_long_names += 1;
+            self.skipping_chunks = true;
+            return Ok(());
+        }
         let (parent_path, base) = split_parent(&path);
         let Some(parent) = self.ensure_dir(parent_path) else {
             // Like `tar -x`, an entry below a symlink or a file cannot exist; skip it.
             self.stats.skipped_below_non_dir += 1;
+            self.skipping_chunks = true;
             return Ok(());
         };
 
@@ -1290,6 +1309,50 @@ mod layout_tests {
             assert!(index.lookup_path(b".wh.b").is_none(), "{order:?}");
             assert!(index.lookup_path(b"b/y").is_some(), "{order:?}");
         }
+    }
+
+    #[test]
+    fn entries_that_cannot_exist_are_skipped_with_their_chunks() {
+        let long = "n".repeat(NAME_MAX + 1);
+        let file = |name: &str| TocEntry {
+            name: name.into(),
+            kind: EntryKind::Reg,
+            size: 20,
+            chunk_size: 10,
+            offset: 1,
+            chunk_digest: Some(Digest::EMPTY),
+            ..TocEntry::default()
+        };
+        let chunk = |name: &str| TocEntry {
+            name: name.into(),
+            kind: EntryKind::Chunk,
+            offset: 2,
+            chunk_offset: 10,
+            chunk_digest: Some(Digest::EMPTY),
+            ..TocEntry::default()
+        };
+        let entries = vec![
+            file(&format!("a/{long}")),
+            chunk(&format!("a/{long}")),
+            TocEntry {
+                name: "up".into(),
+                kind: EntryKind::Symlink,
+                link_name: "..".into(),
+                ..TocEntry::default()
+            },
+            file("up/escaped"),
+            chunk("up/escaped"),
+            file("a/ok"),
+            chunk("a/ok"),
+        ];
+        let index = LayerIndex::from_entries(entries, 100, &IndexOptions::default()).unwrap();
+        let a = index.lookup_path(b"a").unwrap();
+        let names: Vec<&[u8]> = index.children(a).map(|(name, _)| name).collect();
+        assert_eq!(names, [&b"ok"[..]]);
+        assert_eq!(index.stats().skipped_long_names, 1);
+        assert_eq!(index.stats().skipped_below_non_dir, 1);
+        let ok = index.lookup_path(b"a/ok").unwrap();
+        assert_eq!(index.chunks(ok).len(), 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::trace::{NodeNames, TraceRecorder};
 use super::xattr::{OPAQUE_VALUE, OpaqueXattr, XattrReply, is_reserved, reply_for};
 
 /// Longest name a lookup accepts, as on Linux's common filesystems.
-pub const NAME_MAX: usize = 255;
+pub const NAME_MAX: usize = estargz::index::NAME_MAX;
 
 /// Options of an [`FsCore`].
 #[derive(Debug, Clone, Default)]

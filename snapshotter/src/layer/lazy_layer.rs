@@ -50,7 +50,8 @@ impl Layer {
     ///
     /// Fails with [`LayerError::MissingTocDigest`] before any I/O when there is no TOC digest
     /// and `config.allow_unverified` is off, and with [`LayerError::NotEstargz`] (carrying the
-    /// reason each footer variant was rejected) when the blob is not eStargz.
+    /// reason each footer variant was rejected) when the blob is not eStargz. A blob without a
+    /// footer whose `info` has a TOC digest fails with [`LayerError::DamagedBlob`] instead.
     pub async fn open(
         info: &LayerInfo,
         source: Arc<dyn BlobSource>,
@@ -98,6 +99,17 @@ impl Layer {
             ms = started.elapsed().as_millis() as u64,
             "layer opened"
         );
+        let stats = loader.index.stats();
+        if stats.skipped_long_names + stats.skipped_below_non_dir + stats.dangling_hardlinks > 0 {
+            tracing::warn!(
+                layer = %info.digest,
+                skipped_long_names = stats.skipped_long_names,
+                skipped_below_non_dir = stats.skipped_below_non_dir,
+                dangling_hardlinks = stats.dangling_hardlinks,
+                "some TOC entries cannot exist in a file system and are not shown, as tar -x \
+                 would fail on them"
+            );
+        }
         let prefetcher = Prefetcher::start(
             loader.clone(),
             prefetch_end,
