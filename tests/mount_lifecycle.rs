@@ -165,6 +165,65 @@ fn non_estargz_image_fails_with_clear_message() {
 }
 
 #[test]
+fn damaged_blob_error_names_corruption() {
+    require_or_skip!(Prereq::Root);
+    let layout = tempfile::tempdir().unwrap();
+    let layers = write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    // Zeroing the tail keeps the size the descriptor records but destroys the footer, as a
+    // corrupt upload or a registry that serves shifted bytes would.
+    let blob = mount_util::layout_layers(layout.path(), "latest").unwrap()[0].clone();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let len = bytes.len();
+    bytes[len - 64..].fill(0);
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let output = lazypull()
+        .args([
+            "mount",
+            &format!("oci:{}:latest", path_str(layout.path())),
+            path_str(dir.path()),
+            "--state-dir",
+            path_str(state.path()),
+            "--no-disk-cache",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "mount of a damaged blob succeeded"
+    );
+    assert!(
+        stderr.contains(&layers[0].digest),
+        "message names the layer: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}-byte blob", layers[0].size)),
+        "message gives the expected size: {stderr}"
+    );
+    assert!(
+        stderr.contains("truncated or corrupt"),
+        "message names the damage: {stderr}"
+    );
+    assert!(
+        stderr.contains("push the image again"),
+        "message says how to fix it: {stderr}"
+    );
+    assert!(
+        !stderr.contains("lazypull convert"),
+        "an annotated layer was already converted: {stderr}"
+    );
+}
+
+#[test]
 fn missing_mountpoint_is_an_error() {
     require_or_skip!(Prereq::Root);
     let output = lazypull()

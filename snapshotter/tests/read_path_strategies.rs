@@ -410,10 +410,34 @@ async fn large_toc_adds_one_request() {
 #[tokio::test]
 async fn non_estargz_blob_lists_reasons() {
     let blob = bytes::Bytes::from(pattern(100_000, 3));
+    let info = LayerInfo::new(estargz::Digest::of(&blob), blob.len() as u64, None);
+    let source = Arc::new(MemSource::new(blob));
+    let mut config = test_config();
+    config.allow_unverified = true;
+    let err = Layer::open(
+        &info,
+        source,
+        Arc::new(ChunkCache::in_memory(1 << 20)),
+        &config,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_not_lazy_pullable(), "{err}");
+    let LayerError::NotEstargz { reasons, .. } = &err else {
+        panic!("expected NotEstargz, got {err:?}")
+    };
+    assert!(reasons.contains("gzip"), "{reasons}");
+    assert!(reasons.contains("zstd"), "{reasons}");
+}
+
+#[tokio::test]
+async fn annotated_blob_without_footer_is_damaged() {
+    let blob = bytes::Bytes::from(pattern(100_000, 3));
+    let toc_digest = estargz::Digest::of(b"toc");
     let info = LayerInfo::new(
         estargz::Digest::of(&blob),
         blob.len() as u64,
-        Some(estargz::Digest::of(b"toc")),
+        Some(toc_digest),
     );
     let source = Arc::new(MemSource::new(blob));
     let err = Layer::open(
@@ -424,12 +448,26 @@ async fn non_estargz_blob_lists_reasons() {
     )
     .await
     .unwrap_err();
-    assert!(err.is_not_lazy_pullable(), "{err}");
-    let LayerError::NotEstargz { reasons, .. } = &err else {
-        panic!("expected NotEstargz, got {err:?}")
+    assert!(
+        err.is_not_lazy_pullable(),
+        "a full pull may still work: {err}"
+    );
+    let LayerError::DamagedBlob {
+        size,
+        toc_digest: annotated,
+        reasons,
+        ..
+    } = &err
+    else {
+        panic!("expected DamagedBlob, got {err:?}")
     };
+    assert_eq!(*size, 100_000);
+    assert_eq!(*annotated, toc_digest);
     assert!(reasons.contains("gzip"), "{reasons}");
-    assert!(reasons.contains("zstd"), "{reasons}");
+    let message = err.to_string();
+    assert!(message.contains("truncated or corrupt"), "{message}");
+    assert!(message.contains("100000-byte blob"), "{message}");
+    assert!(!message.contains("convert"), "{message}");
 }
 
 #[tokio::test]

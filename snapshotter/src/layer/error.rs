@@ -65,6 +65,23 @@ pub enum LayerError {
         /// The reason each footer variant was rejected.
         reasons: String,
     },
+    /// The descriptor has a TOC digest, so the layer was built as eStargz, but the blob has no
+    /// footer. The blob is truncated or corrupt, or the registry served other bytes.
+    #[error(
+        "layer {layer} is annotated with TOC digest {toc_digest}, but the end of its {size}-byte blob \
+         holds no eStargz footer ({reasons}). The blob looks truncated or corrupt: check that the \
+         registry serves it with the descriptor's size and digest, or push the image again"
+    )]
+    DamagedBlob {
+        /// Layer blob digest.
+        layer: Digest,
+        /// Blob size from the descriptor.
+        size: u64,
+        /// TOC digest from the descriptor.
+        toc_digest: Digest,
+        /// The reason each footer variant was rejected.
+        reasons: String,
+    },
     /// The blob keeps its TOC in a separate image, which is not supported.
     #[error("layer {layer} uses an external TOC, which lazy reads do not support")]
     ExternalToc {
@@ -136,11 +153,14 @@ pub enum LayerError {
 }
 
 impl LayerError {
-    /// Whether the layer cannot be read lazily at all (not eStargz, external TOC, or a TOC that
-    /// does not match its digest), so the caller should pull it normally.
+    /// Whether the layer cannot be read lazily at all (not eStargz, a damaged blob, external TOC,
+    /// or a TOC that does not match its digest), so the caller should pull it normally. A full
+    /// pull verifies the blob digest, so it also copes with a registry that serves wrong ranges.
     pub fn is_not_lazy_pullable(&self) -> bool {
         match self {
-            LayerError::NotEstargz { .. } | LayerError::ExternalToc { .. } => true,
+            LayerError::NotEstargz { .. }
+            | LayerError::DamagedBlob { .. }
+            | LayerError::ExternalToc { .. } => true,
             LayerError::Toc { source, .. } => matches!(source, TocError::DigestMismatch { .. }),
             _ => false,
         }

@@ -51,12 +51,21 @@ pub(crate) async fn load_toc(
 
     let tail_start = size - config.toc_tail_bytes.min(size);
     let tail = read(source, stats, layer, "footer and TOC", tail_start, size).await?;
-    let location = parse_footer(&tail, size).map_err(|error| match error {
-        FooterError::NotEstargz { reasons, .. } => LayerError::NotEstargz { layer, reasons },
-        other => LayerError::NotEstargz {
-            layer,
-            reasons: other.to_string(),
-        },
+    let location = parse_footer(&tail, size).map_err(|error| {
+        let reasons = match error {
+            FooterError::NotEstargz { reasons, .. } => reasons,
+            other => other.to_string(),
+        };
+        // A TOC digest means the layer was converted, so a missing footer points at the bytes.
+        match info.toc_digest {
+            Some(toc_digest) => LayerError::DamagedBlob {
+                layer,
+                size,
+                toc_digest,
+                reasons,
+            },
+            None => LayerError::NotEstargz { layer, reasons },
+        }
     })?;
     if location.kind == FooterKind::ExternalToc {
         return Err(LayerError::ExternalToc { layer });

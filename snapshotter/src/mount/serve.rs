@@ -430,7 +430,9 @@ async fn open_layers(options: &MountOptions) -> Result<Vec<Arc<Layer>>, MountErr
             async move {
                 let digest = descriptor.digest;
                 let layer_error = |source: LayerError| {
-                    let not_lazy = source.is_not_lazy_pullable()
+                    // A damaged blob was already converted, so converting again is no fix.
+                    let not_lazy = (source.is_not_lazy_pullable()
+                        && !matches!(source, LayerError::DamagedBlob { .. }))
                         || matches!(source, LayerError::MissingTocDigest { .. });
                     let source = Box::new(source);
                     if not_lazy {
