@@ -15,6 +15,7 @@ use estargz::tar::scan::scan;
 use estargz::{Compression, Limits};
 use lazypull_testkit::gochecker;
 use lazypull_testkit::tarbuild::recipes;
+use lazypull_testkit::tarbuild::{Builder, Entry};
 use lazypull_testkit::tree;
 
 /// Runs every check on one input layer.
@@ -368,4 +369,39 @@ fn chunk_boundaries_follow_the_reference_rules() {
         one.read_exact(&mut byte).unwrap();
     }
     check_layer("chunk_boundaries", &tar, &small_chunks());
+}
+
+#[test]
+fn hard_links_to_nothing_are_dropped() {
+    if !require_root_and_tar() {
+        return;
+    }
+    let mut builder = Builder::new();
+    for entry in [
+        Entry::file("f", "content\n"),
+        Entry::hardlink("self", "self"),
+        Entry::hardlink("lower", "usr/bin/only-in-a-lower-layer"),
+        Entry::hardlink("cycle-a", "cycle-b"),
+        Entry::hardlink("cycle-b", "cycle-a"),
+        Entry::hardlink("good", "f"),
+    ] {
+        builder.append(&entry);
+    }
+    let tar = builder.finish();
+    let converted = convert(&tar, &small_chunks());
+    let mut dropped = converted.out.dangling_links.clone();
+    dropped.sort();
+    assert_eq!(dropped, ["cycle-a", "cycle-b", "lower", "self"]);
+
+    // GNU tar extracts the output without an error, and it holds the two good names.
+    let (_dir, actual) = extract(&converted.blob_path(), true);
+    assert_eq!(actual.get("good").map(|n| n.nlink), Some(2));
+    assert!(actual.get("self").is_none());
+    // The upstream reader opens it too (it loops on a self link).
+    let go = gochecker::go_check(
+        &converted.blob_path(),
+        &converted.out.toc_digest.to_string(),
+    )
+    .unwrap_or_else(|e| panic!("upstream reader rejected the blob: {e:#}"));
+    assert!(go.iter().any(|entry| entry.clean_name() == "good"));
 }

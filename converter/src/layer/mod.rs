@@ -168,6 +168,20 @@ async fn run_inner(
         (Outcome::Converted(converted, extra), _blob) => {
             let output = &converted.output;
             let digest = output.blob_digest.to_string();
+            if !output.dangling_links.is_empty() {
+                let sample: Vec<&str> = output
+                    .dangling_links
+                    .iter()
+                    .take(5)
+                    .map(String::as_str)
+                    .collect();
+                tracing::warn!(
+                    layer = %job.descriptor.digest,
+                    count = output.dangling_links.len(),
+                    first = ?sample,
+                    "dropped hard links whose target is not a file of this layer; tar -x creates no file for them either"
+                );
+            }
             context
                 .destination
                 .put_layer(

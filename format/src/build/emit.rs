@@ -422,6 +422,11 @@ where
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect(),
         sparse_expanded,
+        dangling_links: plan
+            .dangling_links
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
     })
 }
 

@@ -127,6 +127,9 @@ pub struct BuildOutput {
     pub prioritized_missing: Vec<String>,
     /// Sparse files expanded into regular files.
     pub sparse_expanded: usize,
+    /// Hard links dropped because they lead to no file of the layer (a missing target, one
+    /// only in a lower layer, a directory, a cycle), as written in the input.
+    pub dangling_links: Vec<String>,
 }
 
 /// Progress of a build: input payload bytes copied so far and the total to copy.

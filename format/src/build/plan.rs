@@ -16,6 +16,9 @@
 //! 5. A hard link is preceded by its target (moved up if needed), so GNU tar can extract it.
 //! 6. A hard link whose target path is replaced later in the layer keeps the old content: see
 //!    [`super::links`].
+//! 7. A hard link that resolves to nothing in the layer (its target is missing, only in a lower
+//!    layer, a directory, or the link itself through a cycle) is dropped. GNU tar fails on it,
+//!    so it creates no file, and readers of the reference format reject or loop on it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -65,6 +68,8 @@ pub struct Plan {
     pub prioritized_found: usize,
     /// Entries to write instead of the input entry of the same index (rule 6).
     pub replaced: HashMap<usize, InputEntry>,
+    /// Hard links dropped because they resolve to nothing in the layer (rule 7), as written.
+    pub dangling_links: Vec<Vec<u8>>,
 }
 
 impl Plan {
@@ -84,12 +89,38 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    fn entry(&self, index: usize) -> &InputEntry {
+        self.replaced.get(&index).unwrap_or(&self.entries[index])
+    }
+
+    /// Returns whether entry `index` is a hard link that leads to no file of the layer.
+    fn is_dangling_link(&self, index: usize) -> bool {
+        if self.entry(index).meta.kind != Kind::Hardlink {
+            return false;
+        }
+        let mut current = index;
+        let mut seen = HashSet::new();
+        while self.entry(current).meta.kind == Kind::Hardlink {
+            if !seen.insert(current) {
+                return true;
+            }
+            match self
+                .survivor
+                .get(&clean_path(&self.entry(current).meta.link))
+            {
+                Some(&next) => current = next,
+                None => return true,
+            }
+        }
+        self.entry(current).meta.kind == Kind::Directory
+    }
+
     fn emit(&mut self, start: usize) {
         // Hard-link chains are walked iteratively so hostile input cannot exhaust the stack.
         let mut chain = vec![start];
         let mut seen = HashSet::new();
         while let Some(&last) = chain.last() {
-            let entry = self.replaced.get(&last).unwrap_or(&self.entries[last]);
+            let entry = self.entry(last);
             if entry.meta.kind != Kind::Hardlink || !seen.insert(last) {
                 break;
             }
@@ -182,6 +213,18 @@ pub fn plan(entries: &[InputEntry], prioritized: &[Vec<u8>]) -> Plan {
         duplicates_dropped: entries.len() - kept - reserved_count,
         ..Plan::default()
     };
+
+    // Dangling links are removed from the survivors first, so no rule brings them back.
+    let dangling: Vec<usize> = (0..entries.len())
+        .filter(|&index| {
+            planner.survivor.get(&planner.cleaned[index]) == Some(&index)
+                && planner.is_dangling_link(index)
+        })
+        .collect();
+    for &index in &dangling {
+        planner.survivor.remove(&planner.cleaned[index]);
+        plan.dangling_links.push(entries[index].meta.name.clone());
+    }
 
     for path in prioritized {
         let path = clean_path(path);
@@ -427,13 +470,34 @@ mod tests {
     }
 
     #[test]
-    fn hardlink_cycle_terminates() {
+    fn hardlink_cycle_is_dropped() {
         let entries = vec![
             entry("a", Kind::Hardlink, "b"),
             entry("b", Kind::Hardlink, "a"),
         ];
         let plan = plan(&entries, &[]);
-        assert_eq!(plan.items.len(), 3);
+        assert_eq!(names(&plan, &entries), [".no.prefetch.landmark"]);
+        assert_eq!(plan.dangling_links, [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn links_to_nothing_in_the_layer_are_dropped() {
+        let entries = vec![
+            entry("d/", Kind::Directory, ""),
+            entry("self", Kind::Hardlink, "self"),
+            entry("lower", Kind::Hardlink, "usr/bin/only-in-a-lower-layer"),
+            entry("to-dir", Kind::Hardlink, "d"),
+            entry("f", Kind::Regular, ""),
+            entry("chained", Kind::Hardlink, "later"),
+            entry("later", Kind::Hardlink, "f"),
+        ];
+        let plan = plan(&entries, &[b"self".to_vec(), b"chained".to_vec()]);
+        assert_eq!(
+            names(&plan, &entries),
+            ["f", "later", "chained", ".prefetch.landmark", "d/"]
+        );
+        assert_eq!(plan.dangling_links.len(), 3);
+        assert_eq!(plan.prioritized_missing, [b"self".to_vec()]);
     }
 
     #[test]
