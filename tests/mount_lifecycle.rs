@@ -243,6 +243,26 @@ fn missing_mountpoint_is_an_error() {
 }
 
 #[test]
+fn uncreatable_state_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing can create directories in procfs, not even root.
+    let output = lazypull()
+        .args([
+            "mount",
+            "oci:/nonexistent:latest",
+            path_str(dir.path()),
+            "--state-dir",
+            "/proc/lazypull-nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/proc/lazypull-nope/"), "{stderr}");
+    assert!(stderr.contains("writable state directory"), "{stderr}");
+}
+
+#[test]
 fn prioritized_files_are_prefetched_before_ready() {
     require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
     let layout = tempfile::tempdir().unwrap();

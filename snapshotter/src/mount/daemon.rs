@@ -4,7 +4,24 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Errors of [`detach`].
+#[derive(Debug, thiserror::Error)]
+pub enum DetachError {
+    /// The log file of the serving process, or its directory, could not be created.
+    #[error("failed to create the log file {path}; choose a writable state directory")]
+    Log {
+        /// The log file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipe, the fork or the child's session and standard streams could not be set up.
+    #[error("failed to fork the serving process")]
+    Fork(#[source] std::io::Error),
+}
 
 /// The side of the fork the caller is on.
 #[derive(Debug)]
@@ -51,11 +68,23 @@ impl Readiness {
 ///
 /// Must be called while the process has a single thread (before any tokio runtime exists):
 /// only the calling thread survives `fork`.
-pub fn detach(log: &Path) -> std::io::Result<Detached> {
+pub fn detach(log: &Path) -> Result<Detached, DetachError> {
+    let log_error = |source| DetachError::Log {
+        path: log.to_path_buf(),
+        source,
+    };
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(log_error)?;
     }
-    let log_file = OpenOptions::new().create(true).append(true).open(log)?;
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(log_error)?;
+    fork_with_pipe(log, &log_file).map_err(DetachError::Fork)
+}
+
+fn fork_with_pipe(log: &Path, log_file: &File) -> std::io::Result<Detached> {
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
     // SAFETY: the caller guarantees the process is single-threaded, so the child inherits no
     // locks held by other threads. The child then only runs ordinary Rust code.
@@ -80,8 +109,8 @@ pub fn detach(log: &Path) -> std::io::Result<Detached> {
             nix::unistd::setsid()?;
             let null = File::open("/dev/null")?;
             redirect(&null, libc::STDIN_FILENO)?;
-            redirect(&log_file, libc::STDOUT_FILENO)?;
-            redirect(&log_file, libc::STDERR_FILENO)?;
+            redirect(log_file, libc::STDOUT_FILENO)?;
+            redirect(log_file, libc::STDERR_FILENO)?;
             Ok(Detached::Child(Readiness {
                 pipe: Some(File::from(write_end)),
             }))

@@ -18,7 +18,7 @@ mod stats;
 mod system;
 mod unmount;
 
-pub use daemon::{Detached, Readiness, detach};
+pub use daemon::{DetachError, Detached, Readiness, detach};
 pub use options::{
     DEFAULT_PREFETCH_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_STOP_TIMEOUT, MountOptions,
     default_layer_config,
