@@ -413,3 +413,60 @@ fn interrupted_conversion_removes_temporary_files() {
         "an interrupted conversion tagged the destination"
     );
 }
+
+#[test]
+fn layout_path_without_prefix_suggests_oci() {
+    let work = scratch("lazypull-convert-work-");
+    let destination = oci(&work.path().join("out"), "esgz");
+    let absolute = work.path().join("layout");
+    std::fs::create_dir(&absolute).unwrap();
+    let absolute = absolute.to_str().unwrap().to_owned();
+    assert_conversion_fails(
+        &absolute,
+        &destination,
+        &[],
+        &[&format!("write oci:{absolute} for an OCI image layout")],
+    );
+    assert_conversion_fails(
+        "./layout",
+        &destination,
+        &[],
+        &["write oci:./layout for an OCI image layout"],
+    );
+
+    // A directory named without ./ whose name is no valid repository (upper case).
+    std::fs::create_dir(work.path().join("My_Layout")).unwrap();
+    let tmp = scratch("lazypull-convert-tmp-");
+    let output = lazypull()
+        .current_dir(work.path())
+        .args(["convert", "My_Layout", &destination, "--tmpdir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("write oci:My_Layout for an OCI image layout"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn directory_read_as_registry_gets_warning() {
+    let work = scratch("lazypull-convert-work-");
+    // `localhost/app` is a valid registry reference and, here, a directory too.
+    std::fs::create_dir_all(work.path().join("localhost/app")).unwrap();
+    let tmp = scratch("lazypull-convert-tmp-");
+    let output = lazypull()
+        .current_dir(work.path())
+        .args(["convert", "oci:missing:v1", "localhost/app", "--tmpdir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("write oci:localhost/app for an OCI image layout"),
+        "{stderr}"
+    );
+}

@@ -84,7 +84,15 @@ impl ImageRef {
                 tag_defaulted: tag.is_none(),
             });
         }
-        let reference = parse_registry_reference(text).map_err(|reason| invalid(&reason))?;
+        let reference = parse_registry_reference(text).map_err(|reason| {
+            if looks_like_path(text) {
+                invalid(&format!(
+                    "this is a path, not a registry reference; write {LAYOUT_PREFIX}{text} for an OCI image layout"
+                ))
+            } else {
+                invalid(&reason)
+            }
+        })?;
         let plain_http = insecure || is_loopback_registry(reference.resolve_registry());
         Ok(ImageRef::Registry(RegistryRef {
             reference,
@@ -144,6 +152,14 @@ fn parse_registry_reference(text: &str) -> Result<Reference, String> {
         });
     }
     text.parse::<Reference>().map_err(|e| format!("{e}"))
+}
+
+/// True when `text` starts like a file system path or names an existing directory.
+fn looks_like_path(text: &str) -> bool {
+    text.starts_with('/')
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || std::path::Path::new(text).is_dir()
 }
 
 /// True for `localhost`, `127.0.0.1` and `[::1]`, with or without a port.
@@ -244,6 +260,22 @@ mod tests {
             panic!()
         };
         assert_eq!(r.reference.digest(), Some(digest.as_str()));
+    }
+
+    #[test]
+    fn path_without_prefix_suggests_oci_form() {
+        for text in ["/path/to/layout", "/path/to/layout:v1", "./out", "../out"] {
+            let message = ImageRef::parse(text, false).unwrap_err().to_string();
+            assert!(message.contains(&format!("write oci:{text} ")), "{message}");
+        }
+    }
+
+    #[test]
+    fn invalid_reference_without_path_gets_no_oci_hint() {
+        let message = ImageRef::parse("UPPER/Case", false)
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("oci:"), "{message}");
     }
 
     #[test]

@@ -98,6 +98,16 @@ pub enum ProgressArg {
 pub fn options(args: &Args) -> anyhow::Result<ConvertOptions> {
     let source = ImageRef::parse(&args.source, args.insecure)?;
     let destination = ImageRef::parse(&args.destination, args.insecure)?;
+    // A directory name such as `layout` is also a valid Docker Hub reference.
+    for (text, parsed) in [(&args.source, &source), (&args.destination, &destination)] {
+        if matches!(parsed, ImageRef::Registry(_)) && std::path::Path::new(text).is_dir() {
+            tracing::warn!(
+                argument = %text,
+                reference = %parsed,
+                "the argument names a local directory but is read as a registry reference; write oci:{text} for an OCI image layout"
+            );
+        }
+    }
     let mut options = ConvertOptions::new(source, destination);
     options.chunk_size = args.chunk_size;
     options.compression = match args.compression {
