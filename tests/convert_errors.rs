@@ -452,6 +452,21 @@ fn layout_path_without_prefix_suggests_oci() {
 }
 
 #[test]
+fn zero_chunk_size_gives_valid_range() {
+    let work = scratch("lazypull-convert-work-");
+    let stderr = assert_conversion_fails(
+        &oci(&work.path().join("in"), "v1"),
+        &oci(&work.path().join("out"), "esgz"),
+        &["--chunk-size", "0"],
+        &["1..=1073741824 bytes"],
+    );
+    assert_eq!(
+        stderr.trim(),
+        "error: invalid option --chunk-size: 0 is outside 1..=1073741824 bytes"
+    );
+}
+
+#[test]
 fn directory_read_as_registry_gets_warning() {
     let work = scratch("lazypull-convert-work-");
     // `localhost/app` is a valid registry reference and, here, a directory too.

@@ -116,21 +116,20 @@ impl ConvertOptions {
                 ),
             });
         }
-        self.build_options().validate().map_err(|e| {
-            let option = match &e {
-                estargz::BuildError::InvalidOption {
-                    option: "chunk size",
-                    ..
-                } => "--chunk-size",
-                estargz::BuildError::InvalidOption {
-                    option: "threads", ..
-                } => "--threads",
-                _ => "--compression-level",
-            };
-            ConvertError::InvalidOption {
-                option,
-                reason: e.to_string(),
-            }
+        self.build_options().validate().map_err(|e| match e {
+            // The builder names its options in words; the message names the CLI flag instead.
+            estargz::BuildError::InvalidOption { option, reason } => ConvertError::InvalidOption {
+                option: match option {
+                    "chunk size" => "--chunk-size",
+                    "threads" => "--threads",
+                    _ => "--compression-level",
+                },
+                reason,
+            },
+            other => ConvertError::InvalidOption {
+                option: "--compression-level",
+                reason: other.to_string(),
+            },
         })?;
         let tmpdir = self.tmpdir();
         if !tmpdir.is_dir() {
@@ -181,11 +180,9 @@ mod tests {
         );
         let mut bad = options();
         bad.chunk_size = 0;
-        assert!(
-            bad.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--chunk-size")
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "invalid option --chunk-size: 0 is outside 1..=1073741824 bytes"
         );
         let mut bad = options();
         bad.jobs = 0;
