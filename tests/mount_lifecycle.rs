@@ -263,6 +263,28 @@ fn uncreatable_state_dir_is_named() {
 }
 
 #[test]
+fn out_of_range_mount_options_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (option, value, range) in [
+        ("--read-timeout", "0", "1..=3600"),
+        ("--read-timeout", "3601", "1..=3600"),
+        ("--request-timeout", "0", "1..=3600"),
+        ("--readahead-kib", "99999999999", "0..=65536"),
+        ("--fuse-threads", "0", "1..=64"),
+    ] {
+        let output = lazypull()
+            .args(["mount", "oci:/nonexistent:latest", path_str(dir.path())])
+            .args([option, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{option} {value}: {stderr}");
+        assert!(stderr.contains(option), "{option} {value}: {stderr}");
+        assert!(stderr.contains(range), "{option} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn prioritized_files_are_prefetched_before_ready() {
     require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
     let layout = tempfile::tempdir().unwrap();

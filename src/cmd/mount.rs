@@ -55,9 +55,9 @@ pub struct Args {
     /// or a memory cache large enough for the layer).
     #[arg(long)]
     pub background_fetch: bool,
-    /// Compressed bytes stored after a missed chunk that are fetched with it, in KiB (whole
-    /// chunks only; files stored together are often read together). 0 turns read-ahead off.
-    #[arg(long, default_value_t = 512, value_name = "KIB")]
+    /// Compressed bytes stored after a missed chunk that are fetched with it, in KiB, 0 to 65536
+    /// (whole chunks only; files stored together are often read together). 0 turns read-ahead off.
+    #[arg(long, default_value_t = 512, value_name = "KIB", value_parser = RangedU64ValueParser::<u64>::new().range(0..=MAX_READAHEAD_KIB))]
     pub readahead_kib: u64,
     /// Mount layers that have no TOC-digest annotation, trusting the TOC inside the blob
     /// (chunks are still verified against it).
@@ -66,11 +66,11 @@ pub struct Args {
     /// Maximum wait for the prioritized prefetch before the mount reports ready, in seconds.
     #[arg(long, default_value_t = DEFAULT_PREFETCH_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub prefetch_timeout: u64,
-    /// Maximum time one read may take before it fails with EIO, in seconds.
-    #[arg(long, default_value_t = DEFAULT_READ_TIMEOUT.as_secs(), value_name = "SECONDS")]
+    /// Maximum time one read may take before it fails with EIO, in seconds, 1 to 3600.
+    #[arg(long, default_value_t = DEFAULT_READ_TIMEOUT.as_secs(), value_name = "SECONDS", value_parser = timeout_parser())]
     pub read_timeout: u64,
-    /// Time limit of one registry request attempt, in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    /// Time limit of one registry request attempt, in seconds, 1 to 3600.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = timeout_parser())]
     pub request_timeout: u64,
     /// Retries of a failed registry request.
     #[arg(long, default_value_t = 5)]
@@ -78,6 +78,17 @@ pub struct Args {
     /// FUSE request threads per layer, 1 to 64.
     #[arg(long, default_value_t = 2, value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_FUSE_THREADS as u64))]
     pub fuse_threads: usize,
+}
+
+/// Largest `--read-timeout` and `--request-timeout`, in seconds. A longer wait looks like a hang.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+
+/// Largest `--readahead-kib`: 64 MiB, eight times the default largest merged range request. It
+/// is a bound against typing errors, not a tuned value.
+const MAX_READAHEAD_KIB: u64 = 64 << 10;
+
+fn timeout_parser() -> RangedU64ValueParser<u64> {
+    RangedU64ValueParser::<u64>::new().range(1..=MAX_TIMEOUT_SECS)
 }
 
 /// Converts the arguments into library options.
@@ -102,7 +113,7 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
             format!("invalid platform {text:?}: expected OS/ARCH[/VARIANT], such as linux/amd64")
         })?;
     }
-    options.registry.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    options.registry.request_timeout = Duration::from_secs(args.request_timeout);
     options.registry.max_retries = args.max_retries;
     if args.insecure
         && let Ok(ImageRef::Registry(reference)) = ImageRef::parse(&args.image)
@@ -127,7 +138,7 @@ fn options(args: &Args) -> anyhow::Result<MountOptions> {
         .validate()
         .context("invalid cache or prefetch option")?;
     options.prefetch_timeout = Duration::from_secs(args.prefetch_timeout);
-    options.read_timeout = Duration::from_secs(args.read_timeout.max(1));
+    options.read_timeout = Duration::from_secs(args.read_timeout);
     options.fuse_threads = args.fuse_threads;
     Ok(options)
 }
