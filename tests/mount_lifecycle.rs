@@ -116,8 +116,13 @@ fn foreground_server_cleans_up_on_signals() {
         );
         let records: Vec<_> = std::fs::read_dir(state.path().join("mounts"))
             .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().ends_with(".json"))
             .collect();
-        assert!(records.is_empty(), "SIG{signal}: mount record left");
+        assert!(
+            records.is_empty(),
+            "SIG{signal}: mount record left: {records:?}"
+        );
     }
 }
 
@@ -154,13 +159,96 @@ fn non_estargz_image_fails_with_clear_message() {
     );
     assert!(mounts_under(dir.path()).is_empty());
     assert!(mounts_under(state.path()).is_empty());
+    let records: Vec<_> = std::fs::read_dir(state.path().join("mounts"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().ends_with(".json"))
+        .collect();
+    assert!(records.is_empty(), "no record is left: {records:?}");
+    assert_eq!(
+        state_entries(state.path()),
+        ["mounts"],
+        "the mount directory and its serve.log are removed"
+    );
+}
+
+/// Returns the sorted names in the state directory `state`.
+fn state_entries(state: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn failed_remount_keeps_earlier_stats_and_log() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("kill")
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let plain = tempfile::tempdir().unwrap();
+    write_oci_layout(plain.path(), "plain", &[small_tar()], &["/bin/sh"]).unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
+    // A killed server leaves its stats and log behind.
+    let pid = mount.pid().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the killed server to exit", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let work_dirs: Vec<_> = std::fs::read_dir(mount.state_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().is_some_and(|name| name != "mounts"))
+        .collect();
+    assert_eq!(work_dirs.len(), 1, "{work_dirs:?}");
+
+    let output = lazypull()
+        .args([
+            "mount",
+            &format!("oci:{}:plain", path_str(plain.path())),
+            path_str(mount.path()),
+            "--state-dir",
+            path_str(mount.state_dir()),
+            "--no-disk-cache",
+        ])
+        .output()
+        .unwrap();
     assert!(
-        !state
-            .path()
-            .join("mounts")
-            .read_dir()
-            .is_ok_and(|mut d| d.next().is_some()),
-        "no record is left"
+        !output.status.success(),
+        "mount of a plain gzip image succeeded"
+    );
+    assert!(
+        work_dirs[0].join("stats.json").is_file(),
+        "the earlier mount's stats stay"
+    );
+    let log = std::fs::read_to_string(work_dirs[0].join("serve.log")).unwrap();
+    assert!(
+        log.contains("mounted"),
+        "the earlier mount's log stays: {log}"
+    );
+    assert!(
+        log.contains("lazypull convert"),
+        "the failed mount appended its error: {log}"
     );
 }
 

@@ -55,8 +55,8 @@ pub struct Args {
     /// or a memory cache large enough for the layer).
     #[arg(long)]
     pub background_fetch: bool,
-    /// Compressed bytes stored after a missed chunk that are fetched with it, in KiB, 0 to 65536
-    /// (whole chunks only; files stored together are often read together). 0 turns read-ahead off.
+    /// Compressed bytes stored after a missed chunk that are fetched with it (whole chunks), in
+    /// KiB, 0 to 65536. Files stored together are often read together. 0 turns read-ahead off.
     #[arg(long, default_value_t = 512, value_name = "KIB", value_parser = RangedU64ValueParser::<u64>::new().range(0..=MAX_READAHEAD_KIB))]
     pub readahead_kib: u64,
     /// Mount layers that have no TOC-digest annotation, trusting the TOC inside the blob

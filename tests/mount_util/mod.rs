@@ -287,7 +287,12 @@ impl Mount {
     pub fn pid(&self) -> anyhow::Result<u32> {
         let records = self.state_dir().join("mounts");
         for entry in std::fs::read_dir(&records)? {
-            let record: Value = serde_json::from_slice(&std::fs::read(entry?.path())?)?;
+            // The directory also holds each mount point's lock file.
+            let path = entry?.path();
+            if path.extension().is_none_or(|extension| extension != "json") {
+                continue;
+            }
+            let record: Value = serde_json::from_slice(&std::fs::read(path)?)?;
             if let Some(pid) = record["pid"].as_u64() {
                 return Ok(pid as u32);
             }

@@ -185,26 +185,74 @@ pub fn serve(options: MountOptions, mut readiness: Readiness) -> Result<(), Moun
         .thread_name("lazypull-io")
         .build()
         .map_err(io_error(Path::new("tokio runtime")))?;
-    let result = runtime.block_on(run(&options, &mut readiness, runtime.handle().clone()));
-    if let Err(error) = &result {
-        readiness.failed(&error_chain(error));
-    }
+    let paths = MountPaths::new(&options.state_dir, &options.mountpoint);
+    let result = match lock_state(&options.state_dir, &paths, &options.mountpoint) {
+        Ok(lock) => {
+            let handle = runtime.handle().clone();
+            let result = runtime.block_on(run(&options, &paths, &mut readiness, handle));
+            if let Err(error) = &result {
+                readiness.failed(&error_chain(error));
+                // The directory of a live server contains its stats and mounts, so it stays.
+                if !matches!(error, MountError::AlreadyMounted { .. }) {
+                    remove_log_only_dir(&paths);
+                }
+            }
+            // Released only now, so no other mount starts in the directory while it is removed.
+            drop(lock);
+            result
+        }
+        Err(error) => {
+            readiness.failed(&error_chain(&error));
+            Err(error)
+        }
+    };
     // Pending reads own their replies, and fuser sends EIO for a reply dropped unsent, so
     // shutdown waits at most this long for reads still running.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
+/// Creates the state directory and takes the lock of `mountpoint`. The caller holds the lock
+/// until the mount ends, so two mounts of one directory never interleave.
+fn lock_state(
+    state_dir: &Path,
+    paths: &MountPaths,
+    mountpoint: &Path,
+) -> Result<std::fs::File, MountError> {
+    prepare_state_dir(state_dir)?;
+    lock_mountpoint(paths, mountpoint)
+}
+
+/// Removes the mount directory of a failed start when it contains nothing but `serve.log`,
+/// because the serving process has already reported its error to the user. Anything else there
+/// (stats of an earlier mount, mounts that could not be removed) keeps the directory.
+fn remove_log_only_dir(paths: &MountPaths) {
+    let (work_dir, log) = (&paths.work_dir, paths.log());
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    let mut others = entries.filter(|entry| !matches!(entry, Ok(entry) if entry.path() == log));
+    if others.next().is_some() {
+        return;
+    }
+    if let Err(error) = std::fs::remove_file(&log)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %log.display(), %error, "failed to remove the log of a failed mount");
+        return;
+    }
+    if let Err(error) = std::fs::remove_dir(work_dir) {
+        tracing::warn!(dir = %work_dir.display(), %error, "failed to remove the directory of a failed mount");
+    }
+}
+
 async fn run(
     options: &MountOptions,
+    paths: &MountPaths,
     readiness: &mut Readiness,
     handle: tokio::runtime::Handle,
 ) -> Result<(), MountError> {
     let mountpoint = &options.mountpoint;
-    let paths = MountPaths::new(&options.state_dir, mountpoint);
-    prepare_state_dir(&options.state_dir)?;
-    // Held until this function returns, so two mounts of one directory never interleave.
-    let _lock = lock_mountpoint(&paths, mountpoint)?;
     if let Ok(existing) = super::record::read_record(&options.state_dir, mountpoint) {
         if existing.pid != std::process::id() && system::is_lazypull_process(existing.pid) {
             return Err(MountError::AlreadyMounted {
@@ -264,7 +312,7 @@ async fn run(
         &layers,
         &layer_dirs,
         trace,
-        &paths,
+        paths,
         &mut mounted,
         handle,
     )
