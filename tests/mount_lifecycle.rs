@@ -246,9 +246,14 @@ fn failed_remount_keeps_earlier_stats_and_log() {
         log.contains("mounted"),
         "the earlier mount's log stays: {log}"
     );
-    assert!(
-        log.contains("lazypull convert"),
-        "the failed mount appended its error: {log}"
+    // The serving process logs its error after the parent has printed it.
+    wait_for(
+        "the failed mount's error in the log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(work_dirs[0].join("serve.log"))
+                .is_ok_and(|log| log.contains("lazypull convert"))
+        },
     );
 }
 
@@ -404,6 +409,98 @@ fn prioritized_files_are_prefetched_before_ready() {
         "prefetched file needed no fetch: {after}"
     );
     mount.unmount().unwrap();
+}
+
+/// Returns the current time in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn status_reports_reads_at_once() {
+    require_or_skip!(Prereq::Root, Prereq::Fuse, Prereq::Overlayfs);
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache", "--no-prefetch"],
+    )
+    .unwrap();
+    let before = mount.stats().unwrap()["total"]["bytes_fetched"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(mount.path().join("usr/lib/big")).unwrap(),
+        vec![9u8; 3 << 20]
+    );
+
+    // The periodic rewrite comes every second, so a lagging status would show an older time.
+    let read_done = now_ms();
+    let after = mount.stats().unwrap();
+    assert!(
+        after["updated_unix_ms"].as_u64().unwrap() >= read_done,
+        "status returned counters written before the read ended: {after}"
+    );
+    assert!(
+        after["total"]["bytes_fetched"].as_u64().unwrap() > before,
+        "the read shows in the counters: {after}"
+    );
+}
+
+#[test]
+fn status_of_dead_server_names_pid() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("kill")
+    );
+    let layout = tempfile::tempdir().unwrap();
+    write_estargz_layout(
+        layout.path(),
+        "latest",
+        &[small_tar()],
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let mount = Mount::start(
+        &format!("oci:{}:latest", path_str(layout.path())),
+        &["--no-disk-cache"],
+    )
+    .unwrap();
+    let pid = mount.pid().unwrap();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the killed server to exit", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+
+    let output = lazypull()
+        .args(["status", path_str(mount.path()), "--state-dir"])
+        .arg(mount.state_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "status of a dead mount succeeded");
+    assert!(
+        stderr.contains(&format!("serving process {pid} ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not running"), "{stderr}");
+    assert!(stderr.contains("lazypull unmount"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no stale counters on stdout");
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `lazypull status DIR`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
 use lazypull_snapshotter::mount;
 
 /// Arguments of `lazypull status`.
@@ -15,13 +15,15 @@ pub struct Args {
     pub state_dir: Option<PathBuf>,
 }
 
+/// Maximum wait for the serving process to rewrite its stats file.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Prints the mount's counters (bytes fetched, requests, cache hits and misses, prefetch
-/// progress, per layer and in total) as JSON, as last written by the serving process.
+/// progress, per layer and in total) as JSON, as the serving process collects them on request.
+/// Fails, naming the pid, when that process is no longer running.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let state_dir = args.state_dir.unwrap_or_else(mount::default_state_dir);
-    let record = mount::find_record(&state_dir, &args.dir)?;
-    let stats = mount::read_stats(&record.stats)
-        .with_context(|| format!("failed to read the stats file {}", record.stats.display()))?;
+    let stats = mount::fresh_stats(&state_dir, &args.dir, REFRESH_TIMEOUT)?;
     println!("{}", stats.to_json_pretty());
     Ok(())
 }

@@ -257,19 +257,9 @@ impl Mount {
         Ok(serde_json::from_slice(&output.stdout)?)
     }
 
-    /// Waits until the stats file shows a later update than `after_ms`, then returns it.
+    /// Runs `lazypull status`, which has the serving process write its counters as of now.
     pub fn fresh_stats(&self) -> anyhow::Result<Value> {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as u64;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let stats = self.stats()?;
-            if stats["updated_unix_ms"].as_u64().unwrap_or(0) > start || Instant::now() > deadline {
-                return Ok(stats);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.stats()
     }
 
     /// Runs `lazypull unmount`.

@@ -8,13 +8,14 @@
 //! [`unmount`] stops the server and removes whatever it left, dead FUSE mounts included.
 //!
 //! The state directory holds one [`MountRecord`] per mount point and the counters
-//! ([`MountStats`]), rewritten every second.
+//! ([`MountStats`]), rewritten every second and on SIGUSR1 ([`fresh_stats`] sends it).
 
 mod daemon;
 mod options;
 mod record;
 mod serve;
 mod stats;
+mod status;
 mod system;
 mod unmount;
 
@@ -26,5 +27,6 @@ pub use options::{
 pub use record::{MountPaths, MountRecord, RecordError, default_state_dir, find_record};
 pub use serve::{MountError, error_chain, serve};
 pub use stats::{LayerStats, MountStats, read_stats};
+pub use status::{StatusError, fresh_stats};
 pub use system::SystemError;
 pub use unmount::{UnmountError, unmount};

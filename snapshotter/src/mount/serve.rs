@@ -21,7 +21,7 @@ use crate::fs::{FsCore, FsOptions, TraceRecorder};
 use crate::layer::{Layer, LayerError, LayerInfo};
 use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteError, image};
 
-/// How often the stats file is rewritten.
+/// How often the stats file is rewritten (it is also rewritten on SIGUSR1).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Errors of a mount.
@@ -280,6 +280,9 @@ async fn run(
         signal(SignalKind::terminate()).map_err(io_error(Path::new("SIGTERM handler")))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(io_error(Path::new("SIGINT handler")))?;
+    // Installed before the record names this process, because SIGUSR1 kills by default.
+    let mut rewrite_stats =
+        signal(SignalKind::user_defined1()).map_err(io_error(Path::new("SIGUSR1 handler")))?;
 
     let layers = open_layers(options).await?;
     let trace = match &options.record_trace {
@@ -350,6 +353,12 @@ async fn run(
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = ticker.tick() => {
+                if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
+                    tracing::warn!(path = %stats_path.display(), %error, "failed to write stats");
+                }
+            }
+            // `lazypull status` sends SIGUSR1 to get the counters as of now.
+            _ = rewrite_stats.recv() => {
                 if let Err(error) = write_stats(&stats_path, &collect(&layers)) {
                     tracing::warn!(path = %stats_path.display(), %error, "failed to write stats");
                 }
