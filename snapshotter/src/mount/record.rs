@@ -5,9 +5,10 @@
 //!
 //! ```text
 //! mounts/<id>.json      this record, one per mount point
+//! mounts/<id>.lock      flock held by the serving process; kept for the next mount
 //! <id>/layers/<n>/      FUSE mount of layer n (0 = bottom)
 //! <id>/upper/, work/    overlayfs upper and work directories
-//! <id>/stats.json       counters, rewritten every second
+//! <id>/stats.json       counters, rewritten every second and on SIGUSR1
 //! <id>/serve.log        log of the detached serving process
 //! ```
 //!
