@@ -333,7 +333,7 @@ struct PendingChunk {
 struct CurrentReg {
     node: u32,
     size: u64,
-    /// Where the next chunk must start: the end of the last chunk listed.
+    /// File offset at which the next chunk must start: the end of the last chunk listed.
     next_offset: u64,
 }
 
@@ -712,9 +712,8 @@ impl Builder {
             ));
         };
         let (node, file_size) = (current.node, current.size);
-        // Chunks are listed in file order, each starting where the previous one ends; a reader
-        // that sorted them instead would serve a file whose chunks each verify, in the wrong
-        // order.
+        // Chunks are listed in file order, each starting where the previous one ends. A reader
+        // that sorted them instead would serve verified chunks in the wrong order.
         if entry.chunk_offset != current.next_offset {
             return Err(Self::invalid(
                 index,

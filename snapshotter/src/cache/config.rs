@@ -44,10 +44,10 @@ pub struct CacheConfig {
     /// Chunk bytes that may wait for their disk write; further writes are skipped (and counted)
     /// while the disk is slower than the network.
     pub disk_write_queue_bytes: u64,
-    /// Check the SHA-256 of every chunk read from the disk tier. Off, a chunk file is checked
-    /// the first time this process reads it unless the process wrote it (after verifying it);
-    /// on, it is checked on every read, which also catches a file damaged while the process
-    /// runs, at the cost of hashing every warm read.
+    /// Whether to check the SHA-256 of every chunk read from the disk tier. When off, a chunk
+    /// file is checked the first time this process reads it, unless the process wrote it after
+    /// verifying it. When on, every read is checked, which also catches a file damaged while the
+    /// process runs, at the cost of hashing every warm read.
     pub reverify_disk_reads: bool,
 }
 

@@ -4,7 +4,7 @@
 //! file is either complete or absent; the temporary file is deleted when a write fails or is
 //! dropped. Every read checks the length. The SHA-256 is checked on the first read of a file this
 //! process did not write (files from an earlier run, which a crash may have left damaged), and on
-//! every read when `reverify` is on; a file that fails is deleted and fetched again, never served.
+//! every read when `reverify` is on. A file that fails is deleted and fetched again, never served.
 //! Files this process wrote hold bytes it verified just before, so by default they are not
 //! hashed again: hashing is most of the CPU time of a warm read. Sizes, access order and the
 //! verified flag live in [`DiskLru`]; the lock around it is never held across file I/O.
@@ -129,7 +129,7 @@ impl DiskTier {
     }
 
     /// Reads the chunk `key`, which must hash to `digest`, verifying it unless this process
-    /// already knows the file's bytes (see the module documentation). A file that fails
+    /// wrote or checked the file before (see the module documentation). A file that fails
     /// verification is deleted. Runs on the blocking thread pool.
     pub(crate) async fn read(&self, key: ChunkKey, digest: Digest) -> DiskRead {
         let Some(verified) = self.state().lru.touch(&key) else {

@@ -10,7 +10,7 @@ use estargz::index::NodeId;
 /// position is forgotten is seen as sequential again after its next read.
 const TRACKED_FILES: usize = 1024;
 
-/// Where the last read of each recently read file ended.
+/// End offset of the last read of each recently read file.
 #[derive(Debug, Default)]
 pub(crate) struct SequentialReads {
     ends: Mutex<HashMap<NodeId, u64>>,
