@@ -4,7 +4,9 @@ mod read_path_support;
 
 use std::sync::Arc;
 
+use estargz::index::NodeId;
 use lazypull_snapshotter::cache::ChunkCache;
+use lazypull_snapshotter::layer::Layer;
 use read_path_support::*;
 
 /// Twenty 4 KiB files stored one after another, then a 1 MiB file.
@@ -142,8 +144,10 @@ async fn cached_reads_do_not_read_ahead() {
     assert_eq!(source.requests(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequential_reads_find_the_next_chunks_loaded() {
+/// Opens [`small_files`] with two chunks loaded ahead of sequential readers, and returns the
+/// built layer, its source with cleared counters, the opened layer and the node of
+/// `dir/zz-big.bin`.
+async fn open_big_file_loading_two_ahead() -> (Built, Arc<MemSource>, Arc<Layer>, NodeId) {
     let built = small_files();
     let source = built.source();
     let mut config = test_config();
@@ -157,6 +161,12 @@ async fn sequential_reads_find_the_next_chunks_loaded() {
     .await;
     let id = node(layer.index(), "dir/zz-big.bin");
     source.reset_counters();
+    (built, source, layer, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_find_the_next_chunks_loaded() {
+    let (built, source, layer, id) = open_big_file_loading_two_ahead().await;
 
     // Two adjacent reads in the first 64 KiB chunk make the reader sequential, which starts
     // loading the next two chunks in the background.
@@ -193,19 +203,7 @@ async fn sequential_reads_find_the_next_chunks_loaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_reads_load_nothing_ahead() {
-    let built = small_files();
-    let source = built.source();
-    let mut config = test_config();
-    config.fetch.sequential_chunks = 2;
-    let layer = open(
-        &built,
-        source.clone(),
-        Arc::new(ChunkCache::in_memory(64 << 20)),
-        &config,
-    )
-    .await;
-    let id = node(layer.index(), "dir/zz-big.bin");
-    source.reset_counters();
+    let (built, source, layer, id) = open_big_file_loading_two_ahead().await;
 
     let chunk: u64 = 64 << 10;
     for offset in [0, 3 * chunk, chunk + 100] {
