@@ -303,7 +303,7 @@ pub struct IndexStats {
     pub skipped_long_names: usize,
 }
 
-/// Longest file name component Linux accepts, in bytes.
+/// Maximum length of one file name component on Linux, in bytes.
 pub const NAME_MAX: usize = 255;
 
 /// The inode table of one layer.
@@ -1311,7 +1311,7 @@ mod layout_tests {
     }
 
     #[test]
-    fn entries_that_cannot_exist_are_skipped_with_their_chunks() {
+    fn impossible_entries_skip_their_chunks() {
         let long = "n".repeat(NAME_MAX + 1);
         let file = |name: &str| TocEntry {
             name: name.into(),

@@ -150,7 +150,7 @@ fn duplicate_paths_last_entry_wins() {
 }
 
 #[test]
-fn hard_links_keep_the_file_they_were_made_to() {
+fn hardlink_keeps_replaced_target() {
     check_layer(
         "hardlinks_to_replaced_file",
         &recipes::hardlinks_to_replaced_file(),
@@ -393,7 +393,7 @@ fn hard_links_to_nothing_are_dropped() {
     dropped.sort();
     assert_eq!(dropped, ["cycle-a", "cycle-b", "lower", "self"]);
 
-    // GNU tar extracts the output without an error, and it holds the two good names.
+    // GNU tar extracts the output without an error, and the output contains the two good names.
     let (_dir, actual) = extract(&converted.blob_path(), true);
     assert_eq!(actual.get("good").map(|n| n.nlink), Some(2));
     assert!(actual.get("self").is_none());

@@ -160,9 +160,9 @@ fn cache_with(dir: &Path, reverify: bool) -> Arc<ChunkCache> {
     Arc::new(ChunkCache::new(&config).expect("cache directory is usable"))
 }
 
-/// Fills the disk tier of `cache` (on `dir`) with the 8 MiB file, flips one bit of its fourth
-/// chunk file, then reads the file again through the cache `reader` returns and checks that the
-/// damaged chunk was refetched, not served.
+/// Fills the disk tier of `cache` (on `dir`) with the 8 MiB file and flips one bit of its fourth
+/// chunk file. Then reads the file through the cache that `reader` returns and checks that the
+/// damaged chunk was fetched again, not served.
 async fn damage_and_reread(
     dir: &Path,
     cache: Arc<ChunkCache>,
@@ -201,7 +201,7 @@ async fn damage_and_reread(
 async fn damaged_file_from_an_earlier_run_is_refetched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    // A new cache on the same directory stands for the daemon after a restart.
+    // A new cache on the same directory plays the daemon after a restart.
     damage_and_reread(dir.path(), cache_with(dir.path(), false), |old| {
         drop(old);
         cache_with(&path, false)

@@ -662,7 +662,7 @@ async fn basic_auth_registry_gets_credentials() {
 }
 
 /// ECR's pattern: Basic credentials whose password is a token; once it expires the registry
-/// answers 403, and the rotated token must be read from the credential store.
+/// responds with 403, and the rotated token must be read from the credential store.
 #[tokio::test]
 async fn expired_basic_credentials_answered_with_403_are_reread() {
     use base64::Engine as _;

@@ -93,8 +93,8 @@ fn gnu_pairs(area: &[u8], count: usize, out: &mut Vec<(u64, u64)>) -> Result<(),
     Ok(())
 }
 
-/// What the main header of an old GNU sparse file says: its (offset, length) segments, its real
-/// size, and whether extension blocks follow.
+/// Sparse map from the main header of an old GNU sparse file: its (offset, length) segments,
+/// its real size, and whether extension blocks follow.
 pub type OldGnuSparse = (Vec<(u64, u64)>, u64, bool);
 
 /// Decodes the sparse map of an old GNU sparse header. Returns the segments found in the main

@@ -38,7 +38,7 @@ pub struct CacheStatsSnapshot {
     pub memory_evictions: u64,
     /// Decompressed bytes held in the memory tier.
     pub memory_bytes: u64,
-    /// Reads answered by the disk tier.
+    /// Reads served by the disk tier.
     pub disk_hits: u64,
     /// Disk reads that found nothing usable.
     pub disk_misses: u64,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use estargz::index::NodeId;
 
-/// Files whose position is remembered at once; when full, the table starts over. A reader whose
+/// Maximum number of files whose position is tracked. When the table is full, it starts over. A reader whose
 /// position is forgotten is seen as sequential again after its next read.
 const TRACKED_FILES: usize = 1024;
 
@@ -55,7 +55,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn table_stays_bounded() {
         let reads = SequentialReads::default();
         for node in 0..(3 * TRACKED_FILES as u32) {
             reads.record(NodeId(node), 0, 10);

@@ -178,7 +178,7 @@ impl RegistryClient {
     /// Sends one GET to a registry URL with the session's authorization. After a rejection it
     /// refreshes the credentials and sends the request once more.
     ///
-    /// A rejection is a 401, or a 403 while credentials were sent: some registries answer an
+    /// A rejection is a 401, or a 403 while credentials were sent: some registries reject an
     /// expired bearer token, or expired Basic credentials (ECR's `AWS:<token>` pair), with 403.
     /// A 403 for a resource the credentials may truly not read costs one extra request. The response to the second send is returned whatever its
     /// status. Redirects are returned, not followed; the authorization used comes back for

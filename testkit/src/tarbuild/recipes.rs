@@ -322,7 +322,7 @@ pub fn whiteouts_upper_only() -> Vec<u8> {
 }
 
 /// Builds an upper layer that deletes `etc/network` with a whiteout and creates a new
-/// `etc/network/` holding only `fresh` in the same layer; with `whiteout_last` the whiteout
+/// `etc/network/` containing only `fresh` in the same layer. With `whiteout_last`, the whiteout
 /// comes after the new directory's members. Merged over [`whiteouts_lower`], `etc/network`
 /// contains only `fresh` either way: a whiteout applies to the lower layers only.
 pub fn whiteout_then_recreate(whiteout_last: bool) -> Vec<u8> {

@@ -15,9 +15,8 @@ use crate::fs::{FileSource, FsCore};
 /// arrive as 128 KiB requests. Raising the bdi value after mounting makes them 1 MiB.
 const READ_AHEAD_KB: u32 = 1024;
 
-/// Most request threads one layer mount may have. Each thread holds a cloned `/dev/fuse` fd, and
-/// past a few dozen threads more only cost memory and file descriptors: every read is answered
-/// from the runtime's workers anyway.
+/// Maximum number of request threads of one layer mount. Each thread keeps a cloned `/dev/fuse`
+/// fd, and reads are served by the runtime's workers, so more threads only cost memory and fds.
 pub const MAX_FUSE_THREADS: usize = 64;
 
 /// Settings of a layer mount.
