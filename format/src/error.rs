@@ -21,6 +21,21 @@ pub enum FooterError {
         /// Why each footer variant was rejected.
         reasons: String,
     },
+    /// The blob ends in the 64-byte zstd:chunked footer of containers/storage (Podman, Buildah).
+    #[error(
+        "blob of {blob_size} bytes is zstd:chunked in the containers/storage dialect \
+         (64-byte footer, magic \"GNUlInUx\", TOC at offset {toc_offset}, tar-split at offset \
+         {tar_split_offset}); lazypull reads only the 40-byte stargz-snapshotter footer \
+         (magic \"GnUlInUx\"), so convert the image with `lazypull convert --compression zstd`"
+    )]
+    ContainersStorageZstd {
+        /// Size of the blob.
+        blob_size: u64,
+        /// TOC offset recorded in the footer, or 0 when the tail was too short to hold it.
+        toc_offset: u64,
+        /// Tar-split offset recorded in the footer, or 0 when the tail was too short to hold it.
+        tar_split_offset: u64,
+    },
 }
 
 /// The TOC could not be loaded, verified or parsed.

@@ -9,6 +9,11 @@
 //!   skippable frame, ending in the magic `GnUlInUx`.
 //! * external TOC, 46 bytes: the gzip footer with `STARGZEXTERNALTOC` and no offset. The TOC lives
 //!   in a separate image; such blobs are recognised so the caller can report them precisely.
+//!
+//! Before any of these, [`parse_footer`] checks for the 64-byte zstd:chunked footer that current
+//! containers/storage (Podman, Buildah) writes, magic `GNUlInUx` with a capital N. That dialect
+//! adds a tar-split frame and uses other TOC fields, and stargz-snapshotter cannot read it either,
+//! so it is reported as [`FooterError::ContainersStorageZstd`] instead of being read.
 
 use crate::error::FooterError;
 
@@ -22,13 +27,18 @@ pub const EXTERNAL_TOC_FOOTER_SIZE: usize = 46;
 pub const ZSTD_FOOTER_SIZE: usize = 40;
 /// Size of the complete zstd:chunked footer frame: 8-byte skippable header plus the payload.
 pub const ZSTD_FOOTER_FRAME_SIZE: usize = 48;
+/// Size of the containers/storage zstd:chunked footer payload, which lazypull recognises but
+/// does not read.
+pub const CONTAINERS_STORAGE_ZSTD_FOOTER_SIZE: usize = 64;
 /// How many tail bytes [`parse_footer`] needs to recognise every variant.
-pub const MAX_FOOTER_SIZE: usize = GZIP_FOOTER_SIZE;
+pub const MAX_FOOTER_SIZE: usize = CONTAINERS_STORAGE_ZSTD_FOOTER_SIZE;
 
 /// Magic of the first skippable zstd frame type (0x184D2A50), little-endian.
 pub const ZSTD_SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
 /// Magic at the end of a zstd:chunked footer.
 pub const ZSTD_CHUNKED_MAGIC: [u8; 8] = *b"GnUlInUx";
+/// Magic at the end of a containers/storage zstd:chunked footer (capital N).
+pub const CONTAINERS_STORAGE_ZSTD_MAGIC: [u8; 8] = *b"GNUlInUx";
 /// Manifest type stored in a zstd:chunked footer: 1 means a CRFS-style JSON TOC.
 pub const ZSTD_MANIFEST_TYPE_CRFS: u64 = 1;
 
@@ -126,6 +136,9 @@ pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<TocLocation, FooterEr
             blob_size,
         });
     }
+    if tail.ends_with(&CONTAINERS_STORAGE_ZSTD_MAGIC) {
+        return Err(containers_storage_zstd(tail, blob_size));
+    }
     let mut reasons = Vec::new();
     for attempt in [parse_gzip, parse_legacy, parse_zstd, parse_external] {
         match attempt(tail, blob_size) {
@@ -137,6 +150,26 @@ pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<TocLocation, FooterEr
         blob_size,
         reasons: reasons.join("; "),
     })
+}
+
+/// Describes a blob that ends in the containers/storage magic. Its 64-byte payload is seven
+/// little-endian u64 fields (TOC offset, compressed and uncompressed TOC length, manifest type,
+/// tar-split offset, compressed and uncompressed tar-split length) and the magic.
+fn containers_storage_zstd(tail: &[u8], blob_size: u64) -> FooterError {
+    let field = |footer: &[u8], i: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&footer[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    let (toc_offset, tar_split_offset) = match last_n(tail, CONTAINERS_STORAGE_ZSTD_FOOTER_SIZE) {
+        Some(footer) => (field(footer, 0), field(footer, 4)),
+        None => (0, 0),
+    };
+    FooterError::ContainersStorageZstd {
+        blob_size,
+        toc_offset,
+        tar_split_offset,
+    }
 }
 
 fn last_n(tail: &[u8], n: usize) -> Option<&[u8]> {
@@ -365,6 +398,59 @@ mod tests {
             let blob = vec![0x1fu8; len];
             assert!(parse_footer(&blob, len as u64).is_err());
         }
+    }
+
+    /// Builds the tail of a containers/storage zstd:chunked blob by hand: a 64-byte payload in a
+    /// skippable frame, seven little-endian u64 fields and the `GNUlInUx` magic.
+    fn containers_storage_footer(fields: [u64; 7]) -> Vec<u8> {
+        let mut frame = ZSTD_SKIPPABLE_MAGIC.to_vec();
+        frame.extend_from_slice(&64u32.to_le_bytes());
+        for value in fields {
+            frame.extend_from_slice(&value.to_le_bytes());
+        }
+        frame.extend_from_slice(b"GNUlInUx");
+        frame
+    }
+
+    #[test]
+    fn containers_storage_footer_is_named_as_other_dialect() {
+        let mut blob = vec![0u8; 900];
+        blob.extend_from_slice(&containers_storage_footer([600, 100, 400, 1, 700, 120, 2048]));
+        let size = blob.len() as u64;
+        let err = parse_footer(&blob[blob.len() - MAX_FOOTER_SIZE..], size).unwrap_err();
+        match err {
+            FooterError::ContainersStorageZstd {
+                blob_size,
+                toc_offset,
+                tar_split_offset,
+            } => {
+                assert_eq!(blob_size, size);
+                assert_eq!(toc_offset, 600);
+                assert_eq!(tar_split_offset, 700);
+            }
+            other => panic!("expected the containers/storage dialect, got {other}"),
+        }
+    }
+
+    #[test]
+    fn containers_storage_error_names_both_magics() {
+        let mut blob = vec![0u8; 200];
+        blob.extend_from_slice(&containers_storage_footer([100, 50, 300, 1, 0, 0, 0]));
+        let message = parse_footer(&blob, blob.len() as u64)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("containers/storage"), "{message}");
+        assert!(message.contains("GNUlInUx"), "{message}");
+        assert!(message.contains("GnUlInUx"), "{message}");
+    }
+
+    #[test]
+    fn containers_storage_magic_in_short_tail_is_named() {
+        let err = parse_footer(b"GNUlInUx", 8).unwrap_err();
+        assert!(
+            matches!(err, FooterError::ContainersStorageZstd { toc_offset: 0, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub(crate) async fn load_toc(
     let tail_start = size - config.toc_tail_bytes.min(size);
     let tail = read(source, stats, layer, "footer and TOC", tail_start, size).await?;
     let location = parse_footer(&tail, size).map_err(|error| {
+        if let FooterError::ContainersStorageZstd { .. } = error {
+            // An intact blob of another zstd:chunked dialect, not a damaged one.
+            let reasons = error.to_string();
+            return LayerError::NotEstargz { layer, reasons };
+        }
         let reasons = match error {
             FooterError::NotEstargz { reasons, .. } => reasons,
             other => other.to_string(),
