@@ -15,7 +15,7 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 else
   export RUSTC_BOOTSTRAP=1
 fi
-for target in footer toc tar_scan blob; do
+for target in footer toc tar_scan blob range_plan; do
   echo "fuzzing $target for ${seconds}s"
   cargo "${toolchain[@]}" fuzz run "$target" -s none -- -max_total_time="$seconds" -rss_limit_mb=2048
 done

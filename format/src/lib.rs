@@ -11,6 +11,7 @@
 //! * [`blob`] opens a blob through the [`blob::ReadAt`] trait: it locates, verifies and parses the
 //!   TOC, and decodes and verifies chunks.
 //! * [`index`] turns a TOC into a compact inode table that maps a (file, offset) to its chunks.
+//! * [`range_plan`] groups the compressed spans of missing chunks into range requests.
 //!
 //! ```
 //! use estargz::build::{build, BuildOptions};
@@ -45,6 +46,7 @@ pub mod error;
 pub mod footer;
 pub mod index;
 pub mod limits;
+pub mod range_plan;
 pub mod tar;
 pub mod toc;
 

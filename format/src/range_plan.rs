@@ -1,4 +1,4 @@
-//! Coalescing: which missing chunks share one range request.
+//! Range planning: which missing chunks share one range request.
 //!
 //! Missing chunks are sorted by compressed offset and merged greedily: a chunk joins the current
 //! request when the gap between the request's end and the chunk's start is at most

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::ConfigError;
 use crate::cache::config::duration_text;
 
-use super::plan::MergeRule;
+use estargz::range_plan::MergeRule;
 
 /// Settings of demand fetches: retries and how neighbouring chunks share a range request.
 ///

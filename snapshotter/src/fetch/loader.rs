@@ -15,7 +15,7 @@ use crate::remote::BlobSource;
 
 use super::config::FetchConfig;
 use super::fetcher::RangeFetcher;
-use super::plan::{MergeRule, plan_requests};
+use estargz::range_plan::{MergeRule, plan_requests};
 use super::progress::BlobOrder;
 use super::stats::{LayerStats, Purpose};
 

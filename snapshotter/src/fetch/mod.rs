@@ -12,13 +12,12 @@ mod config;
 mod error;
 mod fetcher;
 pub(crate) mod loader;
-mod plan;
 mod prefetch;
 pub(crate) mod progress;
 mod stats;
 
 pub use config::{DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MERGE_GAP_BYTES, FetchConfig, PrefetchConfig};
 pub use error::FetchError;
-pub use plan::{MergeRule, PlannedRequest, plan_requests};
+pub use estargz::range_plan::{MergeRule, PlannedRequest, plan_requests};
 pub use prefetch::{BackgroundState, PrefetchState, Prefetcher};
 pub use stats::{LayerStats, LayerStatsSnapshot, Purpose};

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PrefetchConfig;
 use super::loader::{ChunkLoader, LoadOptions};
-use super::plan::{MergeRule, plan_requests};
+use estargz::range_plan::{MergeRule, plan_requests};
 use super::stats::{LayerStats, Purpose};
 
 /// Consecutive failed background requests after which a layer's background fetch stops.
