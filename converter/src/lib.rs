@@ -63,7 +63,7 @@ pub mod platform;
 pub mod prioritize;
 pub mod progress;
 pub mod report;
-mod resolve;
+pub mod resolve;
 pub mod rewrite;
 pub mod store;
 

@@ -148,6 +148,9 @@ impl<R: Read + Seek> Scanner<R> {
                 Err(e) => return Err(self.io(e)),
             }
         }
+        if filled == 0 && self.len == UNKNOWN_LENGTH {
+            return Ok(None);
+        }
         if filled < 512 {
             return Err(TarError::InvalidHeader {
                 offset: self.pos,
@@ -211,6 +214,34 @@ fn strip_nuls(mut data: Vec<u8>) -> Vec<u8> {
 /// headers, and the PAX sparse formats 0.0, 0.1 and 1.0. Stops at the first zero block or at the
 /// end of input. Rejects entry types eStargz cannot represent, bad checksums and truncated data.
 pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, TarError> {
+    let mut entries = Vec::new();
+    let mut out = scan_each(input, limits, |entry, _data| {
+        entries.push(entry);
+        Ok::<(), TarError>(())
+    })?;
+    out.entries = entries;
+    Ok(out)
+}
+
+/// Input length that stands for "unknown": [`scan_each`] then ends where the input ends, which
+/// lets a forward-only stream (a decompressor) be scanned through an adapter whose `Seek` only
+/// skips forward and reports this length for `SeekFrom::End(0)`.
+pub const UNKNOWN_LENGTH: u64 = u64::MAX;
+
+/// Walks a tar stream like [`scan`], but hands each entry to `visit` as soon as it is decoded,
+/// with a reader over its stored data (from `data_offset`, `stored_len` bytes; for sparse files
+/// the stored segments, without the map). Whatever `visit` leaves unread is skipped. The
+/// returned output has no entries, only the counts.
+///
+/// The scanner only seeks forward, except to peek at a PAX 1.0 sparse map (at most
+/// `max_tar_extension_bytes` back). When the input's length is [`UNKNOWN_LENGTH`], a clean end
+/// of input at a block boundary ends the walk like a zero block.
+pub fn scan_each<R, E, F>(input: R, limits: &Limits, mut visit: F) -> Result<ScanOutput, E>
+where
+    R: Read + Seek,
+    E: From<TarError>,
+    F: FnMut(InputEntry, &mut dyn Read) -> Result<(), E>,
+{
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let len = input
         .seek(SeekFrom::End(0))
@@ -225,6 +256,7 @@ pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, Tar
         limits: limits.clone(),
     };
     let mut out = ScanOutput::default();
+    let mut count = 0usize;
     let mut pending = Pending::default();
     let mut global: Vec<Record> = Vec::new();
 
@@ -302,28 +334,44 @@ pub fn scan<R: Read + Seek>(input: R, limits: &Limits) -> Result<ScanOutput, Tar
                     offset,
                     typeflag: char::from(flag),
                     kind: entry_type.describe(),
-                });
+                }
+                .into());
             }
             _ => {}
         }
         let pend = std::mem::take(&mut pending);
-        let entry = read_entry(&mut s, offset, &block, hdr, entry_type, pend, &global)?;
-        if out.entries.len() >= limits.max_entries {
+        let (entry, data_size) =
+            read_entry(&mut s, offset, &block, hdr, entry_type, pend, &global)?;
+        if count >= limits.max_entries {
             return Err(TarError::TooLarge {
                 what: "number of entries",
                 offset,
-                value: out.entries.len() as u64 + 1,
+                value: count as u64 + 1,
                 limit: limits.max_entries as u64,
-            });
+            }
+            .into());
         }
-        out.entries.push(entry);
+        count += 1;
+        // The payload: [header_end, header_end + data_size), padded to a block; the stored
+        // data of the entry starts `data_offset - header_end` bytes into it.
+        let payload_end = s
+            .pos
+            .saturating_add(data_size.div_ceil(BLOCK).saturating_mul(BLOCK));
+        s.skip(entry.data_offset.saturating_sub(s.pos))?;
+        let stored_len = entry.stored_len;
+        let mut data = (&mut s.input).take(stored_len);
+        visit(entry, &mut data)?;
+        let consumed = stored_len - data.limit();
+        s.pos += consumed;
+        s.skip(payload_end.saturating_sub(s.pos))?;
     }
     if pending.start.is_some() {
         return Err(TarError::Truncated {
             name: "extension header without its entry".into(),
             offset: pending.start.unwrap_or(0),
             needed: BLOCK,
-        });
+        }
+        .into());
     }
     Ok(out)
 }
@@ -337,7 +385,7 @@ fn read_entry<R: Read + Seek>(
     entry_type: EntryType,
     pend: Pending,
     global: &[Record],
-) -> Result<InputEntry, TarError> {
+) -> Result<(InputEntry, u64), TarError> {
     let header_start = pend.start.unwrap_or(offset);
     let mut copy = if global.is_empty() {
         HeaderCopy::Verbatim
@@ -535,18 +583,20 @@ fn read_entry<R: Read + Seek>(
             needed: payload_end - s.len,
         });
     }
-    s.skip(padded(data_size))?;
-
-    Ok(InputEntry {
-        header_start,
-        main_header: offset,
-        header_end,
-        data_offset,
-        stored_len,
-        meta,
-        copy,
-        sparse: sparse_map,
-    })
+    // The caller hands the payload to its visitor and skips the rest.
+    Ok((
+        InputEntry {
+            header_start,
+            main_header: offset,
+            header_end,
+            data_offset,
+            stored_len,
+            meta,
+            copy,
+            sparse: sparse_map,
+        },
+        data_size,
+    ))
 }
 
 fn merge_copy(current: HeaderCopy, wanted: HeaderCopy) -> HeaderCopy {
