@@ -31,6 +31,7 @@
 //! ```
 
 pub mod containerd;
+pub mod faultproxy;
 pub mod gochecker;
 pub mod image;
 pub mod mounts;
