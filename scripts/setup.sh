@@ -24,6 +24,10 @@ PACKAGES=(
     attr xxd jq curl python3 e2fsprogs util-linux procps psmisc inotify-tools
     # Benchmark timing.
     hyperfine
+    # Benchmark images (scripts/build-bench-images.sh): pip for the ml image's wheels, node
+    # for the node image's node_modules (npm is added below when nodejs does not ship it),
+    # openssl for the synthetic data, strace to count what each workload reads.
+    python3-pip python3-venv nodejs openssl strace
     # mmdebstrap verifies Debian's release signatures with these keys.
     debian-archive-keyring ca-certificates
 )
@@ -40,6 +44,13 @@ for package in "${PACKAGES[@]}"; do
         missing+=("$package")
     fi
 done
+
+# Debian's nodejs comes without npm, which is its own package there; other builds of nodejs
+# (NodeSource's, for one) ship npm and conflict with Debian's npm package.
+if ! command -v npm >/dev/null 2>&1; then
+    status=$(dpkg-query -W -f='${db:Status-Status}' npm 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=(npm)
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "setup.sh: all ${#PACKAGES[@]} packages are installed; nothing to do"
