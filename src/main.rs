@@ -5,6 +5,7 @@
 
 mod cmd;
 mod logging;
+mod optimize;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Serve containerd's snapshots API: a remote snapshotter that mounts eStargz layers lazily.
     Serve(cmd::serve::Args),
+    /// Record the files a workload opens in a lazy mount and convert with them first.
+    Optimize(cmd::optimize::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Unmount(args) => cmd::unmount::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Optimize(args) => cmd::optimize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,3 +10,4 @@ pub mod mount;
 pub mod remote;
 pub mod service;
 pub mod snapshot;
+pub mod workload;

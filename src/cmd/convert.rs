@@ -166,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Parses a byte count with an optional binary suffix: `4194304`, `4M`, `512K`, `1G`, `4MiB`.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())

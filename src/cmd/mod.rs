@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod mount;
+pub mod optimize;
 pub mod serve;
 pub mod status;
 pub mod unmount;
