@@ -37,6 +37,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Record the files a workload opens in a lazy mount and convert with them first.
     Optimize(cmd::optimize::Args),
+    /// Report an image's wasted bytes, efficiency, findings and secrets; gate CI on thresholds.
+    Audit(cmd::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Unmount(args) => cmd::unmount::run(args),
         Command::Status(args) => cmd::status::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
         Command::Optimize(args) => cmd::optimize::run(args),
     };
     match result {
