@@ -82,12 +82,11 @@ pub fn analyze(layers: &[ScannedLayer], top_files: usize) -> Analysis {
     let mut duplicate_bytes = 0;
     let mut duplicate_paths = Vec::new();
     for group in &groups {
-        // Keep the copy whose path sorts first; the others are waste.
-        let mut members: Vec<(&[u8], BlobId)> =
-            group.iter().map(|&id| (final_blobs[&id], id)).collect();
-        members.sort();
-        let kept = absolute(members[0].0);
-        for &(path, id) in &members[1..] {
+        // The copy shipped first (lowest layer, then stream order) is kept; later ones are
+        // waste. Groups list their blobs in that order.
+        let kept = absolute(final_blobs[&group[0]]);
+        for &id in &group[1..] {
+            let path = final_blobs[&id];
             let blob = &overlay.blobs[id];
             duplicate_bytes += blob.size;
             duplicate_paths.push(PathBytes {
@@ -237,6 +236,8 @@ fn path_findings(overlay: &Overlay) -> Vec<Finding> {
                 paths,
             }
         })
+        // Empty files (an apt `lock`) cost nothing worth reporting.
+        .filter(|f| f.bytes > 0)
         .collect()
 }
 

@@ -147,12 +147,17 @@ impl Overlay {
         }
     }
 
-    /// The blobs the final filesystem refers to, each with its first path in path order.
+    /// The blobs the final filesystem refers to, each with one of its paths: the path that
+    /// shipped it when that path still holds it, else its first hard link in path order.
     pub fn final_blobs(&self) -> HashMap<BlobId, &[u8]> {
         let mut out = HashMap::new();
         for (path, node) in &self.nodes {
             if let Some(blob) = node.blob {
-                out.entry(blob).or_insert(path.as_slice());
+                let shipped = self.blobs[blob].path.as_slice();
+                let entry = out.entry(blob).or_insert(path.as_slice());
+                if path.as_slice() == shipped {
+                    *entry = path.as_slice();
+                }
             }
         }
         out
