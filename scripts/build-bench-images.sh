@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the benchmark images as OCI layouts, without a Docker engine.
 #
-#   scripts/build-bench-images.sh [--force] [IMAGE...]
+#   scripts/build-bench-images.sh [--force | --remeasure] [IMAGE...]
 #   scripts/build-bench-images.sh --lock-ml
 #
 # IMAGE is node, ml, synthetic-500m or synthetic-5g; the default is all four, in that order.
@@ -20,8 +20,10 @@
 # with OCI media types, and NAME/bench.json: the workload's argv, readiness line, expected
 # output, bytes it reads, warm run time and layer sizes. After building, the script unpacks
 # the image with umoci, runs the workload in a chroot (checking its output), times three
-# warm runs and counts what one run reads with strace. An image is rebuilt only when it is
-# missing, when RECIPE_VERSION differs from NAME/.lazypull-recipe, or with --force.
+# warm runs and measures what one run reads (page cache residency after evicting the copy's
+# files, and strace). An image is rebuilt only when it is missing, when RECIPE_VERSION
+# differs from NAME/.lazypull-recipe, or with --force. --remeasure only repeats the checks
+# and measurements of existing images and rewrites their bench.json.
 #
 # Needs root and network access to the Debian archive, PyPI and the npm registry on the
 # first run. Downloads are kept in $LAZYPULL_CACHE_DIR/{debs,wheels,npm}, so later builds
@@ -56,17 +58,19 @@ fail() {
 
 force=0
 lock_ml=0
+remeasure=0
 images=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --force) force=1 ;;
         --lock-ml) lock_ml=1 ;;
+        --remeasure) remeasure=1 ;;
         -h | --help)
             sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         node | ml | synthetic-500m | synthetic-5g) images+=("$1") ;;
-        *) fail "unknown argument: $1 (expected --force, --lock-ml or one of: ${ALL_IMAGES[*]})" ;;
+        *) fail "unknown argument: $1 (expected --force, --remeasure, --lock-ml or one of: ${ALL_IMAGES[*]})" ;;
     esac
     shift
 done
@@ -103,7 +107,7 @@ fi
 if [[ $(id -u) -ne 0 ]]; then
     fail "must run as root (mmdebstrap root mode, umoci keeping owners, chroot)"
 fi
-for tool in mmdebstrap umoci jq tar gzip openssl strace python3 npm flock; do
+for tool in mmdebstrap umoci jq tar pigz openssl strace python3 npm flock mkfs.ext4 losetup blockdev; do
     command -v "$tool" >/dev/null || fail "$tool is missing; run scripts/setup.sh"
 done
 python3 -m pip --version >/dev/null 2>&1 || fail "python3 -m pip is missing; run scripts/setup.sh"
@@ -111,7 +115,9 @@ python3 -m pip --version >/dev/null 2>&1 || fail "python3 -m pip is missing; run
 mkdir -p "$IMAGES_DIR" "$DEB_CACHE" "$WHEEL_CACHE" "$NPM_CACHE"
 run_dir=$(mktemp -d "$IMAGES_DIR/.bench-run.XXXXXX")
 work=""
+check_loop=""
 cleanup() {
+    unmount_check_fs
     [[ -z $work ]] || rm -rf "$work"
     rm -rf "$run_dir"
 }
@@ -185,8 +191,6 @@ build_node() {
     umoci repack --refresh-bundle --history.created_by "npm ci (express lodash typescript webpack @babel/core rxjs moment aws-sdk)" \
         --image "$work/oci:build" "$work/bundle"
 
-    workload_argv=(/usr/bin/node /app/workload.js)
-    workload_expected=$'result sum=5050 day=2025-02-28 js=const answer = 40 + 2;\nready'
 }
 
 # --- ml ----------------------------------------------------------------------------------
@@ -223,8 +227,6 @@ build_ml() {
         --history.created_by "pip install --require-hashes -r requirements.lock ($(wheel_names))" \
         --image "$work/oci:build" "$work/bundle"
 
-    workload_argv=(/usr/bin/python3 /app/workload.py)
-    workload_expected=$'result coef=1.500 -2.000 0.500\nready'
 }
 
 # Print the wheel file names in $WHEEL_CACHE that requirements.lock pins, one a line.
@@ -331,8 +333,6 @@ build_synthetic() {
         rm -rf "$data"
     done
 
-    workload_argv=(/bin/sh /app/workload.sh)
-    workload_expected=$'result ranges=10\nready'
 }
 
 # --- checks and bench.json ---------------------------------------------------------------
@@ -350,12 +350,27 @@ $workload_expected"
     fi
 }
 
-# Finish $work/oci as tag `latest`, unpack it, run and measure the workload, and write
-# bench.json next to the layout.
-finish_image() {
-    local name=$1 build_seconds=$2
-    local layout="$work/oci"
-    local cmd_args=() arg
+# Set workload_argv and workload_expected (the workload's whole stdout) for image NAME.
+set_workload() {
+    case $1 in
+        node)
+            workload_argv=(/usr/bin/node /app/workload.js)
+            workload_expected=$'result sum=5050 day=2025-02-28 js=const answer = 40 + 2;\nready'
+            ;;
+        ml)
+            workload_argv=(/usr/bin/python3 /app/workload.py)
+            workload_expected=$'result coef=1.500 -2.000 0.500\nready'
+            ;;
+        synthetic-*)
+            workload_argv=(/bin/sh /app/workload.sh)
+            workload_expected=$'result ranges=10\nready'
+            ;;
+    esac
+}
+
+# Tag $work/oci:build as `latest` with the workload as its command, and drop unused blobs.
+finalize_layout() {
+    local layout="$work/oci" cmd_args=() arg
     for arg in "${workload_argv[@]}"; do
         cmd_args+=(--config.cmd "$arg")
     done
@@ -363,10 +378,55 @@ finish_image() {
         --config.env "PATH=$IMAGE_PATH" --config.workingdir /app --architecture amd64 --os linux
     umoci rm --image "$layout:build"
     umoci gc --layout "$layout"
+}
+
+# Print the layers of LAYOUT:latest as a JSON array with gzip and raw sizes.
+layers_json() {
+    local layout=$1 manifest_digest manifest layers="[]" digest size media raw
+    manifest_digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$layout/index.json")
+    manifest="$layout/blobs/sha256/${manifest_digest#sha256:}"
+    while read -r digest size media; do
+        raw=$(pigz -dc "$layout/blobs/sha256/${digest#sha256:}" | wc -c)
+        layers=$(jq -c --arg d "$digest" --argjson s "$size" --argjson r "$raw" --arg m "$media" \
+            '. + [{digest: $d, size: $s, raw_size: $r, media_type: $m}]' <<<"$layers")
+    done < <(jq -r '.layers[] | "\(.digest) \(.size) \(.mediaType)"' "$manifest")
+    echo "$layers"
+}
+
+# Unpack LAYOUT:latest onto an ext4 file system on a loop device with read-ahead off, so
+# that the page cache afterwards holds exactly the pages a run touched. Sets check_dir.
+mount_check_fs() {
+    local layout=$1 raw_bytes=$2
+    local image="$work/check.ext4"
+    check_dir="$work/check"
+    # Room for the files plus ext4's inodes and journal.
+    truncate -s "$((raw_bytes * 5 / 4 + 256 * 1048576))" "$image"
+    mkfs.ext4 -q -F -m 0 "$image"
+    check_loop=$(losetup --find --show "$image")
+    blockdev --setra 0 "$check_loop"
+    mkdir -p "$check_dir"
+    mount -o noatime "$check_loop" "$check_dir"
+    umoci unpack --image "$layout:latest" "$check_dir/bundle"
+}
+
+unmount_check_fs() {
+    if [[ -n ${check_loop:-} ]]; then
+        umount "$check_dir" 2>/dev/null || true
+        losetup -d "$check_loop" 2>/dev/null || true
+        check_loop=""
+    fi
+}
+
+# Check, time and measure the workload of LAYOUT:latest, then write LAYOUT/bench.json.
+measure_image() {
+    local name=$1 layout=$2 build_seconds=$3
+    local layers raw_bytes
+    layers=$(layers_json "$layout")
+    raw_bytes=$(jq '[.[].raw_size] | add' <<<"$layers")
 
     log "$name: checking the workload in an unpacked copy (umoci unpack, chroot)"
-    umoci unpack --image "$layout:latest" "$work/check"
-    local rootfs="$work/check/rootfs"
+    mount_check_fs "$layout" "$raw_bytes"
+    local rootfs="$check_dir/bundle/rootfs"
     run_workload "$rootfs"
     local runs=() start end i
     for i in 1 2 3; do
@@ -383,48 +443,47 @@ finish_image() {
     env -i PATH="$IMAGE_PATH" HOME=/root LANG=C.UTF-8 strace -ff -y -qq -s 0 \
         -e trace=read,pread64,readv,preadv,preadv2,mmap -o "$work/trace/t" \
         chroot "$rootfs" "${workload_argv[@]}" >/dev/null
-    local reads
-    reads=$(python3 "$RECIPES/count_reads.py" "$rootfs" "$work"/trace/t.*)
-    log "$name: workload reads $reads"
-    rm -rf "$work/check" "$work/trace"
+    local traced
+    traced=$(python3 "$RECIPES/count_reads.py" "$rootfs" "$work"/trace/t.*)
+    rm -rf "$work/trace"
+    log "$name: strace counts $traced"
 
-    local manifest_digest manifest layers_json="[]" digest size media raw
+    sync -f "$rootfs"
+    python3 "$RECIPES/page_cache.py" evict "$rootfs"
+    run_workload "$rootfs"
+    local touched
+    touched=$(python3 "$RECIPES/page_cache.py" resident "$rootfs")
+    log "$name: one run from an evicted page cache touched $touched"
+    unmount_check_fs
+
+    local manifest_digest
     manifest_digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$layout/index.json")
-    manifest="$layout/blobs/sha256/${manifest_digest#sha256:}"
-    while read -r digest size media; do
-        raw=$(gzip -dc "$layout/blobs/sha256/${digest#sha256:}" | wc -c)
-        layers_json=$(jq -c --arg d "$digest" --argjson s "$size" --argjson r "$raw" --arg m "$media" \
-            '. + [{digest: $d, size: $s, raw_size: $r, media_type: $m}]' <<<"$layers_json")
-    done < <(jq -r '.layers[] | "\(.digest) \(.size) \(.mediaType)"' "$manifest")
-
     jq -n --arg name "$name" --arg recipe "$RECIPE_VERSION" --arg manifest "$manifest_digest" \
-        --argjson layers "$layers_json" --argjson reads "$reads" \
+        --argjson layers "$layers" --argjson traced "$traced" --argjson touched "$touched" \
         --arg expected "$workload_expected" --arg warm "$warm" --arg built "$build_seconds" \
         --arg path "$IMAGE_PATH" --args '{
             name: $name,
             recipe_version: ($recipe | tonumber),
             tag: "latest",
             manifest_digest: $manifest,
-            workload: {
-                argv: $ARGS.positional,
-                env: ["PATH=" + $path, "HOME=/root", "LANG=C.UTF-8"],
-                ready_line: "ready",
-                expected_stdout: $expected,
-                read_bytes: $reads.bytes,
-                read_files: $reads.files,
-                read_detail: $reads,
-                read_measured_by: "strace -ff -y of one chrooted run of an umoci-unpacked copy: per regular file of the image, bytes returned by read/pread64/readv/preadv plus the union of mmap ranges, at most the file size (mapped ranges are an upper bound of the pages touched)",
-                warm_run_seconds: ($warm | tonumber)
-            },
+            argv: $ARGS.positional,
+            env: ["PATH=" + $path, "HOME=/root", "LANG=C.UTF-8"],
+            ready: "ready",
+            expected_stdout: $expected,
+            read_bytes: $touched.bytes,
+            read_files: $touched.files,
+            read_measured_by: "page cache: one chrooted run on an unpacked copy (ext4 on a loop device with read-ahead 0) after evicting its files; bytes of the pages resident afterwards, so executed, mapped and read pages all count",
+            strace: ($traced + {measured_by: "strace -ff -y of one run: read_syscall_bytes from read/pread64/readv/preadv, mapped_bytes the union of mmap ranges (an upper bound of pages touched)"}),
+            warm_run_seconds: ($warm | tonumber),
             build_seconds: ($built | tonumber),
             layers: $layers
-        }' "${workload_argv[@]}" >"$layout/bench.json"
-    echo "$RECIPE_VERSION" >"$layout/.lazypull-recipe"
+        }' "${workload_argv[@]}" >"$layout/bench.json.tmp"
+    mv "$layout/bench.json.tmp" "$layout/bench.json"
 }
 
 print_summary() {
     local out=$1
-    jq -r '"image \(.name): \(input_filename | sub("/bench.json$"; "")):latest, built in \(.build_seconds) s, workload reads \(.workload.read_bytes) bytes in \(.workload.read_files) files, warm run \(.workload.warm_run_seconds) s",
+    jq -r '"image \(.name): \(input_filename | sub("/bench.json$"; "")):latest, built in \(.build_seconds) s, workload reads \(.read_bytes) bytes in \(.read_files) files, warm run \(.warm_run_seconds) s",
         (.layers[] | "  layer \(.digest) gzip \(.size) bytes, raw \(.raw_size) bytes"),
         "  total gzip \([.layers[].size] | add) bytes, raw \([.layers[].raw_size] | add) bytes"' "$out/bench.json"
 }
@@ -436,6 +495,18 @@ build_image() {
     # One build of an image at a time.
     exec 9>"$IMAGES_DIR/.$name.lock"
     flock 9
+    if [[ $remeasure -eq 1 ]]; then
+        [[ -f $out/index.json ]] || fail "$name: no image at $out to measure; build it first"
+        log "$name: measuring the existing image"
+        work=$(mktemp -d "$IMAGES_DIR/.$name-measure.XXXXXX")
+        set_workload "$name"
+        measure_image "$name" "$out" "$(jq -r '.build_seconds // 0' "$out/bench.json" 2>/dev/null || echo 0)"
+        rm -rf "$work"
+        work=""
+        print_summary "$out"
+        exec 9>&-
+        return
+    fi
     if [[ $force -eq 0 && -f $out/.lazypull-recipe && $(cat "$out/.lazypull-recipe") == "$RECIPE_VERSION" &&
         -f $out/index.json && -f $out/bench.json ]]; then
         log "$name: up to date (recipe $RECIPE_VERSION)"
@@ -447,8 +518,7 @@ build_image() {
     log "$name: building"
     local start=$SECONDS
     work=$(mktemp -d "$IMAGES_DIR/.$name-build.XXXXXX")
-    workload_argv=()
-    workload_expected=""
+    set_workload "$name"
     case $name in
         node) build_node ;;
         ml) build_ml ;;
@@ -456,7 +526,9 @@ build_image() {
         synthetic-5g) build_synthetic "$name" 5120 5 ;;
     esac
     local build_seconds=$((SECONDS - start))
-    finish_image "$name" "$build_seconds"
+    finalize_layout
+    measure_image "$name" "$work/oci" "$build_seconds"
+    echo "$RECIPE_VERSION" >"$work/oci/.lazypull-recipe"
 
     rm -rf "$out"
     mv "$work/oci" "$out"
@@ -467,7 +539,15 @@ build_image() {
     exec 9>&-
 }
 
-for image in "${images[@]}"; do
-    build_image "$image"
-done
-log "done in $SECONDS s"
+main() {
+    local image
+    for image in "${images[@]}"; do
+        build_image "$image"
+    done
+    log "done in $SECONDS s"
+}
+
+# bash reads a script while running it: calling main and exiting on the last line keeps an
+# edit of this file from changing a build in progress.
+main
+exit

@@ -2,6 +2,9 @@
 // starts with, use a few of them, and print `ready` last.
 'use strict';
 
+// aws-sdk v2 prints a maintenance-mode notice to stderr on load unless this is set.
+process.env.AWS_SDK_JS_SUPPRESS_MAINTENANCE_MODE_MESSAGE = '1';
+
 const names = ['express', 'lodash', 'typescript', 'webpack', '@babel/core', 'rxjs', 'moment', 'aws-sdk'];
 const modules = {};
 for (const name of names) {
