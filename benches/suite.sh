@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Cold-start benchmark suite: for each image and network profile, side by side in one run,
-# the time from the start of a pull (or mount) until the image's workload is ready, with the
-# bytes and requests the registry served and the cost of the lazypull serving process.
+# Cold-start benchmark suite. For each image and network profile, side by side in one run, it
+# measures the time from the start of a pull (or mount) until the image's workload is ready.
+# It also records the bytes and requests the registry served and the peak RSS and CPU time of
+# the lazypull serving process.
 #
 # Modes, run in rounds that interleave them:
 #   full                 every blob fetched with curl (in parallel, digests checked), layers
@@ -46,6 +47,8 @@
 #   COMPRESSIONS    "gzip" (default) or "gzip zstd"
 #   MOUNT_ARGS      extra options for every timed `lazypull mount`
 #   WORKLOAD_TIMEOUT  seconds a workload may take to become ready (default 600)
+#   OPTIMIZER       how lazy-optimized images are made: auto (default: `lazypull optimize` when
+#                   the binary has it), optimize, or trace (mount --record-trace + convert)
 # Raw results (one JSON object per run) go to benches/results/suite-TIMESTAMP.jsonl, the
 # report to docs/benchmarks.md between the suite's marker comments and charts to docs/img/.
 # Needs root, docker-registry, skopeo, curl, jq, unpigz, zstd, python3, GNU tar, and for
@@ -129,6 +132,12 @@ if [ "$peers" = 1 ] && ! { command -v ctr-remote && command -v containerd; } >/d
 fi
 has_optimize=0
 "$lazypull" optimize --help >/dev/null 2>&1 && has_optimize=1
+case ${OPTIMIZER:-auto} in
+auto) ;;
+trace) has_optimize=0 ;;
+optimize) [ "$has_optimize" = 1 ] || fail "OPTIMIZER=optimize, but $lazypull has no optimize command" ;;
+*) fail "OPTIMIZER must be auto, optimize or trace, got '$OPTIMIZER'" ;;
+esac
 
 work=$(mktemp -d /tmp/lazypull-suite-XXXXXX)
 export TMPDIR=$work/tmp
@@ -233,14 +242,6 @@ run_workload() {
         -- "${argv[@]}"
 }
 
-# Prints the total compressed size of the layers of tag $2 in OCI layout $1.
-layout_layer_bytes() {
-    local manifest
-    manifest=$(jq -r --arg tag "$2" \
-        '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $tag) | .digest' "$1/index.json" | head -n 1)
-    jq '[.layers[].size] | add' "$1/blobs/sha256/${manifest#sha256:}"
-}
-
 # Mounts oci layout image $1 at $2/rootfs with the trace written to $3, runs the workload of
 # image $4 in it and unmounts.
 record_trace() {
@@ -255,29 +256,39 @@ record_trace() {
     unset 'mounts[-1]'
 }
 
-# Builds the optimized image of $1 with compression $2 into oci layout $3 (tag latest).
+# Builds the optimized image of $1 with compression $2 into oci layout $3 (tag latest) and
+# prints how. `lazypull optimize` also writes the trace the report uses; without it, the trace
+# comes from a lazy mount with --record-trace.
 optimize_image() {
     local image=$1 compression=$2 destination=$3
     local source=oci:$cache/images/$image:$(jq -r .tag "$work/images/$image.bench.json")
-    if [ "$has_optimize" = 1 ]; then
-        local argv=() options=(--compression "$compression") ready
-        mapfile -t argv < <(jq -r '.argv[]' "$work/images/$image.bench.json")
-        ready=$(jq -r '.ready' "$work/images/$image.bench.json")
-        [ -n "$ready" ] && options+=(--ready "$ready")
-        if "$lazypull" optimize "${options[@]}" "$source" "oci:$destination:latest" -- "${argv[@]}" \
-            >"$work/images/$image-optimize-$compression.log" 2>&1; then
-            echo "lazypull optimize"
-            return 0
-        fi
-        log "lazypull optimize failed for $image (see $work/images/$image-optimize-$compression.log); using a recorded trace"
-    fi
     local trace=$work/images/$image.trace
+    local log=$work/images/$image-optimize-$compression.log
+    if [ "$has_optimize" = 1 ]; then
+        local argv=() environment=() options=(--compression "$compression" --strict --record "$trace.$compression") ready entry
+        mapfile -t argv < <(jq -r '.argv[]' "$work/images/$image.bench.json")
+        mapfile -t environment < <(jq -r '.env[]' "$work/images/$image.bench.json")
+        ready=$(jq -r '.ready' "$work/images/$image.bench.json")
+        [ -n "$ready" ] && options+=(--wait-for "$ready")
+        for entry in "${environment[@]}"; do
+            options+=(--env "$entry")
+        done
+        # The optimize time limit has a maximum of 3600 s.
+        local limit=$workload_timeout
+        [ "$limit" -gt 3600 ] && limit=3600
+        options+=(--timeout "$limit")
+        "$lazypull" optimize "${options[@]}" "$source" "oci:$destination:latest" -- "${argv[@]}" >"$log" 2>&1 ||
+            fail "lazypull optimize of $image failed; see $log"
+        [ -f "$trace" ] || cp "$trace.$compression" "$trace"
+        echo "lazypull optimize"
+        return 0
+    fi
     if [ ! -f "$trace" ]; then
         record_trace "oci:$work/images/$image-esgz-$first_compression:latest" "$work/images/$image-trace" "$trace" "$image"
     fi
     "$lazypull" convert --progress none --compression "$compression" --prioritize "$trace" \
-        "$source" "oci:$destination:latest" >"$work/images/$image-prioritize-$compression.log" 2>&1 ||
-        fail "lazypull convert --prioritize of $image failed; see $work/images/$image-prioritize-$compression.log"
+        "$source" "oci:$destination:latest" >"$log" 2>&1 ||
+        fail "lazypull convert --prioritize of $image failed; see $log"
     echo "lazypull mount --record-trace + lazypull convert --prioritize"
 }
 
@@ -306,17 +317,29 @@ EOF
     done
 }
 
-# Converts image $1 with `ctr-remote image convert --estargz --oci` into oci layout $2.
+# Converts image $1, already in the registry as $1:full, with `ctr-remote image convert
+# --estargz --oci` and pushes the result as $1:ctr-remote-estargz.
 ctr_remote_convert() {
-    local image=$1 destination=$2 tag
-    tag=$(jq -r .tag "$work/images/$image.bench.json")
-    local ref=127.0.0.1:$REGISTRY_PORT/$image:$tag
-    registry_push "oci:$cache/images/$image:$tag" "$image:$tag"
-    "${ctr_remote[@]}" images pull --plain-http "$ref" >/dev/null
-    "${ctr_remote[@]}" images convert --oci --estargz "$ref" "$ref-ctr-esgz" >/dev/null
-    "${ctr_remote[@]}" images push --plain-http "$ref-ctr-esgz" >/dev/null
-    skopeo --insecure-policy copy --quiet --preserve-digests --src-tls-verify=false \
-        "docker://$ref-ctr-esgz" "oci:$destination:latest"
+    local image=$1 registry=127.0.0.1:$REGISTRY_PORT
+    "${ctr_remote[@]}" images pull --plain-http "$registry/$image:full" >/dev/null
+    "${ctr_remote[@]}" images convert --oci --estargz "$registry/$image:full" "$registry/$image:ctr-remote-estargz" >/dev/null
+    "${ctr_remote[@]}" images push --plain-http "$registry/$image:ctr-remote-estargz" >/dev/null
+    "${ctr_remote[@]}" images rm "$registry/$image:full" "$registry/$image:ctr-remote-estargz" >/dev/null
+}
+
+# Prints the total compressed size of the layers of tag $1 (REPOSITORY:TAG) in the registry.
+registry_layer_bytes() {
+    curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://127.0.0.1:$REGISTRY_PORT/v2/${1%%:*}/manifests/${1#*:}" | jq '[.layers[].size] | add'
+}
+
+# Pushes the layout $3 (tag latest) as $1:$2 and removes it, because the registry's copy is all
+# the runs need and the synthetic images take gigabytes each.
+publish() {
+    local image=$1 mode=$2 layout=$3
+    registry_push "oci:$layout:latest" "$image:$mode"
+    rm -rf "$layout"
 }
 
 # The trace comes from a lazy mount of the first compression's plain conversion.
@@ -335,30 +358,22 @@ modes=(full "${lazy_modes[@]}")
 [ "$peers" = 1 ] && modes+=(ctr-remote-estargz)
 modes+=(warm)
 
-# Prints the layout name (under $work/images) that mode $2 of image $1 mounts or pulls.
-mode_layout() {
-    case $2 in
-    full | warm) echo "$1-plain" ;;
-    lazy) echo "$1-esgz-gzip" ;;
-    lazy-optimized) echo "$1-opt-gzip" ;;
-    lazy-zstd) echo "$1-esgz-zstd" ;;
-    lazy-optimized-zstd) echo "$1-opt-zstd" ;;
-    ctr-remote-estargz) echo "$1-ctr-esgz" ;;
-    esac
-}
-
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "work directory $work; modes: ${modes[*]}"
-if [ "$peers" = 1 ]; then
-    start_containerd
-    registry_start "$work/registry-prepare"
-fi
+# One registry storage serves every profile: the images are pushed once, here, and each
+# profile starts a registry process on it in its own server namespace.
+[ "$peers" = 1 ] && start_containerd
+registry_start "$work/registry"
+probe_file=$work/probe.bin
+head -c 100000000 /dev/urandom >"$probe_file"
+probe_digest=$(registry_put_blob "$probe_file" probe)
+rm -f "$probe_file"
 for image in $images; do
     load_bench_config "$image"
     tag=$(jq -r .tag "$work/images/$image.bench.json")
     source_layout=$cache/images/$image
     log "$image: preparing images"
-    skopeo --insecure-policy copy --quiet --preserve-digests "oci:$source_layout:$tag" "oci:$work/images/$image-plain:latest"
+    registry_push "oci:$source_layout:$tag" "$image:full"
     optimized_by=
     for compression in $compressions; do
         "$lazypull" convert --progress none --compression "$compression" \
@@ -371,7 +386,7 @@ for image in $images; do
     done
     if [ "$peers" = 1 ]; then
         log "$image: ctr-remote image convert --estargz --oci"
-        ctr_remote_convert "$image" "$work/images/$image-ctr-esgz"
+        ctr_remote_convert "$image"
     fi
     log "$image: unpacking the warm copy"
     unpack_layout "$source_layout" "$tag" "$work/images/$image-warm/rootfs"
@@ -399,10 +414,19 @@ for line in open(trace):
 print(json.dumps({"files": files, "bytes": size}))
 EOF
 )
+    for compression in $compressions; do
+        if [ "$compression" = gzip ]; then
+            publish "$image" lazy "$work/images/$image-esgz-gzip"
+            publish "$image" lazy-optimized "$work/images/$image-opt-gzip"
+        else
+            publish "$image" "lazy-$compression" "$work/images/$image-esgz-$compression"
+            publish "$image" "lazy-optimized-$compression" "$work/images/$image-opt-$compression"
+        fi
+    done
     sizes='{}'
     for mode in "${modes[@]}"; do
-        layout=$(mode_layout "$image" "$mode")
-        sizes=$(jq -c --arg mode "$mode" --argjson bytes "$(layout_layer_bytes "$work/images/$layout" latest)" \
+        [ "$mode" = warm ] && continue
+        sizes=$(jq -c --arg mode "$mode" --argjson bytes "$(registry_layer_bytes "$image:$mode")" \
             '. + {($mode): $bytes}' <<<"$sizes")
     done
     unpacked=$(du -sb "$work/images/$image-warm/rootfs" | awk '{print $1}')
@@ -412,20 +436,15 @@ EOF
           layer_bytes: $sizes, unpacked_bytes: $unpacked, optimized_by: $optimized_by}' \
         "$work/images/$image.bench.json")"
 done
-if [ "$peers" = 1 ]; then
-    registry_stop
-fi
+registry_stop
 
 # ---------------------------------------------------------------- profile check
 
-probe_file=$work/probe.bin
-head -c 100000000 /dev/urandom >"$probe_file"
-
-# Measures the current profile and prints a JSON object: the time from connect to first byte
-# of twenty 1-byte range requests through the link and directly at the registry (medians),
-# the link's RTT, and the rate of a 100 MB download. The RTT is the difference of the two
-# minimums, because the registry's own time varies by milliseconds on a busy machine and the
-# minimum is the sample least disturbed by scheduling.
+# Measures the current profile and prints a JSON object. It times twenty 1-byte range requests
+# (connect to first byte) through the link and twenty directly at the registry, and one 100 MB
+# download through the link. The RTT is the difference of the two minimums, because the
+# registry's own time varies by milliseconds on a busy machine. The minimum is the sample
+# least disturbed by scheduling.
 measure_profile() {
     local digest=$1 url_link=http://$NET_REGISTRY/v2/probe/blobs/$1
     local url_direct=http://127.0.0.1:$REGISTRY_PORT/v2/probe/blobs/$1 i
@@ -584,14 +603,7 @@ run_warm() {
 for profile in $profiles; do
     log "profile $profile"
     net_up "$profile"
-    registry_start "$work/registry-$profile"
-    for image in $images; do
-        for mode in "${modes[@]}"; do
-            [ "$mode" = warm ] && continue
-            registry_push "oci:$work/images/$(mode_layout "$image" "$mode"):latest" "$image:$mode"
-        done
-    done
-    probe_digest=$(registry_put_blob "$probe_file" probe)
+    registry_start "$work/registry"
     net_start_proxy "$REGISTRY_PORT" "$work/proxy-$profile.log"
     measured=$(measure_profile "$probe_digest")
     log "profile $profile ($NET_SHAPER): $measured"

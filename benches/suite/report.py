@@ -3,7 +3,7 @@
 Usage: python3 report.py --meta META.jsonl --results RESULTS.jsonl --out REPORT.md
                          [--docs docs/benchmarks.md --img-dir docs/img]
 
-META holds one JSON object per line with a key (`image`, `profile` or `run`) and a value,
+META has one JSON object per line with a key (`image`, `profile` or `run`) and a value,
 written by suite.sh; RESULTS one object per timed run. With --docs, the report replaces the
 text between the suite's marker comments in that file (inserted before a `## zstd` section,
 or at the end, the first time) and the charts go to --img-dir. Standard library only.
@@ -129,15 +129,16 @@ def image_tables(image, profiles, modes, summary):
         warm = summary.get((name, image["name"], "warm"), {}).get("median_s")
         lines.append(f"{image['name']}, {name}:")
         lines.append("")
-        lines.append("| mode | time to ready, median (min-max) s | / full | / warm | MB fetched | requests "
+        lines.append("| mode | time to ready, median (min-max) s | / full | / warm | MB fetched | / read | requests "
                      "| lazypull peak RSS MiB | lazypull CPU s | client CPU s |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for mode in present:
             item = summary[(name, image["name"], mode)]
             lines.append(
                 f"| {mode} | {item['median_s']:.2f} ({item['min_s']:.2f}-{item['max_s']:.2f}) "
                 f"| {ratio(item['median_s'], full)} | {ratio(item['median_s'], warm)} "
-                f"| {number(item['bytes'], MB)} | {number(item['requests'], digits=0)} "
+                f"| {number(item['bytes'], MB)} | {ratio(item['bytes'], image.get('bytes_read'))} "
+                f"| {number(item['requests'], digits=0)} "
                 f"| {number(item['rss_kib'], 1024, 0)} | {number(item['cpu_s'], digits=2)} "
                 f"| {number(item['client_cpu_s'], digits=2)} |")
         lines.append("")
@@ -220,53 +221,58 @@ def charts(image, profiles, modes, summary, img_dir):
     return files
 
 
-def render(images, profiles, run, rows, img_dir):
-    """Return the markdown section."""
-    summary = summarize(rows)
-    modes = run.get("modes", [])
+def render_header(run):
+    """Return the lines naming the command, the machine, the versions and the modes."""
     machine = run.get("machine", {})
-    lines = [BEGIN, "## Cold-start suite", ""]
     kind = "quick mode" if run.get("quick") else "full run"
-    lines.append(f"`benches/suite.sh` ({kind}), raw results in `{run.get('results', '?')}`. "
-                 f"Command: `{run.get('command', '?')}`; wall time {run.get('wall_s', 0):.0f} s; "
-                 f"{run.get('runs')} runs per mode, median reported, rounds interleave the modes.")
-    lines.append("")
-    lines.append(f"Machine: {machine.get('cores')} cores ({machine.get('cpu')}), {machine.get('memory')} RAM, "
-                 f"Linux {machine.get('kernel')}. Load average (1, 5, 15 min): {machine.get('load_start')} at the "
-                 f"start, {machine.get('load_end')} at the end; each profile's table gives the load when it ran.")
-    lines.append("")
+    lines = [
+        f"`benches/suite.sh` ({kind}), raw results in `{run.get('results', '?')}`. "
+        f"Command: `{run.get('command', '?')}`. Wall time {run.get('wall_s', 0):.0f} s. "
+        f"{run.get('runs')} runs per mode, rounds interleave the modes.",
+        "",
+        f"Machine: {machine.get('cores')} cores ({machine.get('cpu')}), {machine.get('memory')} RAM, "
+        f"Linux {machine.get('kernel')}. Load average (1, 5, 15 min): {machine.get('load_start')} at the "
+        f"start, {machine.get('load_end')} at the end.",
+        "",
+    ]
     versions = run.get("versions", {})
     lines.append("Versions: " + "; ".join(f"{name} {value}" for name, value in versions.items() if value) + ".")
     if run.get("mount_args"):
         lines.append(f"Every timed mount had the options `{run['mount_args']}`.")
     lines.append("")
-    lines.append("Modes. Every cold run starts with an empty page cache, a fresh lazypull cache and state "
-                 "directory (and a fresh root file system for the full pull). Time to ready runs from the "
-                 "start of the pull or mount to the workload's readiness line, or its exit when it has none. "
-                 "MB fetched and requests are the GET and HEAD requests in the registry's access log from "
-                 "the start to ready. lazypull peak RSS (VmHWM) and CPU s (user + system) are those of the "
-                 "serving process, read from /proc before unmount. Client CPU s is the CPU time of the "
-                 "processes the script waited for: curl, tar, unpigz and the workload for the full pull, "
-                 "`lazypull mount` and the workload for the lazy modes.")
+
+    lines.append("Time to ready runs from the start of the pull or mount to the workload's readiness line, "
+                 "or its exit when it has none. MB fetched and requests count the GET and HEAD requests in "
+                 "the registry's access log until ready. lazypull peak RSS (VmHWM) and CPU s (user + system) "
+                 "belong to the serving process, read from /proc before unmount. Client CPU s is the CPU time "
+                 "of the processes the script waited for. For the full pull these are curl, tar, unpigz and "
+                 "the workload; for the lazy modes `lazypull mount` and the workload. / read divides MB "
+                 "fetched by the bytes the workload reads, as bench.json gives them.")
     lines.append("")
-    for mode in modes:
+    for mode in run.get("modes", []):
         lines.append(f"- `{mode}`: {MODE_TEXT.get(mode, mode)}")
     lines.append("")
+    return lines
+
+
+def render_profiles(profiles, images, run):
+    """Return the lines of the profile checks, the skipped full pulls and the image table."""
+    lines = []
     names = {image["name"] for image in images}
     skipped = [name for name in run.get("skipped_full_on_100mbit") or [] if name in names]
     if skipped and any(profile["name"] == "100mbit-20ms" for profile in profiles):
-        lines.append("The full pull of " + ", ".join(skipped) + " is not run on 100mbit-20ms (one run takes "
-                     "minutes); `--all` runs it.")
+        lines.append("The full pull of " + ", ".join(skipped) + " is not run on 100mbit-20ms, because one run "
+                     "takes minutes. `--all` runs it.")
         lines.append("")
+
     lines.append("Network profiles, each checked before its runs. The script times twenty 1-byte range requests "
-                 "(connect to first byte) through the link and twenty made at the registry directly; the "
+                 "(connect to first byte) through the link and twenty made at the registry directly. The "
                  "measured RTT is the difference of the two minimums, and the range request column gives the "
-                 "medians. The rate is that of one 100 MB download through the link. A profile whose RTT or rate "
-                 "is more than 30% off its nominal value is skipped.")
+                 "medians. The rate is that of one 100 MB download through the link. A profile whose RTT or "
+                 "rate is more than 30% off its nominal value is skipped.")
     lines.append("")
-    lines.append("| profile | shaping | nominal RTT | measured RTT | range request (at the registry) | nominal rate "
-                 "| measured rate "
-                 "| status |")
+    lines.append("| profile | shaping | nominal RTT | measured RTT | range request (at the registry) "
+                 "| nominal rate | measured rate | status |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for profile in profiles:
         lines.append(profile_text(profile))
@@ -275,6 +281,7 @@ def render(images, profiles, run, rows, img_dir):
     if loads:
         lines.append("Load average per profile: " + "; ".join(loads) + ".")
         lines.append("")
+
     lines.append("| image | workload | ready when | gzip MB (lazy image MB) | unpacked MB | files opened (MB) "
                  "| bytes read (bench.json) | optimized with |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -290,8 +297,34 @@ def render(images, profiles, run, rows, img_dir):
                      f"| {image['opened']['files']} ({image['opened']['bytes'] / MB:.1f}) | {read} "
                      f"| {image.get('optimized_by', '-')} |")
     lines.append("")
+    return lines
+
+
+def render_size_comparison(profiles, summary):
+    """Return a line comparing synthetic-5g with synthetic-500m per profile, when both ran."""
+    parts = []
+    for profile in profiles:
+        for mode in ("lazy-optimized", "lazy"):
+            small = summary.get((profile["name"], "synthetic-500m", mode))
+            large = summary.get((profile["name"], "synthetic-5g", mode))
+            if small and large:
+                parts.append(f"{profile['name']} {mode} {large['median_s'] / small['median_s']:.2f}")
+    if not parts:
+        return []
+    return ["Time to ready of synthetic-5g divided by that of synthetic-500m (same read set): "
+            + ", ".join(parts) + ".", ""]
+
+
+def render(images, profiles, run, rows, img_dir):
+    """Return the markdown section between the markers."""
+    summary = summarize(rows)
+    modes = run.get("modes", [])
+    lines = [BEGIN, "### Latest suite run", ""]
+    lines.extend(render_header(run))
+    lines.extend(render_profiles(profiles, images, run))
+    lines.extend(render_size_comparison(profiles, summary))
     for image in images:
-        lines.append(f"### {image['name']}")
+        lines.append(f"#### {image['name']}")
         lines.append("")
         lines.extend(image_tables(image, profiles, modes, summary))
         if img_dir:
@@ -327,14 +360,17 @@ def main():
     parser.add_argument("--img-dir")
     arguments = parser.parse_args()
     images, profiles, run, rows = load(arguments.meta, arguments.results)
-    if not rows:
-        print("report.py: no results to report", file=sys.stderr)
-        return 1
-    img_dir = arguments.img_dir or os.path.join(os.path.dirname(arguments.out), "img")
+    local_img_dir = os.path.join(os.path.dirname(os.path.abspath(arguments.out)), "img")
+    # A run without results (every profile skipped) still reports its profile checks, but
+    # leaves the docs and their charts as they were.
+    img_dir = (arguments.img_dir if rows else None) or local_img_dir
     os.makedirs(img_dir, exist_ok=True)
     section = render(images, profiles, run, rows, img_dir)
     with open(arguments.out, "w") as out:
         out.write(section)
+    if not rows:
+        print(f"report.py: no results; the profile checks are in {arguments.out}", file=sys.stderr)
+        return 1
     if arguments.docs:
         splice(arguments.docs, section)
     return 0
