@@ -93,10 +93,7 @@ fn python_image_figures_match_gnu_tar_unpacking() {
     assert_eq!(totals["final_bytes"], final_bytes);
     assert_eq!(totals["hidden_bytes"], shipped - final_bytes);
     assert_eq!(totals["duplicate_bytes"], duplicates);
-    assert_eq!(
-        totals["wasted_bytes"],
-        shipped - final_bytes + duplicates
-    );
+    assert_eq!(totals["wasted_bytes"], shipped - final_bytes + duplicates);
     let wasted: u64 = report["wasted"]
         .as_array()
         .unwrap()

@@ -27,7 +27,10 @@ fn assert_fixture_figures(report: &Value) {
     );
     let efficiency = totals["efficiency"].as_f64().unwrap();
     let expected = 1.0 - (want.hidden + want.duplicate) as f64 / want.shipped as f64;
-    assert!((efficiency - expected).abs() < 1e-12, "{efficiency} vs {expected}");
+    assert!(
+        (efficiency - expected).abs() < 1e-12,
+        "{efficiency} vs {expected}"
+    );
 
     let mut wasted: Vec<(String, u64, String, Option<u64>)> = report["wasted"]
         .as_array()
@@ -92,9 +95,19 @@ fn assert_fixture_figures(report: &Value) {
     assert_eq!(
         secrets,
         vec![
-            ("/app/.git/config".into(), "git-credentials".into(), 0, false),
+            (
+                "/app/.git/config".into(),
+                "git-credentials".into(),
+                0,
+                false
+            ),
             ("/root/.npmrc".into(), "npm-token".into(), 1, false),
-            ("/root/.ssh/id_ed25519".into(), "private-key".into(), 1, false),
+            (
+                "/root/.ssh/id_ed25519".into(),
+                "private-key".into(),
+                1,
+                false
+            ),
         ]
     );
 
@@ -221,7 +234,10 @@ fn gate_failures_exit_2_and_name_every_failed_threshold() {
     assert_eq!(text.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("Gate: FAIL"), "{stdout}");
-    assert!(stdout.contains("highest-wasted-bytes: 148000 bytes are wasted"), "{stdout}");
+    assert!(
+        stdout.contains("highest-wasted-bytes: 148000 bytes are wasted"),
+        "{stdout}"
+    );
     assert_no_secret(&text);
 }
 
@@ -318,5 +334,8 @@ fn a_bad_config_file_is_an_error_with_exit_1() {
     let output = audit(&image, &["--config", config.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("lowest-efficiency must be between 0 and 1"), "{stderr}");
+    assert!(
+        stderr.contains("lowest-efficiency must be between 0 and 1"),
+        "{stderr}"
+    );
 }

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::layer::{EntryKind, LayerScan};
 use crate::overlay::{BlobId, Overlay, Removal};
 use crate::report::{
-    Finding, FindingKind, LayerReport, PathBytes, Secret, Totals, WasteReason, WastedFile,
-    absolute,
+    Finding, FindingKind, LayerReport, PathBytes, Secret, Totals, WasteReason, WastedFile, absolute,
 };
 use crate::rules;
 

@@ -100,60 +100,63 @@ pub fn scan_layer<R: Read>(
         source,
     };
     let mut buffer = vec![0u8; 64 << 10];
-    scan_each(&mut input, &limits, |entry: InputEntry, data: &mut dyn Read| {
-        let path = clean_path(&entry.meta.name);
-        if path.is_empty() || (is_estargz && ESTARGZ_NAMES.contains(&path.as_slice())) {
-            return Ok(());
-        }
-        let (parent, name) = split_parent(&path);
-        if let Some(hidden) = name.strip_prefix(b".wh.") {
-            let record = if hidden == b".wh..opq" {
-                Record::new(parent.to_vec(), EntryKind::Opaque)
-            } else {
-                let mut target = parent.to_vec();
-                if !target.is_empty() {
-                    target.push(b'/');
-                }
-                target.extend_from_slice(hidden);
-                Record::new(target, EntryKind::Whiteout)
+    scan_each(
+        &mut input,
+        &limits,
+        |entry: InputEntry, data: &mut dyn Read| {
+            let path = clean_path(&entry.meta.name);
+            if path.is_empty() || (is_estargz && ESTARGZ_NAMES.contains(&path.as_slice())) {
+                return Ok(());
+            }
+            let (parent, name) = split_parent(&path);
+            if let Some(hidden) = name.strip_prefix(b".wh.") {
+                let record = if hidden == b".wh..opq" {
+                    Record::new(parent.to_vec(), EntryKind::Opaque)
+                } else {
+                    let mut target = parent.to_vec();
+                    if !target.is_empty() {
+                        target.push(b'/');
+                    }
+                    target.extend_from_slice(hidden);
+                    Record::new(target, EntryKind::Whiteout)
+                };
+                out.records.push(record);
+                progress();
+                return Ok(());
+            }
+            let kind = match entry.meta.kind {
+                Kind::Regular => EntryKind::File,
+                Kind::Hardlink => EntryKind::Hardlink,
+                Kind::Directory => EntryKind::Directory,
+                Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo => EntryKind::Special,
             };
+            let mut record = Record::new(path, kind);
+            match kind {
+                EntryKind::Hardlink => record.link = clean_path(&entry.meta.link),
+                EntryKind::File => {
+                    record.size = entry.meta.size;
+                    let keep = wants_whole(&record.path, record.size);
+                    let (digest, content) =
+                        hash_content(data, &mut buffer, keep).map_err(|source| {
+                            estargz::TarError::Io {
+                                offset: entry.data_offset,
+                                source,
+                            }
+                        })?;
+                    record.digest = digest;
+                    inspect(&record.path, &content, &mut out);
+                }
+                _ => {}
+            }
             out.records.push(record);
             progress();
-            return Ok(());
-        }
-        let kind = match entry.meta.kind {
-            Kind::Regular => EntryKind::File,
-            Kind::Hardlink => EntryKind::Hardlink,
-            Kind::Directory => EntryKind::Directory,
-            Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo => EntryKind::Special,
-        };
-        let mut record = Record::new(path, kind);
-        match kind {
-            EntryKind::Hardlink => record.link = clean_path(&entry.meta.link),
-            EntryKind::File => {
-                record.size = entry.meta.size;
-                let keep = wants_whole(&record.path, record.size);
-                let (digest, content) = hash_content(data, &mut buffer, keep)
-                    .map_err(|source| estargz::TarError::Io {
-                        offset: entry.data_offset,
-                        source,
-                    })?;
-                record.digest = digest;
-                inspect(&record.path, &content, &mut out);
-            }
-            _ => {}
-        }
-        out.records.push(record);
-        progress();
-        Ok::<(), estargz::TarError>(())
-    })
+            Ok::<(), estargz::TarError>(())
+        },
+    )
     .map_err(tar_error)?;
-    let (stream, tar_bytes) = input.drain().map_err(|source| {
-        tar_error(estargz::TarError::Io {
-            offset: 0,
-            source,
-        })
-    })?;
+    let (stream, tar_bytes) = input
+        .drain()
+        .map_err(|source| tar_error(estargz::TarError::Io { offset: 0, source }))?;
     out.tar_bytes = tar_bytes;
     Ok((out, stream))
 }

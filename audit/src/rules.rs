@@ -128,7 +128,10 @@ mod tests {
         );
         assert_eq!(
             rule("usr/local/cargo/.cargo/registry/cache/x.crate"),
-            Some((PathRule::CargoCache, "usr/local/cargo/.cargo/registry".into()))
+            Some((
+                PathRule::CargoCache,
+                "usr/local/cargo/.cargo/registry".into()
+            ))
         );
     }
 

@@ -12,7 +12,9 @@ use lazypull_converter::media::{self, LayerClass};
 use lazypull_converter::progress::{LayerProgress, Phase, Progress};
 use lazypull_converter::resolve::{ResolvedManifest, resolve};
 use lazypull_converter::store::{Source, registry};
-use lazypull_converter::{CancellationToken, ConvertError, ConvertOptions, ImageRef, Platform, ProgressMode};
+use lazypull_converter::{
+    CancellationToken, ConvertError, ConvertOptions, ImageRef, Platform, ProgressMode,
+};
 
 use crate::analyze::{ScannedLayer, analyze};
 use crate::error::AuditError;
@@ -212,7 +214,12 @@ fn scan_blob(
         .into_input()
         .finish(digest, descriptor.size, &blob.path)?;
     progress.set(descriptor.size);
-    tracing::debug!(layer = digest, entries = scan.records.len(), bytes = scan.tar_bytes, "layer read");
+    tracing::debug!(
+        layer = digest,
+        entries = scan.records.len(),
+        bytes = scan.tar_bytes,
+        "layer read"
+    );
     // `blob.temp`, a downloaded copy, is removed here.
     drop(blob.temp);
     Ok(scan)

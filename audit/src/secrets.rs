@@ -110,9 +110,17 @@ fn dotenv_secret(line: &str) -> bool {
     let key = key.trim().to_ascii_uppercase();
     let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
     !value.is_empty()
-        && ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH"]
-            .iter()
-            .any(|word| key.contains(word))
+        && [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "KEY",
+            "CREDENTIAL",
+            "AUTH",
+        ]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -137,27 +145,41 @@ mod tests {
     fn npmrc_auth_token_is_a_secret() {
         let rc = b"registry=https://r.test/\n//r.test/:_authToken=abc123\n";
         assert!(credential_in(SecretKind::NpmToken, rc));
-        assert!(!credential_in(SecretKind::NpmToken, b"registry=https://r.test/\n"));
+        assert!(!credential_in(
+            SecretKind::NpmToken,
+            b"registry=https://r.test/\n"
+        ));
     }
 
     #[test]
     fn dotenv_with_password_value_is_a_secret() {
         assert!(credential_in(SecretKind::DotEnv, b"DB_PASSWORD=hunter2\n"));
-        assert!(!credential_in(SecretKind::DotEnv, b"PORT=8080\n# API_KEY=\nAPI_KEY=\n"));
+        assert!(!credential_in(
+            SecretKind::DotEnv,
+            b"PORT=8080\n# API_KEY=\nAPI_KEY=\n"
+        ));
     }
 
     #[test]
     fn pem_private_key_header_is_found_but_not_a_certificate() {
-        assert!(private_key_in(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n"));
+        assert!(private_key_in(
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n"
+        ));
         assert!(private_key_in(b"junk\n-----BEGIN RSA PRIVATE KEY-----\n"));
         assert!(!private_key_in(b"-----BEGIN CERTIFICATE-----\nMII\n"));
     }
 
     #[test]
     fn credential_files_are_recognised_by_path() {
-        assert_eq!(credential_file(b"app/.git/config"), Some(SecretKind::GitCredentials));
+        assert_eq!(
+            credential_file(b"app/.git/config"),
+            Some(SecretKind::GitCredentials)
+        );
         assert_eq!(credential_file(b"root/.npmrc"), Some(SecretKind::NpmToken));
-        assert_eq!(credential_file(b"app/.env.production"), Some(SecretKind::DotEnv));
+        assert_eq!(
+            credential_file(b"app/.env.production"),
+            Some(SecretKind::DotEnv)
+        );
         assert_eq!(credential_file(b"app/config"), None);
     }
 }

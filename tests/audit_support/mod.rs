@@ -34,8 +34,10 @@ pub fn git_config() -> Vec<u8> {
 
 /// `.npmrc` of the fixture, with [`NPM_TOKEN`].
 pub fn npmrc() -> Vec<u8> {
-    format!("registry=https://registry.example.test/\n//registry.example.test/:_authToken={NPM_TOKEN}\n")
-        .into_bytes()
+    format!(
+        "registry=https://registry.example.test/\n//registry.example.test/:_authToken={NPM_TOKEN}\n"
+    )
+    .into_bytes()
 }
 
 /// Layer compression in a test layout.
