@@ -318,3 +318,74 @@ fn sort_truncate(paths: &mut Vec<PathBytes>) {
     paths.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
     paths.truncate(PATHS_PER_FINDING);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{DevManifest, Record};
+
+    fn file(path: &str, size: u64, seed: u8) -> Record {
+        Record {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            size,
+            digest: [seed; 32],
+            link: Vec::new(),
+        }
+    }
+
+    fn layer(records: Vec<Record>) -> ScannedLayer {
+        ScannedLayer {
+            digest: "sha256:0".into(),
+            media_type: "tar".into(),
+            compressed_bytes: 0,
+            created_by: None,
+            scan: LayerScan {
+                records,
+                ..LayerScan::default()
+            },
+        }
+    }
+
+    #[test]
+    fn installed_dev_dependencies_are_a_finding() {
+        let mut app = layer(vec![
+            file("app/package.json", 100, 1),
+            file("app/node_modules/jest/index.js", 1000, 2),
+            file("app/node_modules/jest/lib/a.js", 24, 3),
+            file("app/node_modules/express/index.js", 500, 4),
+        ]);
+        app.scan.manifests.push(DevManifest {
+            dir: b"app".to_vec(),
+            dev_dependencies: vec!["jest".into(), "typescript".into()],
+        });
+        let analysis = analyze(&[app], 5);
+        let dev = analysis
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::DevDependencies)
+            .unwrap();
+        assert_eq!((dev.bytes, dev.files), (1024, 2));
+        assert_eq!(dev.paths[0].path, "/app/node_modules/jest");
+    }
+
+    #[test]
+    fn a_path_written_twice_in_one_layer_wastes_the_first_copy() {
+        let analysis = analyze(
+            &[layer(vec![file("etc/a", 10, 1), file("etc/a", 12, 2)])],
+            5,
+        );
+        assert_eq!(analysis.totals.shipped_bytes, 22);
+        assert_eq!(analysis.totals.hidden_bytes, 10);
+        assert_eq!(analysis.wasted[0].reason, WasteReason::Overwritten);
+    }
+
+    #[test]
+    fn a_file_replacing_a_directory_hides_its_tree() {
+        let lower = layer(vec![file("opt/x/a", 7, 1), file("opt/x/b/c", 5, 2)]);
+        let upper = layer(vec![file("opt/x", 3, 3)]);
+        let analysis = analyze(&[lower, upper], 5);
+        assert_eq!(analysis.totals.final_bytes, 3);
+        assert_eq!(analysis.totals.hidden_bytes, 12);
+    }
+}

@@ -178,9 +178,23 @@ fn wants_whole(path: &[u8], size: u64) -> bool {
     size <= MAX_CHECKED_FILE && (secrets::credential_file(path).is_some() || is_app_manifest(path))
 }
 
+/// Directories where distributions install node packages (Debian's `node-*` packages): their
+/// manifests describe packages, not applications.
+const DISTRIBUTION_NODE_DIRS: [&[u8]; 3] = [
+    b"usr/share/nodejs/",
+    b"usr/lib/nodejs/",
+    b"usr/share/javascript/",
+];
+
+/// A `package.json` of an application: outside `node_modules` and the distribution's
+/// package directories.
 fn is_app_manifest(path: &[u8]) -> bool {
     let (_, name) = split_parent(path);
-    name == b"package.json" && !path.split(|&b| b == b'/').any(|c| c == b"node_modules")
+    name == b"package.json"
+        && !path.split(|&b| b == b'/').any(|c| c == b"node_modules")
+        && !DISTRIBUTION_NODE_DIRS
+            .iter()
+            .any(|dir| path.starts_with(dir))
 }
 
 /// Hashes the whole payload. Returns the first [`HEAD_BYTES`], or everything when `keep`.

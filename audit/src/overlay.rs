@@ -108,8 +108,9 @@ impl Overlay {
                     blob: None,
                 },
             };
-            // A non-directory replacing a directory hides everything below it.
-            if self.nodes.get(&record.path).is_some_and(|n| n.directory) {
+            // A non-directory replacing a directory (listed or only implied by its children)
+            // hides everything below it.
+            if !node.directory {
                 self.remove_below(&record.path, overwritten);
             }
             if let Some(old) = self.nodes.insert(record.path.clone(), node)
