@@ -8,7 +8,7 @@
 #
 #   node            minbase; + nodejs and npm from Debian; + /app with the node_modules of
 #                   scripts/bench-images/node/package-lock.json (npm ci) and workload.js.
-#   ml              minbase; + python3, python3-pip and python3-venv from Debian; + the
+#   ml              minbase; + python3, python3-pip (with Recommends), python3-venv; + the
 #                   wheels of scripts/bench-images/ml/requirements.lock installed by the
 #                   image's pip with --require-hashes, and /app/workload.py.
 #   synthetic-500m  busybox-static; + one 512 MiB layer of AES-CTR pseudo-random files.
@@ -21,7 +21,7 @@
 # output, bytes it reads, warm run time and layer sizes. After building, the script unpacks
 # the image with umoci, runs the workload in a chroot (checking its output), times three
 # warm runs and measures what one run reads (page cache residency after evicting the copy's
-# files, and strace). An image is rebuilt only when it is missing, when RECIPE_VERSION
+# files, and strace). An image is rebuilt only when it is missing, when its RECIPE_VERSION
 # differs from NAME/.lazypull-recipe, or with --force. --remeasure only repeats the checks
 # and measurements of existing images and rewrites their bench.json.
 #
@@ -31,8 +31,9 @@
 # requirements.lock from requirements.txt with fresh wheel hashes.
 set -euo pipefail
 
-# Bump when anything below, or a file under scripts/bench-images, changes what an image contains.
-RECIPE_VERSION=1
+# Per image: bump when anything below, or a file under scripts/bench-images, changes what
+# the image contains.
+declare -A RECIPE_VERSION=([node]=1 [ml]=2 [synthetic-500m]=1 [synthetic-5g]=1)
 SUITE=bookworm
 MIRROR=${LAZYPULL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -125,11 +126,12 @@ trap cleanup EXIT
 
 # --- Debian root filesystems -------------------------------------------------------------
 
-# Write a mmdebstrap tarball of SUITE; the .deb files are kept in $DEB_CACHE between runs
+# Write a mmdebstrap tarball of SUITE. The .deb files are kept in $DEB_CACHE between runs
 # (the setup/customize hook pair is the package cache recipe from mmdebstrap(1)).
 debootstrap_tar() {
     local output=$1 variant=$2 include=$3
-    local args=(--variant="$variant" --mode=root --format=tar --skip=download/empty
+    shift 3
+    local args=("$@"--variant="$variant" --mode=root --format=tar --skip=download/empty
         --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/"
         --setup-hook="sync-in $DEB_CACHE /var/cache/apt/archives/"
         --customize-hook="sync-out /var/cache/apt/archives $DEB_CACHE"
@@ -139,7 +141,7 @@ debootstrap_tar() {
     mmdebstrap --quiet "${args[@]}" "$SUITE" "$output" "$MIRROR"
 }
 
-# Write $run_dir/minbase.tar once per run; the node and ml images share it.
+# Write $run_dir/minbase.tar once per run, because the node and ml images share it.
 ensure_minbase_tar() {
     if [[ ! -f $run_dir/minbase.tar ]]; then
         log "mmdebstrap --variant=minbase $SUITE"
@@ -153,13 +155,15 @@ load_rootfs() {
     tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$1" -C "$work/bundle/rootfs"
 }
 
-# Start $work/oci with two umoci diff layers: minbase, then minbase plus INCLUDE. Man pages
-# and changelogs are deleted in layer 2, which makes umoci write whiteouts for them.
+# Start $work/oci with two umoci diff layers: minbase, then minbase plus INCLUDE (further
+# arguments go to mmdebstrap). Man pages and changelogs are deleted in layer 2, which makes
+# umoci write whiteouts for them.
 start_debian_image() {
     local include=$1
+    shift
     ensure_minbase_tar
-    log "mmdebstrap --variant=minbase --include=$include $SUITE"
-    debootstrap_tar "$work/layer2.tar" minbase "$include"
+    log "mmdebstrap --variant=minbase --include=$include $* $SUITE"
+    debootstrap_tar "$work/layer2.tar" minbase "$include" "$@"
 
     umoci init --layout "$work/oci"
     umoci new --image "$work/oci:build"
@@ -205,7 +209,9 @@ fetch_wheels() {
 
 build_ml() {
     fetch_wheels
-    start_debian_image "python3,python3-pip,python3-venv"
+    # With its Recommends, as `apt-get install python3-pip` does by default: build-essential
+    # and python3-dev, so that pip can build packages that have no wheel.
+    start_debian_image "python3,python3-pip,python3-venv" --aptopt='APT::Install-Recommends "true"'
 
     log "pip install --require-hashes in the image"
     local rootfs="$work/bundle/rootfs"
@@ -215,7 +221,7 @@ build_ml() {
     while read -r wheel; do
         cp "$WHEEL_CACHE/$wheel" "$rootfs/tmp/wheels/"
     done < <(wheel_files)
-    # Debian marks its python3 as externally managed; a container image installs into
+    # Debian marks its python3 as externally managed, but a container image installs into
     # /usr/local anyway, as the pip documentation allows with --break-system-packages.
     env -i PATH="$IMAGE_PATH" HOME=/root LANG=C.UTF-8 chroot "$rootfs" \
         python3 -m pip install --quiet --no-index --find-links /tmp/wheels --require-hashes \
@@ -262,7 +268,7 @@ generate_file() {
 }
 
 # Stream a tar of the paths listed in LIST (relative to DIR, parents first) into the image
-# as a new layer. GNU tar keeps the list's order; owners, modes and times are fixed.
+# as a new layer. GNU tar keeps the list's order, and owners, modes and times are fixed.
 add_tar_layer() {
     local dir=$1 list=$2 created_by=$3
     tar --create --file=- --format=posix --pax-option=delete=atime,delete=ctime \
@@ -394,7 +400,7 @@ layers_json() {
 }
 
 # Unpack LAYOUT:latest onto an ext4 file system on a loop device with read-ahead off, so
-# that the page cache afterwards holds exactly the pages a run touched. Sets check_dir.
+# that the page cache afterwards contains exactly the pages a run touched. Sets check_dir.
 mount_check_fs() {
     local layout=$1 raw_bytes=$2
     local image="$work/check.ext4"
@@ -458,7 +464,7 @@ measure_image() {
 
     local manifest_digest
     manifest_digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$layout/index.json")
-    jq -n --arg name "$name" --arg recipe "$RECIPE_VERSION" --arg manifest "$manifest_digest" \
+    jq -n --arg name "$name" --arg recipe "${RECIPE_VERSION[$name]}" --arg manifest "$manifest_digest" \
         --argjson layers "$layers" --argjson traced "$traced" --argjson touched "$touched" \
         --arg expected "$workload_expected" --arg warm "$warm" --arg built "$build_seconds" \
         --arg path "$IMAGE_PATH" --args '{
@@ -507,9 +513,9 @@ build_image() {
         exec 9>&-
         return
     fi
-    if [[ $force -eq 0 && -f $out/.lazypull-recipe && $(cat "$out/.lazypull-recipe") == "$RECIPE_VERSION" &&
+    if [[ $force -eq 0 && -f $out/.lazypull-recipe && $(cat "$out/.lazypull-recipe") == "${RECIPE_VERSION[$name]}" &&
         -f $out/index.json && -f $out/bench.json ]]; then
-        log "$name: up to date (recipe $RECIPE_VERSION)"
+        log "$name: up to date (recipe ${RECIPE_VERSION[$name]})"
         print_summary "$out"
         exec 9>&-
         return
@@ -528,7 +534,7 @@ build_image() {
     local build_seconds=$((SECONDS - start))
     finalize_layout
     measure_image "$name" "$work/oci" "$build_seconds"
-    echo "$RECIPE_VERSION" >"$work/oci/.lazypull-recipe"
+    echo "${RECIPE_VERSION[$name]}" >"$work/oci/.lazypull-recipe"
 
     rm -rf "$out"
     mv "$work/oci" "$out"
@@ -547,7 +553,6 @@ main() {
     log "done in $SECONDS s"
 }
 
-# bash reads a script while running it: calling main and exiting on the last line keeps an
-# edit of this file from changing a build in progress.
-main
-exit
+# bash reads a script while running it. Calling main and exiting in one line keeps an edit
+# of this file from changing a build in progress.
+main; exit
