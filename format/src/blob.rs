@@ -250,6 +250,11 @@ pub fn decode_chunk(
     let Some(expected) = chunk.digest() else {
         return Err(ChunkError::NoDigest { offset });
     };
+    if compression == Compression::Zstd
+        && let Some(out) = zstd_in_one_pass(span, chunk)
+    {
+        return verify_chunk(out, offset, expected);
+    }
     let decompress = |source| ChunkError::Decompress { offset, source };
     let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(span)),
@@ -290,6 +295,10 @@ pub fn decode_chunk(
             Err(e) => return Err(decompress(e)),
         }
     }
+    verify_chunk(out, offset, expected)
+}
+
+fn verify_chunk(out: Vec<u8>, offset: u64, expected: Digest) -> Result<Vec<u8>, ChunkError> {
     let actual = Digest::of(&out);
     if actual != expected {
         return Err(ChunkError::DigestMismatch {
@@ -299,6 +308,26 @@ pub fn decode_chunk(
         });
     }
     Ok(out)
+}
+
+/// Decompresses the zstd frames of `span` straight into the output buffer, which skips the copy
+/// through the streaming decoder's window.
+///
+/// Returns `None` unless the frames hold exactly `inner_offset + size` bytes. A frame shared
+/// with later chunks holds more, and damaged input fails here. The caller then takes the
+/// streaming path, which handles the first case and reports the second precisely.
+fn zstd_in_one_pass(span: &[u8], chunk: &Chunk) -> Option<Vec<u8>> {
+    let inner = usize::try_from(chunk.inner_offset()).ok()?;
+    let need = inner.checked_add(usize::try_from(chunk.size()).ok()?)?;
+    let mut out = Vec::with_capacity(need);
+    let mut decompressor = zstd::bulk::Decompressor::new().ok()?;
+    match decompressor.decompress_to_buffer(span, &mut out) {
+        Ok(written) if written == need => {
+            out.drain(..inner);
+            Some(out)
+        }
+        _ => None,
+    }
 }
 
 /// Reads, decodes and verifies one chunk.
@@ -313,4 +342,59 @@ pub fn read_chunk(
         chunk.comp_end() - chunk.comp_offset(),
     )?;
     Ok(decode_chunk(&span, chunk, compression)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(data: &[u8], span_len: usize, inner_offset: u64, size: u64) -> Chunk {
+        let start = inner_offset as usize;
+        let digest = Digest::of(&data[start..start + size as usize]);
+        Chunk::new(0, size, 0, span_len as u64, inner_offset, Some(digest)).unwrap()
+    }
+
+    #[test]
+    fn zstd_chunk_spanning_two_frames_decodes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut span = zstd::bulk::compress(&data[..70_000], 3).unwrap();
+        span.extend(zstd::bulk::compress(&data[70_000..], 3).unwrap());
+        let whole = chunk(&data, span.len(), 0, data.len() as u64);
+        assert_eq!(
+            decode_chunk(&span, &whole, Compression::Zstd).unwrap(),
+            data
+        );
+    }
+
+    #[test]
+    fn zstd_chunk_at_inner_offset_decodes() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+        let span = zstd::bulk::compress(&data, 3).unwrap();
+        let middle = chunk(&data, span.len(), 30_000, 20_000);
+        assert_eq!(
+            decode_chunk(&span, &middle, Compression::Zstd).unwrap(),
+            &data[30_000..50_000]
+        );
+        let tail = chunk(&data, span.len(), 60_000, 40_000);
+        assert_eq!(
+            decode_chunk(&span, &tail, Compression::Zstd).unwrap(),
+            &data[60_000..]
+        );
+    }
+
+    #[test]
+    fn truncated_zstd_frame_is_reported() {
+        let data = vec![9u8; 50_000];
+        let span = zstd::bulk::compress(&data, 3).unwrap();
+        let cut = &span[..span.len() - 4];
+        let whole = chunk(&data, cut.len(), 0, data.len() as u64);
+        let err = decode_chunk(cut, &whole, Compression::Zstd).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChunkError::Short { .. } | ChunkError::Decompress { .. }
+            ),
+            "{err}"
+        );
+    }
 }

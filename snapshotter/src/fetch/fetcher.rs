@@ -186,24 +186,54 @@ impl RangeFetcher<'_> {
 }
 
 /// Decompresses and verifies `chunks` from `buffer` (blob bytes starting at `start`) on the
-/// blocking pool. `None` if the task panicked or was cancelled.
+/// blocking pool, spread over one task per core when there are several chunks. Returns `None`
+/// if a task panicked or was cancelled.
 async fn decode_off_thread(
     buffer: Bytes,
     start: u64,
     chunks: Vec<Chunk>,
     compression: Compression,
 ) -> Option<Vec<Result<Vec<u8>, ChunkError>>> {
-    tokio::task::spawn_blocking(move || {
-        chunks
-            .iter()
-            .map(|chunk| {
-                // The request covers every chunk's span, so both bounds lie inside the buffer.
-                let from = (chunk.comp_offset() - start) as usize;
-                let to = ((chunk.comp_end() - start) as usize).min(buffer.len());
-                estargz::blob::decode_chunk(&buffer[from..to], chunk, compression)
-            })
-            .collect()
-    })
-    .await
-    .ok()
+    let workers = decode_workers(chunks.len());
+    let chunks = Arc::new(chunks);
+    let mut tasks = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (buffer, chunks) = (buffer.clone(), chunks.clone());
+        // Worker w takes chunks w, w + workers, ...: neighbouring chunks often differ in size
+        // (a file's last chunk is short), so interleaving balances the work better than ranges.
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (worker..chunks.len())
+                .step_by(workers)
+                .map(|i| decode_one(&buffer, start, &chunks[i], compression))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut per_worker = Vec::with_capacity(workers);
+    for task in tasks {
+        per_worker.push(task.await.ok()?.into_iter());
+    }
+    let mut results = Vec::with_capacity(chunks.len());
+    for i in 0..chunks.len() {
+        results.push(per_worker[i % workers].next()?);
+    }
+    Some(results)
+}
+
+/// Number of blocking tasks for a batch of `chunks` chunks: one per core, never more than the
+/// chunks, at least one.
+fn decode_workers(chunks: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    chunks.clamp(1, cores.max(1))
+}
+
+fn decode_one(
+    buffer: &[u8],
+    start: u64,
+    chunk: &Chunk,
+    compression: Compression,
+) -> Result<Vec<u8>, ChunkError> {
+    // The request covers every chunk's span, so both bounds lie inside the buffer.
+    let from = (chunk.comp_offset() - start) as usize;
+    let to = ((chunk.comp_end() - start) as usize).min(buffer.len());
+    estargz::blob::decode_chunk(&buffer[from..to], chunk, compression)
 }
