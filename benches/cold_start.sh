@@ -54,13 +54,23 @@ quiet_wait=${QUIET_WAIT:-300}
 workload='import json, sqlite3, ssl, email.mime.text, http.client, asyncio; c = sqlite3.connect(":memory:"); c.execute("create table t(x)"); c.execute("insert into t values (42)"); print(c.execute("select x from t").fetchone()[0])'
 expected_output=42
 
-server_ns=lpbench-srv
-client_ns=lpbench-cli
-subnet=10.203.0.0/24
-server_address=10.203.0.1
-client_address=10.203.0.2
-proxy_port=5000
+# The namespaces, subnet and addresses of the shaped network (benches/lib/net.sh), distinct
+# from those of benches/suite.sh so that both can run at once.
+NET_SERVER_NS=lpbench-srv
+NET_CLIENT_NS=lpbench-cli
+NET_SUBNET=10.203.0.0/24
+NET_SERVER_ADDRESS=10.203.0.1
+NET_CLIENT_ADDRESS=10.203.0.2
+# The shaped network is benches/lib/net.sh's 100mbit-20ms profile: tc tbf at 100 Mbit/s and
+# a proxy delay of 10 ms each way.
+shaped_profile=100mbit-20ms
 delay_ms=10
+# shellcheck source=benches/lib/net.sh
+source "$repo/benches/lib/net.sh"
+# shellcheck source=benches/lib/registry.sh
+source "$repo/benches/lib/registry.sh"
+# shellcheck source=benches/lib/fullpull.sh
+source "$repo/benches/lib/fullpull.sh"
 
 needed=(docker-registry skopeo curl jq unpigz strace python3 tar sha256sum)
 [[ " $networks " == *" shaped "* ]] && needed+=(ip tc nsenter)
@@ -78,10 +88,9 @@ for network in $networks; do
 done
 
 work=$(mktemp -d /tmp/lazypull-cold-start-XXXXXX)
+export TMPDIR=$work
 results=$work/results.jsonl
-pids=()
 mounts=()
-namespaces_created=0
 
 log() { echo "cold_start.sh: $*" >&2; }
 
@@ -89,21 +98,16 @@ log() { echo "cold_start.sh: $*" >&2; }
 # work directory. Runs on every exit, also after a failure.
 cleanup() {
     set +e
-    local point pid
+    local point
     for point in "${mounts[@]}"; do
         "$lazypull" unmount --state-dir "${point%/rootfs}/state" "$point" >/dev/null 2>&1
     done
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    done
+    registry_stop
     # Whatever is still mounted below the work directory, deepest first.
     grep -F " $work/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r point; do
         umount -l "$point"
     done
-    delete_namespaces
+    net_down
     if [ "$keep_work" = 1 ]; then
         log "kept $work"
     else
@@ -112,62 +116,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() {
-    local what=$1 tries=300
-    shift
-    until "$@" >/dev/null 2>&1; do
-        tries=$((tries - 1))
-        [ "$tries" -gt 0 ] || { echo "timed out waiting for $what" >&2; return 1; }
-        sleep 0.1
-    done
-}
-
-# The current network decides where clients and the registry run.
+# The current network: loopback or shaped.
 network=loopback
-
-in_client() {
-    if [ "$network" = shaped ]; then
-        # nsenter, not `ip netns exec`: the latter remounts /sys and keeps FUSE mounts out of
-        # the root mount namespace.
-        nsenter --net="/run/netns/$client_ns" "$@"
-    else
-        "$@"
-    fi
-}
-
-in_server() {
-    if [ "$network" = shaped ]; then
-        nsenter --net="/run/netns/$server_ns" "$@"
-    else
-        "$@"
-    fi
-}
-
-create_namespaces() {
-    ip route replace unreachable "$subnet"
-    namespaces_created=1
-    ip netns add "$server_ns"
-    ip netns add "$client_ns"
-    ip link add lpbench-s0 netns "$server_ns" type veth peer name lpbench-c0 netns "$client_ns"
-    ip -n "$server_ns" addr add "$server_address/24" dev lpbench-s0
-    ip -n "$client_ns" addr add "$client_address/24" dev lpbench-c0
-    local pair ns device
-    for pair in "$server_ns:lpbench-s0" "$client_ns:lpbench-c0"; do
-        ns=${pair%%:*}
-        device=${pair#*:}
-        ip -n "$ns" link set lo up
-        ip -n "$ns" link set "$device" up
-        nsenter --net="/run/netns/$ns" tc qdisc replace dev "$device" root tbf rate 100mbit burst 64kb limit 4mb
-    done
-}
-
-delete_namespaces() {
-    [ "$namespaces_created" = 1 ] || return 0
-    ip netns delete "$server_ns" 2>/dev/null
-    ip netns delete "$client_ns" 2>/dev/null
-    ip route del unreachable "$subnet" 2>/dev/null
-    namespaces_created=0
-}
 
 seconds_since() {
     python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$EPOCHREALTIME"
@@ -215,142 +165,20 @@ fresh_status() {
     done
 }
 
-# ---------------------------------------------------------------- full pull helpers
-
-# Unpacks the gzip layer $1 over the root $2 as a runtime does: entries replace what lower
-# layers had, `.wh.NAME` deletes NAME from the lower layers, `.wh..wh..opq` empties its
-# directory of lower-layer entries, and the markers themselves are removed.
-unpack_layer() {
-    local blob=$1 root=$2 listing
-    listing=$(mktemp "$work/listing-XXXXXX")
-    tar --extract --verbose --file "$blob" --directory "$root" --use-compress-program=unpigz \
-        --same-permissions --same-owner --numeric-owner --quoting-style=literal >"$listing"
-    python3 - "$root" "$listing" <<'EOF'
-import os, shutil, sys
-root, listing = sys.argv[1], sys.argv[2]
-names = [line.rstrip("\n").rstrip("/") for line in open(listing, encoding="utf-8", errors="surrogateescape")]
-names = [os.path.normpath(name[2:] if name.startswith("./") else name) for name in names if name]
-
-def remove(path):
-    if os.path.islink(path) or not os.path.isdir(path):
-        if os.path.lexists(path):
-            os.unlink(path)
-    else:
-        shutil.rmtree(path)
-
-in_layer = set(names)
-for name in names:
-    if name.startswith("..") or name.startswith("/"):
-        sys.exit(f"layer entry escapes the root: {name}")
-    parent, base = os.path.split(name)
-    if base == ".wh..wh..opq":
-        directory = os.path.join(root, parent)
-        for child in os.listdir(directory):
-            if os.path.join(parent, child) not in in_layer:
-                remove(os.path.join(directory, child))
-        remove(os.path.join(root, name))
-    elif base.startswith(".wh."):
-        remove(os.path.join(root, parent, base[len(".wh."):]))
-        remove(os.path.join(root, name))
-EOF
-    rm -f "$listing"
-}
-
-# Fetches image $2 (REPOSITORY:TAG) from registry $1 into directory $3 (manifest, config and
-# layers, blobs in parallel, each digest checked as it streams in) and unpacks it to $3/rootfs.
-full_pull() {
-    local registry=$1 image=$2 dir=$3
-    local repository=${image%%:*} tag=${image#*:}
-    mkdir -p "$dir/blobs" "$dir/rootfs"
-    in_client curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-        -o "$dir/manifest.json" "http://$registry/v2/$repository/manifests/$tag"
-    local digest blob_pids=()
-    for digest in $(jq -r '.config.digest, .layers[].digest' "$dir/manifest.json"); do
-        (
-            set -o pipefail
-            in_client curl -fsS "http://$registry/v2/$repository/blobs/$digest" |
-                tee "$dir/blobs/${digest#sha256:}" | sha256sum | awk '{print $1}' >"$dir/blobs/${digest#sha256:}.sum"
-        ) &
-        blob_pids+=($!)
-    done
-    local pid
-    for pid in "${blob_pids[@]}"; do
-        wait "$pid"
-    done
-    for digest in $(jq -r '.config.digest, .layers[].digest' "$dir/manifest.json"); do
-        [ "$(cat "$dir/blobs/${digest#sha256:}.sum")" = "${digest#sha256:}" ] ||
-            { echo "blob $digest does not match its digest" >&2; return 1; }
-    done
-    for digest in $(jq -r '.layers[].digest' "$dir/manifest.json"); do
-        unpack_layer "$dir/blobs/${digest#sha256:}" "$dir/rootfs"
-    done
-}
-
 # ---------------------------------------------------------------- registry
 
-registry_log=
 registry_address=
 
+# Starts the current network's registry with the three images, and on the shaped network the
+# delaying proxy in front of it; sets registry_address to what clients use.
 start_registry() {
-    local port
-    port=$(in_server python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    local dir=$work/registry-$network
-    mkdir -p "$dir"
-    # The access log (one combined-format line per request, with status and bytes) is how
-    # the script counts what the registry served.
-    cat >"$dir/config.yml" <<CONFIG
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-http:
-  addr: 127.0.0.1:$port
-  secret: benchmark-only
-CONFIG
-    registry_log=$dir/log
-    # Background jobs start the program itself, not the in_server function, so that $! is
-    # the process to stop (a function would run in a subshell of its own).
-    local launch=()
-    [ "$network" = shaped ] && launch=(nsenter --net="/run/netns/$server_ns")
-    "${launch[@]}" docker-registry serve "$dir/config.yml" >"$registry_log" 2>&1 &
-    pids+=($!)
-    wait_for registry in_server curl -sf "http://127.0.0.1:$port/v2/"
+    registry_start "$work/registry-$network"
     local layout
     for layout in python:latest python-esgz:latest python-esgz-prioritized:latest; do
-        in_server skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
-            "oci:$work/images/${layout%%:*}:latest" "docker://127.0.0.1:$port/$layout"
+        registry_push "oci:$work/images/${layout%%:*}:latest" "$layout"
     done
-    registry_address=127.0.0.1:$port
-    if [ "$network" = shaped ]; then
-        "${launch[@]}" python3 "$repo/benches/rtt_proxy.py" "$server_address" "$proxy_port" 127.0.0.1 "$port" "$delay_ms" \
-            >"$dir/proxy.log" 2>&1 &
-        pids+=($!)
-        registry_address=$server_address:$proxy_port
-        wait_for "the delaying proxy" in_client curl -sf "http://$registry_address/v2/"
-    fi
-}
-
-# Prints "REQUESTS BYTES": the GET and HEAD requests the registry logged after byte offset $1
-# of its log, and the body bytes it sent for them.
-registry_served_since() {
-    sleep 0.2
-    tail -c +"$(($1 + 1))" "$registry_log" | python3 -c '
-import re, sys
-requests = sent = 0
-for line in sys.stdin:
-    match = re.search(r"\"(GET|HEAD) /v2/\S+ HTTP/[0-9.]+\" \d{3} (\d+)", line)
-    if match:
-        requests += 1
-        sent += int(match.group(2))
-print(requests, sent)'
-}
-
-log_size() {
-    stat -c %s "$registry_log"
+    net_start_proxy "$REGISTRY_PORT" "$work/registry-$network/proxy.log"
+    registry_address=$NET_REGISTRY
 }
 
 # ---------------------------------------------------------------- one run
@@ -381,7 +209,7 @@ run_full() {
     local dir=$work/run-$network-full-$n
     drop_page_cache
     local offset started output seconds
-    offset=$(log_size)
+    offset=$(registry_log_offset)
     started=$EPOCHREALTIME
     full_pull "$registry_address" python:latest "$dir"
     output=$(chroot "$dir/rootfs" python3 -c "$workload")
@@ -401,9 +229,9 @@ run_lazy() {
     [ "$network" = shaped ] && insecure=(--insecure)
     drop_page_cache
     local offset started output seconds
-    offset=$(log_size)
+    offset=$(registry_log_offset)
     started=$EPOCHREALTIME
-    in_client "$lazypull" mount "${insecure[@]}" "${mount_args[@]}" --state-dir "$dir/state" --cache-dir "$dir/cache" \
+    net_client "$lazypull" mount "${insecure[@]}" "${mount_args[@]}" --state-dir "$dir/state" --cache-dir "$dir/cache" \
         "$registry_address/$image" "$dir/rootfs" 2>"$dir/mount.log"
     mounts+=("$dir/rootfs")
     output=$(chroot "$dir/rootfs" python3 -c "$workload")
@@ -443,10 +271,7 @@ log "converting again with --prioritize ($(wc -l <"$work/trace.txt") paths)"
 log "measuring what the workload reads"
 reference=$work/reference
 mkdir -p "$reference/rootfs"
-manifest_digest=$(jq -r '.manifests[0].digest' "$work/images/python/index.json")
-for digest in $(jq -r '.layers[].digest' "$work/images/python/blobs/sha256/${manifest_digest#sha256:}"); do
-    unpack_layer "$work/images/python/blobs/sha256/${digest#sha256:}" "$reference/rootfs"
-done
+unpack_layout "$work/images/python" latest "$reference/rootfs"
 strace -f -qq -e trace=read,pread64,readv,preadv,preadv2 -e signal=none -o "$reference/strace.txt" \
     chroot "$reference/rootfs" python3 -c "$workload" >/dev/null
 python3 - "$reference/rootfs" "$work/trace.txt" "$reference/strace.txt" >"$work/reads" <<'EOF'
@@ -490,7 +315,11 @@ loads_during=
 
 for network in $networks; do
     log "network $network"
-    [ "$network" = shaped ] && create_namespaces
+    if [ "$network" = shaped ]; then
+        net_up "$shaped_profile"
+    else
+        net_up loopback
+    fi
     start_registry
     wait_for_quiet
     loads_during+="$(cut -d' ' -f1-3 /proc/loadavg) when the $network runs started, "
@@ -500,12 +329,8 @@ for network in $networks; do
         run_lazy lazy-optimized python-esgz-prioritized:latest "$n"
     done
     # Stop this network's registry and proxy before the next network starts.
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    done
-    pids=()
-    delete_namespaces
+    registry_stop
+    net_down
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -2,8 +2,8 @@
 # check each digest, decompress and unpack the layers in order, apply whiteouts. Source this
 # file after benches/lib/net.sh; clients run in the client side of the current profile.
 
-# Unpacks layer blob $1 of media type $2 over the root $3 as a runtime does: entries replace
-# what lower layers had, `.wh.NAME` deletes NAME from the lower layers, `.wh..wh..opq` empties
+# Unpacks layer blob $1 of media type $2 over the root $3 as a runtime does. Entries replace
+# what lower layers had. `.wh.NAME` deletes NAME from the lower layers, `.wh..wh..opq` empties
 # its directory of lower-layer entries, and the markers themselves are removed.
 unpack_layer() {
     local blob=$1 media_type=$2 root=$3 listing
@@ -51,8 +51,8 @@ manifest_layers() {
     jq -r '.layers[] | "\(.digest) \(.mediaType)"' "$1"
 }
 
-# Fetches image $2 (REPOSITORY:TAG) from registry $1 into directory $3 (manifest, config and
-# layers; blobs in parallel, each digest checked as it streams in) and unpacks it to $3/rootfs.
+# Fetches image $2 (REPOSITORY:TAG) from registry $1 into directory $3 and unpacks it to
+# $3/rootfs. Blobs download in parallel, each digest checked as it streams in.
 full_pull() {
     local registry=$1 image=$2 dir=$3
     local repository=${image%%:*} tag=${image#*:}

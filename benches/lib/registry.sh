@@ -8,7 +8,7 @@ REGISTRY_PORT=
 REGISTRY_LOG=
 REGISTRY_PID=
 
-# Starts a registry storing its data under directory $1 and waits until it answers.
+# Starts a registry storing its data under directory $1 and waits until it responds.
 registry_start() {
     local dir=$1
     mkdir -p "$dir"

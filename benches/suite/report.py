@@ -22,7 +22,7 @@ END = "<!-- benches/suite.sh report: end -->"
 MB = 1e6
 
 MODE_TEXT = {
-    "full": "full pull: curl (parallel, digests checked), decompress, tar, whiteouts",
+    "full": "every blob fetched with curl in parallel (digests checked), unpacked with tar, whiteouts applied",
     "lazy": "`lazypull mount` of the `lazypull convert` output",
     "lazy-optimized": "`lazypull mount` of the image optimized for the workload",
     "lazy-zstd": "`lazypull mount` of `lazypull convert --compression zstd` output",
