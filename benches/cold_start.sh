@@ -170,7 +170,7 @@ fresh_status() {
 registry_address=
 
 # Starts the current network's registry with the three images, and on the shaped network the
-# delaying proxy in front of it; sets registry_address to what clients use.
+# delaying proxy in front of it. Sets registry_address to the address clients use.
 start_registry() {
     registry_start "$work/registry-$network"
     local layout

@@ -41,7 +41,7 @@
 #   --all        also run those full pulls
 #   --no-peers   leave out the ctr-remote mode
 #   --no-docs    write the report only to the work directory, not to docs/
-#   --keep       keep the work directory (images, logs, raw results)
+#   --keep       keep the work directory (registry storage with every image, traces, logs)
 # Environment:
 #   LAZYPULL        the binary (default target/release/lazypull; cargo build --release -p lazypull)
 #   COMPRESSIONS    "gzip" (default) or "gzip zstd"
@@ -58,7 +58,18 @@
 set -euo pipefail
 
 started_epoch=$EPOCHREALTIME
-command_line="sudo benches/suite.sh $*"
+# The command as the report prints it: the settings from the environment, then the arguments,
+# quoted so that the line can be pasted back into a shell.
+command_line=sudo
+for setting in COMPRESSIONS MOUNT_ARGS OPTIMIZER WORKLOAD_TIMEOUT LAZYPULL; do
+    if [ -n "${!setting:-}" ]; then
+        command_line+=" $setting=$(printf '%q' "${!setting}")"
+    fi
+done
+command_line+=" benches/suite.sh"
+for argument in "$@"; do
+    command_line+=" $(printf '%q' "$argument")"
+done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LAZYPULL_CACHE_DIR:-/var/cache/lazypull}
 lazypull=${LAZYPULL:-$repo/target/release/lazypull}
