@@ -8,7 +8,7 @@ use lazypull_testkit::registry::Registry;
 use lazypull_testkit::{Prereq, require_or_skip};
 
 #[test]
-fn registry_image_gives_the_layout_figures_and_gate_verdict() {
+fn registry_image_matches_layout_report() {
     require_or_skip!(Prereq::Binary("docker-registry"), Prereq::Binary("skopeo"));
     let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -186,7 +186,7 @@ fn estargz_layers_give_the_same_figures() {
 }
 
 #[test]
-fn gate_failures_exit_2_and_name_every_failed_threshold() {
+fn gate_failure_exits_2_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let image = waste_image(dir.path(), Encoding::Gzip);
     let args = [
@@ -264,7 +264,7 @@ fn thresholds_the_image_meets_pass_with_exit_0() {
 }
 
 #[test]
-fn config_file_sets_thresholds_and_flags_override_it() {
+fn config_thresholds_yield_to_flags() {
     let dir = tempfile::tempdir().unwrap();
     let image = waste_image(&dir.path().join("image"), Encoding::Gzip);
     let config = dir.path().join("audit.toml");
@@ -298,7 +298,7 @@ fn config_file_sets_thresholds_and_flags_override_it() {
 }
 
 #[test]
-fn text_report_names_waste_findings_and_secret_paths_only() {
+fn text_report_lists_waste_and_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let image = waste_image(dir.path(), Encoding::Gzip);
     let output = audit(&image, &["--format", "text"]);
@@ -318,7 +318,7 @@ fn text_report_names_waste_findings_and_secret_paths_only() {
 }
 
 #[test]
-fn a_missing_image_is_an_error_with_exit_1() {
+fn missing_image_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let output = audit(&format!("oci:{}", dir.path().join("none").display()), &[]);
     assert_eq!(output.status.code(), Some(1));
@@ -326,7 +326,7 @@ fn a_missing_image_is_an_error_with_exit_1() {
 }
 
 #[test]
-fn a_bad_config_file_is_an_error_with_exit_1() {
+fn invalid_config_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let image = waste_image(&dir.path().join("image"), Encoding::Gzip);
     let config = dir.path().join("audit.toml");

@@ -20,7 +20,7 @@ pub const LARGE_BASE_BYTES: u64 = 2 * SLIM_BASE_BYTES;
 /// Most paths listed per finding.
 const PATHS_PER_FINDING: usize = 20;
 
-/// A layer with what the manifest and config say about it.
+/// A scanned layer with its manifest descriptor and config history entry.
 pub struct ScannedLayer {
     /// Blob digest.
     pub digest: String,
@@ -30,7 +30,7 @@ pub struct ScannedLayer {
     pub compressed_bytes: u64,
     /// `created_by` from the config history.
     pub created_by: Option<String>,
-    /// What the stream held.
+    /// Result of the tar scan.
     pub scan: LayerScan,
 }
 
@@ -348,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn installed_dev_dependencies_are_a_finding() {
+    fn dev_dependencies_become_finding() {
         let mut app = layer(vec![
             file("app/package.json", 100, 1),
             file("app/node_modules/jest/index.js", 1000, 2),
@@ -370,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_path_written_twice_in_one_layer_wastes_the_first_copy() {
+    fn repeated_path_wastes_first_copy() {
         let analysis = analyze(
             &[layer(vec![file("etc/a", 10, 1), file("etc/a", 12, 2)])],
             5,
@@ -381,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_replacing_a_directory_hides_its_tree() {
+    fn file_over_directory_hides_tree() {
         let lower = layer(vec![file("opt/x/a", 7, 1), file("opt/x/b/c", 5, 2)]);
         let upper = layer(vec![file("opt/x", 3, 3)]);
         let analysis = analyze(&[lower, upper], 5);

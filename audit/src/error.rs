@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use lazypull_converter::ConvertError;
 
-/// Why an audit could not produce a report. A failed gate is not an error: it is part of the
+/// Error that stops an audit before it has a report. A failed gate is not an error: it is part of the
 /// report.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -28,7 +28,7 @@ pub enum AuditError {
         /// Name of the compression.
         compression: &'static str,
     },
-    /// The image holds several platforms and none was chosen.
+    /// The image contains several platforms and none was chosen.
     #[error("the image holds {count} platforms ({available}); choose one with --platform")]
     AmbiguousPlatform {
         /// Number of platform manifests.
@@ -50,7 +50,7 @@ pub enum AuditError {
     ConfigInvalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// Reason it is invalid.
         reason: String,
     },
     /// A size or threshold value could not be parsed.
@@ -60,13 +60,13 @@ pub enum AuditError {
         what: &'static str,
         /// The text given.
         value: String,
-        /// What is wrong.
+        /// Reason it is invalid.
         reason: &'static str,
     },
     /// A blocking task failed to complete.
     #[error("internal error while {what}: {message}")]
     Internal {
-        /// What was running.
+        /// Task that was running.
         what: &'static str,
         /// The panic or cancellation message.
         message: String,

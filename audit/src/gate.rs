@@ -94,7 +94,7 @@ impl Thresholds {
         Ok(thresholds)
     }
 
-    /// Each threshold set in `other` replaces the one here (flags over the file).
+    /// Replaces each threshold with the one `other` sets, if any (flags over the file).
     pub fn overridden_by(self, other: Thresholds) -> Thresholds {
         Thresholds {
             lowest_efficiency: other.lowest_efficiency.or(self.lowest_efficiency),

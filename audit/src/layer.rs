@@ -1,7 +1,8 @@
 //! One layer's tar stream, walked once: each entry's path, kind and size, the sha256 of every
 //! regular file's content, and the secrets and `package.json` manifests found on the way.
-//! Payloads pass through a fixed buffer; only the small files checked for credentials and the
-//! `package.json` files of applications are held whole, up to [`MAX_CHECKED_FILE`] each.
+//! Payloads pass through a fixed buffer. Only two kinds of file are kept whole, up to
+//! [`MAX_CHECKED_FILE`] each: the small files checked for credentials, and the `package.json`
+//! files of applications.
 
 use std::io::Read;
 
@@ -21,7 +22,7 @@ const ESTARGZ_NAMES: [&[u8]; 3] = [
     b".no.prefetch.landmark",
 ];
 
-/// What an entry does to the filesystem.
+/// Effect of an entry on the filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     /// A regular file with its content.
@@ -38,12 +39,12 @@ pub enum EntryKind {
     Opaque,
 }
 
-/// One tar entry as the audit sees it. Paths are cleaned (no leading `/` or `./`).
+/// One tar entry as the audit records it. Paths are cleaned (no leading `/` or `./`).
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Path the entry creates or deletes.
     pub path: Vec<u8>,
-    /// What the entry does.
+    /// Effect of the entry.
     pub kind: EntryKind,
     /// Apparent size of a regular file (the real size of a sparse file), else 0.
     pub size: u64,
@@ -58,14 +59,14 @@ pub struct Record {
 pub struct SecretHit {
     /// Cleaned path of the file.
     pub path: Vec<u8>,
-    /// What it holds.
+    /// Kind of secret.
     pub kind: SecretKind,
 }
 
 /// The `devDependencies` of an application's `package.json` (one outside `node_modules`).
 #[derive(Debug, Clone)]
 pub struct DevManifest {
-    /// Directory that holds the `package.json`.
+    /// Directory of the `package.json`.
     pub dir: Vec<u8>,
     /// Names listed under `devDependencies`.
     pub dev_dependencies: Vec<String>,
@@ -186,8 +187,8 @@ const DISTRIBUTION_NODE_DIRS: [&[u8]; 3] = [
     b"usr/share/javascript/",
 ];
 
-/// A `package.json` of an application: outside `node_modules` and the distribution's
-/// package directories.
+/// Tells whether `path` is an application's `package.json`: one outside `node_modules` and
+/// outside the distribution's package directories.
 fn is_app_manifest(path: &[u8]) -> bool {
     let (_, name) = split_parent(path);
     name == b"package.json"

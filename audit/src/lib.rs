@@ -2,7 +2,7 @@
 //!
 //! The image is read as `lazypull convert` reads it (registry or `oci:DIR[:TAG]`, OCI and
 //! Docker manifests, gzip, zstd, plain and eStargz layers). Each layer blob is decompressed as
-//! a stream and walked by the format crate's tar scanner; no layer is unpacked to disk, and
+//! a stream and walked by the format crate's tar scanner. No layer is unpacked to disk, so
 //! memory grows with the number of entries (about 150 bytes each), not with layer size.
 //!
 //! # Data flow

@@ -3,7 +3,7 @@
 //!
 //! Each regular-file entry is one *blob* of content. Hard links share the blob of their target,
 //! so they are never counted twice. A blob is wasted when no path of the final filesystem
-//! refers to it; its cause is the last event that took a path away from it.
+//! refers to it. The cause recorded is the last event that took a path away from it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -12,7 +12,7 @@ use crate::layer::{EntryKind, LayerScan};
 /// Index of a blob in [`Overlay::blobs`].
 pub type BlobId = usize;
 
-/// Why a blob does not reach the final filesystem.
+/// Cause that keeps a blob out of the final filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
     /// A later entry for the same path (or for a parent, replacing a directory) in `layer`.
@@ -57,8 +57,9 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Applies one layer: its whiteouts and opaque markers first (they act on lower layers
-    /// only), then its entries in stream order, a later entry for a path replacing an earlier.
+    /// Applies one layer. Its whiteouts and opaque markers go first because they act on lower
+    /// layers only. Its entries follow in stream order, and a later entry for a path replaces
+    /// an earlier one.
     pub fn apply(&mut self, index: usize, layer: &LayerScan) {
         for record in &layer.records {
             match record.kind {
@@ -149,7 +150,7 @@ impl Overlay {
     }
 
     /// The blobs the final filesystem refers to, each with one of its paths: the path that
-    /// shipped it when that path still holds it, else its first hard link in path order.
+    /// shipped it when that path still refers to it, else its first hard link in path order.
     pub fn final_blobs(&self) -> HashMap<BlobId, &[u8]> {
         let mut out = HashMap::new();
         for (path, node) in &self.nodes {
@@ -202,7 +203,7 @@ impl Overlay {
 }
 
 impl Overlay {
-    /// The layer whose content is at `path` in the final filesystem, if a regular file is.
+    /// Returns the layer that shipped the regular file at `path` in the final filesystem.
     pub fn final_layer_of(&self, path: &[u8]) -> Option<usize> {
         self.nodes
             .get(path)

@@ -89,7 +89,7 @@ pub struct Totals {
     pub efficiency: f64,
 }
 
-/// Why a file's bytes are wasted.
+/// Cause of a file's wasted bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WasteReason {
@@ -110,7 +110,7 @@ pub struct WastedFile {
     pub bytes: u64,
     /// Layer that ships the bytes.
     pub layer: usize,
-    /// Why they are wasted.
+    /// Cause of the waste.
     pub reason: WasteReason,
     /// Layer that overwrote or deleted it (not set for duplicates).
     pub by_layer: Option<usize>,
@@ -118,7 +118,7 @@ pub struct WastedFile {
     pub same_as: Option<String>,
 }
 
-/// What a finding is about.
+/// Subject of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
@@ -151,7 +151,7 @@ impl FindingKind {
 /// A finding and what it costs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
-    /// What it is.
+    /// Subject.
     pub kind: FindingKind,
     /// Uncompressed bytes it costs.
     pub bytes: u64,
@@ -166,9 +166,9 @@ pub struct Finding {
 pub struct Secret {
     /// Absolute path.
     pub path: String,
-    /// What kind of secret.
+    /// Kind of secret.
     pub kind: SecretKind,
-    /// Layer whose blob holds it.
+    /// Layer whose blob contains it.
     pub layer: usize,
     /// True when a later layer hides it: it is still in the downloaded blob.
     pub hidden_later: bool,

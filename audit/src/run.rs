@@ -26,7 +26,7 @@ use crate::report::{Report, SCHEMA};
 /// Default number of files listed per layer.
 pub const DEFAULT_TOP_FILES: usize = 10;
 
-/// What to audit and how.
+/// Image and settings of one audit.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
     /// The image: a registry reference or an OCI layout.
@@ -125,7 +125,7 @@ pub async fn audit(options: AuditOptions) -> Result<Report, AuditError> {
     })
 }
 
-/// One image manifest: the only one, or the one for this machine's architecture.
+/// Picks one image manifest: the only one, or the one for this machine's architecture.
 fn pick_manifest(mut manifests: Vec<ResolvedManifest>) -> Result<ResolvedManifest, AuditError> {
     if manifests.len() == 1 {
         return Ok(manifests.remove(0));

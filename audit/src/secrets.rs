@@ -9,7 +9,7 @@ pub const MAX_CHECKED_FILE: u64 = 1 << 20;
 /// Bytes at the start of every file that are checked for a PEM private-key header.
 pub const HEAD_BYTES: usize = 4096;
 
-/// What kind of secret a file holds.
+/// Kind of secret found in a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecretKind {
@@ -35,7 +35,7 @@ impl SecretKind {
     }
 }
 
-/// Which credential file a path names, if any: those files are read whole.
+/// Returns the kind of credential file that `path` names, if any. Those files are read whole.
 pub fn credential_file(path: &[u8]) -> Option<SecretKind> {
     let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
     if path == b".git/config" || path.ends_with(b"/.git/config") {
@@ -68,7 +68,7 @@ pub fn credential_in(kind: SecretKind, content: &[u8]) -> bool {
     }
 }
 
-/// True when `head` (the start of a file) holds a PEM private-key header.
+/// Tells whether `head`, the start of a file, contains a PEM private-key header.
 pub fn private_key_in(head: &[u8]) -> bool {
     let Some(start) = find(head, b"-----BEGIN ") else {
         return false;
@@ -79,7 +79,8 @@ pub fn private_key_in(head: &[u8]) -> bool {
     find(label, b"PRIVATE KEY-----").is_some()
 }
 
-/// A `url = scheme://user:secret@host/...` line, or a URL whose user part alone is a token.
+/// Tells whether a git config line is `url = scheme://user:secret@host/...`, or a URL whose
+/// user part alone is a token.
 fn url_has_credentials(line: &str) -> bool {
     let Some((key, value)) = line.trim().split_once('=') else {
         return false;
@@ -132,7 +133,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn git_config_with_token_in_url_is_a_secret() {
+    fn git_config_url_token_detected() {
         let config = b"[remote \"origin\"]\n\turl = https://user:ghp_abcdef@example.test/r.git\n";
         assert!(credential_in(SecretKind::GitCredentials, config));
         let clean = b"[remote \"origin\"]\n\turl = https://example.test/r.git\n";
@@ -161,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn pem_private_key_header_is_found_but_not_a_certificate() {
+    fn pem_private_key_not_certificate() {
         assert!(private_key_in(
             b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n"
         ));

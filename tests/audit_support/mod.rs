@@ -18,7 +18,7 @@ pub const NPM_TOKEN: &str = "npm_AuditFixtureSecret9876543210";
 /// The body of the fixture's private key. It must never be printed.
 pub const KEY_BODY: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAuditFixtureKeyBody";
 
-/// A PEM private key file with [`KEY_BODY`].
+/// Returns a PEM private key file with [`KEY_BODY`].
 pub fn private_key() -> Vec<u8> {
     format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n")
         .into_bytes()
@@ -57,8 +57,8 @@ pub enum Encoding {
 /// - `/usr/share/app/config.json` (8 000 bytes) overwritten in layer 1 (by 9 000 bytes);
 /// - `/app/copy.bin` (100 000 bytes) in layer 1 has the content of `/usr/bin/app`;
 /// - `/var/lib/apt/lists/` keeps 50 000 bytes of package lists;
-/// - `/app/.git` holds a pack of 20 000 bytes and a config with a token;
-/// - `/root/.npmrc` holds an auth token and `/root/.ssh/id_ed25519` a private key.
+/// - `/app/.git` contains a pack of 20 000 bytes and a config with a token;
+/// - `/root/.npmrc` contains an auth token and `/root/.ssh/id_ed25519` a private key.
 ///
 /// `/app/lib/app-link` is a hard link to `/usr/bin/app`: one file, not a duplicate.
 pub fn waste_layers() -> Vec<Vec<u8>> {
@@ -123,7 +123,7 @@ pub struct WasteFigures {
     pub duplicate: u64,
 }
 
-/// The expected figures of [`waste_layers`].
+/// Returns the expected figures of [`waste_layers`].
 pub fn waste_figures() -> WasteFigures {
     let git = git_config().len() as u64;
     let npm = npmrc().len() as u64;
