@@ -375,6 +375,30 @@ fn path_of_node(dirents: &[(u32, Span, u32)], strings: &[u8], mut node: u32) -> 
     parts.join(&b'/')
 }
 
+/// Finds a chunk that sits at the same member, inner offset and size as another chunk but
+/// expects other bytes (another digest), and returns its position and the reason.
+///
+/// Such chunks decode to the same bytes, so at most one of them can verify. Readers that share
+/// one decoded copy between chunks at one place would otherwise serve the chunk that verified
+/// for the one that cannot.
+fn find_conflicting_chunk(chunks: &[Chunk]) -> Option<(usize, String)> {
+    let place = |c: &Chunk| (c.comp_offset, c.inner_offset, c.size);
+    let mut order: Vec<u32> = (0..chunks.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| (place(&chunks[i as usize]), i));
+    for pair in order.windows(2) {
+        let (a, b) = (&chunks[pair[0] as usize], &chunks[pair[1] as usize]);
+        if place(a) == place(b) && a.digest() != b.digest() {
+            let reason = format!(
+                "chunk at blob offset {} (inner offset {}, {} bytes) has another digest than \
+                 an earlier chunk at the same place",
+                b.comp_offset, b.inner_offset, b.size
+            );
+            return Some((pair[1] as usize, reason));
+        }
+    }
+    None
+}
+
 fn perm_bits(mode: i64) -> u32 {
     (mode & 0o7777) as u32
 }
@@ -938,6 +962,19 @@ impl Builder {
             }
         }
         chunk_start[self.nodes.len()] = chunks.len() as u32;
+        // `chunks[k]` was made from `pending[k]`.
+        if let Some((k, reason)) = find_conflicting_chunk(&chunks) {
+            return Err(TocError::InvalidEntry {
+                index: pending[k].entry as usize,
+                name: String::from_utf8_lossy(&path_of_node(
+                    &dirents,
+                    &self.strings,
+                    pending[k].node,
+                ))
+                .into_owned(),
+                reason,
+            });
+        }
         drop(pending);
 
         // Directory entries are sorted by parent, so each directory's entries start where the

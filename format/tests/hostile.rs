@@ -329,3 +329,31 @@ fn invalid_options_are_rejected_with_the_option_name() {
         );
     }
 }
+
+#[test]
+fn chunks_at_one_place_with_two_digests_are_rejected() {
+    let chunk = |file_offset, digest| TocEntry {
+        name: "f".into(),
+        kind: EntryKind::Chunk,
+        offset: 10,
+        chunk_offset: file_offset,
+        chunk_size: 30,
+        chunk_digest: Some(digest),
+        ..TocEntry::default()
+    };
+    let mut first = reg("f", 60, 10, 30);
+    first.chunk_digest = Some(Digest::of(b"first"));
+    let entries = vec![first, chunk(30, Digest::of(b"second"))];
+    let err = LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, TocError::InvalidEntry { index: 1, name, reason }
+            if name == "f" && reason.contains("another digest")),
+        "{err}"
+    );
+
+    // The same bytes twice under one digest are valid: both chunks verify.
+    let mut first = reg("f", 60, 10, 30);
+    first.chunk_digest = Some(Digest::of(b"same"));
+    let entries = vec![first, chunk(30, Digest::of(b"same"))];
+    assert!(LayerIndex::from_entries(entries, 1000, &IndexOptions::default()).is_ok());
+}
