@@ -247,7 +247,7 @@ def render_header(run):
                  "belong to the serving process, read from /proc before unmount. Client CPU s is the CPU time "
                  "of the processes the script waited for. For the full pull these are curl, tar, unpigz and "
                  "the workload; for the lazy modes `lazypull mount` and the workload. / read divides MB "
-                 "fetched by the bytes the workload reads, as bench.json gives them.")
+                 "fetched by the bytes the workload reads (the image table says how they were measured).")
     lines.append("")
     for mode in run.get("modes", []):
         lines.append(f"- `{mode}`: {MODE_TEXT.get(mode, mode)}")
@@ -283,14 +283,16 @@ def render_profiles(profiles, images, run):
         lines.append("")
 
     lines.append("| image | workload | ready when | gzip MB (lazy image MB) | unpacked MB | files opened (MB) "
-                 "| bytes read (bench.json) | optimized with |")
+                 "| bytes read | optimized with |")
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for image in images:
         argv = " ".join(image["argv"])
         if len(argv) > 70:
             argv = argv[:67] + "..."
         sizes = image.get("layer_bytes", {})
-        read = "-" if image.get("bytes_read") is None else f"{image['bytes_read'] / MB:.1f} MB"
+        read = "-"
+        if image.get("bytes_read") is not None:
+            read = f"{image['bytes_read'] / MB:.1f} MB ({image.get('read_by', 'bench.json')})"
         ready = f"line with `{image['ready']}`" if image.get("ready") else "exit"
         lines.append(f"| {image['name']} | `{argv}` | {ready} | {number(sizes.get('full'), MB)} "
                      f"({number(sizes.get('lazy'), MB)}) | {number(image.get('unpacked_bytes'), MB)} "
