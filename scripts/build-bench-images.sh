@@ -406,7 +406,7 @@ mount_check_fs() {
     local image="$work/check.ext4"
     check_dir="$work/check"
     # Room for the files plus ext4's inodes and journal.
-    truncate -s "$((raw_bytes * 5 / 4 + 256 * 1048576))" "$image"
+    truncate -s "$(((raw_bytes * 5 / 4 / 1048576 + 256) * 1048576))" "$image"
     mkfs.ext4 -q -F -m 0 "$image"
     check_loop=$(losetup --find --show "$image")
     blockdev --setra 0 "$check_loop"
@@ -454,12 +454,19 @@ measure_image() {
     rm -rf "$work/trace"
     log "$name: strace counts $traced"
 
-    sync -f "$rootfs"
-    python3 "$RECIPES/page_cache.py" evict "$rootfs"
-    run_workload "$rootfs"
-    local touched
-    touched=$(python3 "$RECIPES/page_cache.py" resident "$rootfs")
-    log "$name: one run from an evicted page cache touched $touched"
+    # A drop_caches by another process between the run and the count lowers the count and
+    # nothing can raise it, so the larger of two measurements is kept.
+    local touched="" measured
+    for i in 1 2; do
+        sync -f "$rootfs"
+        python3 "$RECIPES/page_cache.py" evict "$rootfs"
+        run_workload "$rootfs"
+        measured=$(python3 "$RECIPES/page_cache.py" resident "$rootfs")
+        log "$name: one run from an evicted page cache touched $measured"
+        if [[ -z $touched || $(jq .bytes <<<"$measured") -gt $(jq .bytes <<<"$touched") ]]; then
+            touched=$measured
+        fi
+    done
     unmount_check_fs
 
     local manifest_digest
@@ -478,7 +485,7 @@ measure_image() {
             expected_stdout: $expected,
             read_bytes: $touched.bytes,
             read_files: $touched.files,
-            read_measured_by: "page cache: one chrooted run on an unpacked copy (ext4 on a loop device with read-ahead 0) after evicting its files; bytes of the pages resident afterwards, so executed, mapped and read pages all count",
+            read_measured_by: "page cache: a chrooted run on an unpacked copy (ext4 on a loop device with read-ahead 0) after evicting its files, then the bytes of its resident pages, so executed, mapped and read pages all count (the larger of two runs)",
             strace: ($traced + {measured_by: "strace -ff -y of one run: read_syscall_bytes from read/pread64/readv/preadv, mapped_bytes the union of mmap ranges (an upper bound of pages touched)"}),
             warm_run_seconds: ($warm | tonumber),
             build_seconds: ($built | tonumber),
