@@ -160,14 +160,15 @@ pub fn write_layout(
         std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes).unwrap();
         digest
     };
-    let (media_type, encode): (&str, fn(&[u8]) -> Vec<u8>) = match encoding {
-        Encoding::Gzip => ("application/vnd.oci.image.layer.v1.tar+gzip", |t| {
-            gzip(t, 6)
-        }),
-        Encoding::Zstd => ("application/vnd.oci.image.layer.v1.tar+zstd", |t| {
-            zstd(t, 3)
-        }),
-        Encoding::Plain => ("application/vnd.oci.image.layer.v1.tar", |t| t.to_vec()),
+    let media_type = match encoding {
+        Encoding::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+        Encoding::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        Encoding::Plain => "application/vnd.oci.image.layer.v1.tar",
+    };
+    let encode = |tar: &[u8]| match encoding {
+        Encoding::Gzip => gzip(tar, 6),
+        Encoding::Zstd => zstd(tar, 3),
+        Encoding::Plain => tar.to_vec(),
     };
     let mut descriptors = Vec::new();
     let mut digests = Vec::new();
