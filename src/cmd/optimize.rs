@@ -17,7 +17,9 @@ use crate::optimize::{self, OptimizeOptions, RunOptions, human_bytes};
 
 /// Arguments of `lazypull optimize`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  sudo lazypull optimize 127.0.0.1:5000/app:1 127.0.0.1:5000/app:1-esgz \\\n      --wait-for READY -- python3 -c 'import json; print(\"READY\")'")]
+#[command(
+    after_help = "Example:\n  sudo lazypull optimize 127.0.0.1:5000/app:1 127.0.0.1:5000/app:1-esgz \\\n      --wait-for READY -- python3 -c 'import json; print(\"READY\")'"
+)]
 pub struct Args {
     /// Source image: a registry reference or `oci:DIR[:TAG]`. It need not be eStargz.
     pub source: String,
@@ -125,10 +127,11 @@ fn options(args: Args) -> anyhow::Result<OptimizeOptions> {
         convert.platforms = vec![Platform::parse(platform)?];
     }
     convert.tmpdir = args.tmpdir.clone();
+    // Log lines every 10 % of each layer would bury the workload's output.
     convert.progress = if std::io::stderr().is_terminal() {
         ProgressMode::Bars
     } else {
-        ProgressMode::Log
+        ProgressMode::Quiet
     };
     convert.validate()?;
     Ok(OptimizeOptions {
@@ -161,17 +164,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         // Registered before any work starts, so an early signal is not lost.
         let _context = runtime.enter();
-        let mut interrupt =
-            signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
-        let mut terminate =
-            signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
         let on_signal = cancel.clone();
         runtime.spawn(async move {
             tokio::select! {
                 _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
-            eprintln!("interrupted: stopping the workload, unmounting and removing temporary files");
+            eprintln!(
+                "interrupted: stopping the workload, unmounting and removing temporary files"
+            );
             on_signal.cancel();
         });
     }

@@ -174,9 +174,11 @@ pub fn run(
     convert.prioritized = paths;
     // Layers that are already eStargz must be rebuilt, or they keep their old order.
     convert.reconvert = true;
-    let report = runtime
+    let mut report = runtime
         .block_on(lazypull_converter::convert(convert, cancel))
         .context("failed to convert the image with the recorded files prioritized")?;
+    // The conversion may have read the temporary eStargz copy; name what the user gave.
+    report.source.clone_from(&options.source_text);
     drop(workspace);
     Ok(OptimizeSummary {
         files,
@@ -346,11 +348,22 @@ fn write_list(path: &Path, paths: &[Vec<u8>]) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write the recorded list to {}", path.display()))
 }
 
-/// Joins a command for display.
+/// Joins a command for display, quoting words that a shell would split or expand.
 fn shell_words(command: &[OsString]) -> String {
     command
         .iter()
-        .map(|word| word.to_string_lossy().into_owned())
+        .map(|word| {
+            let word = word.to_string_lossy();
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                word.into_owned()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

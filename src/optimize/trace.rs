@@ -124,7 +124,10 @@ mod tests {
             .position(|name| name == estargz::PREFETCH_LANDMARK)
             .expect("prioritized layer has the prefetch landmark");
         let before: Vec<&str> = names[..landmark].iter().map(String::as_str).collect();
-        assert!(before.contains(&"usr/bin/python3.11"), "TOC order: {names:?}");
+        assert!(
+            before.contains(&"usr/bin/python3.11"),
+            "TOC order: {names:?}"
+        );
         assert!(before.contains(&"usr/bin/python3"), "TOC order: {names:?}");
         assert!(!before.contains(&"usr/bin/other"), "TOC order: {names:?}");
     }

@@ -30,8 +30,12 @@ impl Workspace {
                     parent.display()
                 )
             })?;
-        std::fs::create_dir(dir.path().join("root"))
-            .with_context(|| format!("failed to create the mount point in {}", dir.path().display()))?;
+        std::fs::create_dir(dir.path().join("root")).with_context(|| {
+            format!(
+                "failed to create the mount point in {}",
+                dir.path().display()
+            )
+        })?;
         Ok(Workspace {
             dir: Some(dir),
             mounted: false,
@@ -70,7 +74,9 @@ impl Workspace {
     /// The child gets its own process group, so a Ctrl-C on the terminal reaches only this
     /// process, which then unmounts in order.
     pub fn mount(&mut self, image: &str, extra_args: &[String]) -> anyhow::Result<()> {
-        let binary = std::env::current_exe().context("failed to find the lazypull binary")?;
+        // /proc/self/exe still runs this binary after a rebuild replaced its file, which
+        // `current_exe` (a path) does not.
+        let binary = Path::new("/proc/self/exe");
         // Marked before the child starts: if it gets as far as mounting, the drop must unmount.
         self.mounted = true;
         let output = Command::new(binary)

@@ -119,13 +119,27 @@ pub fn run_workload(
     tracing::info!(command = %command_text, pid = child.id(), "workload started");
 
     let (sender, events) = mpsc::channel();
-    let matcher = || spec.wait_for.as_deref().map(|text| ReadinessMatcher::new(text.as_bytes()));
+    let matcher = || {
+        spec.wait_for
+            .as_deref()
+            .map(|text| ReadinessMatcher::new(text.as_bytes()))
+    };
     let mut echoes = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        echoes.push(spawn_echo(stdout, spec.output_prefix.clone(), matcher(), sender.clone()));
+        echoes.push(spawn_echo(
+            stdout,
+            spec.output_prefix.clone(),
+            matcher(),
+            sender.clone(),
+        ));
     }
     if let Some(stderr) = child.stderr.take() {
-        echoes.push(spawn_echo(stderr, spec.output_prefix.clone(), matcher(), sender));
+        echoes.push(spawn_echo(
+            stderr,
+            spec.output_prefix.clone(),
+            matcher(),
+            sender,
+        ));
     }
 
     let result = wait(&mut child, spec, &events, started, interrupted);
@@ -244,8 +258,17 @@ mod tests {
     fn missing_command_and_directories_are_not_found() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("usr/bin/subdir")).unwrap();
-        assert_eq!(find_command(root.path(), Path::new("tool"), "/usr/bin", "/"), None);
-        assert_eq!(find_command(root.path(), Path::new("subdir"), "/usr/bin", "/"), None);
-        assert_eq!(find_command(root.path(), Path::new(""), "/usr/bin", "/"), None);
+        assert_eq!(
+            find_command(root.path(), Path::new("tool"), "/usr/bin", "/"),
+            None
+        );
+        assert_eq!(
+            find_command(root.path(), Path::new("subdir"), "/usr/bin", "/"),
+            None
+        );
+        assert_eq!(
+            find_command(root.path(), Path::new(""), "/usr/bin", "/"),
+            None
+        );
     }
 }

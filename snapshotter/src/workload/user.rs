@@ -28,9 +28,10 @@ pub fn resolve_user(root: &Path, spec: &str) -> Result<UserIds, WorkloadError> {
     };
     let passwd = read_image_file(root, "etc/passwd");
     // passwd fields: name:password:uid:gid:gecos:home:shell
-    let entry = passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|fields| {
-        fields.len() >= 4 && (fields[0] == user || fields[2] == user)
-    });
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() >= 4 && (fields[0] == user || fields[2] == user));
     let (uid, mut gid, home) = match (&entry, user.parse::<u32>()) {
         (Some(fields), _) => {
             let uid = fields[2].parse().map_err(|_| WorkloadError::UnknownUser {
