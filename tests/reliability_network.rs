@@ -334,8 +334,8 @@ fn each_fault_kind_gives_right_bytes_or_eio() {
     );
     let report_dir = tempfile::tempdir().unwrap();
     let mut figures = Vec::new();
-    // One proxy and one mount per set of proxy options; each case reads files no other case
-    // read, so its reads miss every cache and reach the proxy.
+    // One proxy and one mount per set of proxy options. Each case reads files that no other
+    // case read, so its reads miss every cache and reach the proxy.
     let mut current: Option<(ProxyOptions, FaultProxy, Mount)> = None;
     for (n, case) in cases.iter().enumerate() {
         if current
@@ -385,7 +385,7 @@ fn each_fault_kind_gives_right_bytes_or_eio() {
     }
 }
 
-/// Every fault kind, finite and endless stalls included.
+/// Returns every fault kind, finite and endless stalls included.
 fn every_fault() -> Vec<Fault> {
     vec![
         Fault::Reset,
@@ -543,7 +543,7 @@ fn timed_ctr(
     }
 }
 
-/// Longest time one `ctr snapshots` call may take while faults are injected.
+/// Maximum time one `ctr snapshots` call may take while faults are injected.
 const CTR_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Length of the containerd part.

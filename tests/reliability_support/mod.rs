@@ -294,6 +294,9 @@ fn next_random(state: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
+/// The read a reader thread is in, with its start, or `None` between reads.
+type Busy = Option<(Instant, ReadJob)>;
+
 /// Runs reads from `source` on `limits.readers` threads against the mount at `root`.
 ///
 /// The calling thread is the watchdog: a read that has not returned `deadline` past its
@@ -307,8 +310,7 @@ pub fn run_reads(
 ) -> Tally {
     let source = Arc::new(source);
     let (sender, results) = mpsc::channel::<(usize, ReadJob, Outcome, Duration)>();
-    let busy: Arc<Mutex<Vec<Option<(Instant, ReadJob)>>>> =
-        Arc::new(Mutex::new(vec![None; limits.readers]));
+    let busy: Arc<Mutex<Vec<Busy>>> = Arc::new(Mutex::new(vec![None; limits.readers]));
     let mut finished = Vec::new();
     for reader in 0..limits.readers {
         let (root, pool, source, sender, busy) = (

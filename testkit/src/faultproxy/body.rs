@@ -11,9 +11,9 @@ use super::fault::Stall;
 /// Body type of every proxy response.
 pub(crate) type ProxyBody = BoxBody<Bytes, std::io::Error>;
 
-/// What follows the first part of a split body.
+/// The behaviour of a split body after its first part.
 pub(crate) enum Tail {
-    /// Wait as the stall says, then send the rest.
+    /// Wait for the stall, then send the rest.
     Stall(Stall, Bytes),
     /// Fail the body, so the server closes the connection short of `Content-Length`.
     Abort,
@@ -26,7 +26,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-/// Returns a body that sends `first`, then behaves as `tail` says.
+/// Returns a body that sends `first`, then continues with `tail`.
 pub(crate) fn split(first: Bytes, tail: Tail) -> ProxyBody {
     let head = futures_util::stream::once(async move { Ok(Frame::data(first)) });
     let rest = futures_util::stream::once(async move {
@@ -45,7 +45,7 @@ pub(crate) fn split(first: Bytes, tail: Tail) -> ProxyBody {
     BodyExt::boxed(StreamBody::new(head.chain(rest)))
 }
 
-/// Waits as `stall` says (forever for [`Stall::Forever`]).
+/// Waits for `stall` (forever for [`Stall::Forever`]).
 pub(crate) async fn wait(stall: Stall) {
     match stall {
         Stall::For(duration) => tokio::time::sleep(duration).await,

@@ -20,9 +20,9 @@ pub enum Fault {
     StallHeaders(Stall),
     /// Send the headers and the first half of the body, then wait.
     StallBody(Stall),
-    /// Answer with this status (such as 500, 502 or 503) and a short JSON error body.
+    /// Respond with this status (such as 500, 502 or 503) and a short JSON error body.
     Status(u16),
-    /// Answer 429 with `Retry-After` set to this many seconds.
+    /// Respond with 429 and `Retry-After` set to this many seconds.
     TooManyRequests {
         /// Value of the `Retry-After` header, in seconds.
         retry_after_secs: u64,
@@ -31,7 +31,7 @@ pub enum Fault {
     Truncate,
     /// Invert one byte in the middle of the body and keep every header.
     FlipBytes,
-    /// Answer a range request with 200 and the whole blob. Requests without `Range` pass.
+    /// Respond to a range request with 200 and the whole blob. Requests without `Range` pass.
     RangeAsFull,
     /// Answer a range request with 206, the requested bytes, and a `Content-Range` one byte
     /// off from them. Requests without `Range` pass.
@@ -105,7 +105,7 @@ impl Rule {
     }
 }
 
-/// What the proxy injects, switchable at run time through [`super::FaultHandle`].
+/// The faults the proxy injects, switchable at run time through [`super::FaultHandle`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum FaultPlan {
     /// Forward every request unchanged.

@@ -13,7 +13,7 @@
 //!
 //! - `token_auth`: the proxy requires a bearer token and serves the token endpoint itself
 //!   (`/token`, anonymous). [`Fault::ExpireToken`] invalidates every token issued so far.
-//! - `storage_redirect`: blob GETs are answered with 307 to a second listener, the
+//! - `storage_redirect`: the proxy responds to blob GETs with 307 to a second listener, the
 //!   "storage", with a URL that expires after `signed_url_ttl`, as object stores' signed
 //!   URLs do. An expired URL gets 403.
 //!

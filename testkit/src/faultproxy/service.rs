@@ -84,7 +84,7 @@ async fn registry(
     if let Some(storage_port) = ctx.storage_port
         && is_blob_get(&request)
     {
-        let fault = fault.filter(|fault| is_before_response(fault));
+        let fault = fault.filter(is_before_response);
         if let Some(response) = inject_before_response(ctx, fault).await? {
             return Ok(response);
         }
