@@ -20,8 +20,8 @@
 # with OCI media types, and NAME/bench.json: the workload's argv, readiness line, expected
 # output, bytes it reads, warm run time and layer sizes. After building, the script unpacks
 # the image with umoci, runs the workload in a chroot (checking its output), times three
-# warm runs and measures what one run reads (page cache residency after evicting the copy's
-# files, and strace). An image is rebuilt only when it is missing, when its RECIPE_VERSION
+# warm runs and measures what one run reads (bytes read from the block device of a freshly
+# mounted copy, and strace). An image is rebuilt only when it is missing, when its RECIPE_VERSION
 # differs from NAME/.lazypull-recipe, or with --force. --remeasure only repeats the checks
 # and measurements of existing images and rewrites their bench.json.
 #
@@ -400,7 +400,7 @@ layers_json() {
 }
 
 # Unpack LAYOUT:latest onto an ext4 file system on a loop device with read-ahead off, so
-# that the page cache afterwards contains exactly the pages a run touched. Sets check_dir.
+# that the device's read counter shows what a run touches. Sets check_dir and check_loop.
 mount_check_fs() {
     local layout=$1 raw_bytes=$2
     local image="$work/check.ext4"
@@ -454,17 +454,21 @@ measure_image() {
     rm -rf "$work/trace"
     log "$name: strace counts $traced"
 
-    # A drop_caches by another process between the run and the count lowers the count and
-    # nothing can raise it, so the larger of two measurements is kept.
-    local touched="" measured
+    # Remounting empties the copy's page, inode and dentry caches. With read-ahead off, the
+    # loop device then reads what the run touches: file pages and the ext4 metadata needed
+    # to find them. A drop_caches by another process during the run can only add re-reads,
+    # so the smaller of two runs is kept.
+    local read_bytes="" sectors_before sectors_after measured
     for i in 1 2; do
-        sync -f "$rootfs"
-        python3 "$RECIPES/page_cache.py" evict "$rootfs"
+        umount "$check_dir"
+        mount -o noatime "$check_loop" "$check_dir"
+        sectors_before=$(awk '{ print $3 }' "/sys/block/${check_loop#/dev/}/stat")
         run_workload "$rootfs"
-        measured=$(python3 "$RECIPES/page_cache.py" resident "$rootfs")
-        log "$name: one run from an evicted page cache touched $measured"
-        if [[ -z $touched || $(jq .bytes <<<"$measured") -gt $(jq .bytes <<<"$touched") ]]; then
-            touched=$measured
+        sectors_after=$(awk '{ print $3 }' "/sys/block/${check_loop#/dev/}/stat")
+        measured=$(((sectors_after - sectors_before) * 512))
+        log "$name: one run on a freshly mounted copy read $measured bytes from its device"
+        if [[ -z $read_bytes || $measured -lt $read_bytes ]]; then
+            read_bytes=$measured
         fi
     done
     unmount_check_fs
@@ -472,7 +476,7 @@ measure_image() {
     local manifest_digest
     manifest_digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$layout/index.json")
     jq -n --arg name "$name" --arg recipe "${RECIPE_VERSION[$name]}" --arg manifest "$manifest_digest" \
-        --argjson layers "$layers" --argjson traced "$traced" --argjson touched "$touched" \
+        --argjson layers "$layers" --argjson traced "$traced" --argjson read_bytes "$read_bytes" \
         --arg expected "$workload_expected" --arg warm "$warm" --arg built "$build_seconds" \
         --arg path "$IMAGE_PATH" --args '{
             name: $name,
@@ -483,9 +487,9 @@ measure_image() {
             env: ["PATH=" + $path, "HOME=/root", "LANG=C.UTF-8"],
             ready: "ready",
             expected_stdout: $expected,
-            read_bytes: $touched.bytes,
-            read_files: $touched.files,
-            read_measured_by: "page cache: a chrooted run on an unpacked copy (ext4 on a loop device with read-ahead 0) after evicting its files, then the bytes of its resident pages, so executed, mapped and read pages all count (the larger of two runs)",
+            read_bytes: $read_bytes,
+            read_files: $traced.files,
+            read_measured_by: "block device: bytes read from the loop device of an unpacked copy (ext4, read-ahead 0, freshly mounted) during one chrooted run, so executed, mapped and read pages and the ext4 metadata that finds them all count (the smaller of two runs); read_files is the number of image files strace saw read or mapped",
             strace: ($traced + {measured_by: "strace -ff -y of one run: read_syscall_bytes from read/pread64/readv/preadv, mapped_bytes the union of mmap ranges (an upper bound of pages touched)"}),
             warm_run_seconds: ($warm | tonumber),
             build_seconds: ($built | tonumber),

@@ -3,12 +3,14 @@
 
     count_reads.py ROOTFS TRACE_FILE...
 
-Prints one JSON object: `files` (regular files of ROOTFS the workload read or mapped),
-`read_syscall_bytes` (bytes returned by read, pread64, readv, preadv and preadv2),
-`mapped_bytes` (the union of file ranges it passed to mmap, cut to each file's size),
-`bytes` (per file: read bytes plus mapped bytes, at most the file's size) and
-`opened_file_bytes` (the sizes of those files summed). Mapped ranges are an upper bound
-of what the workload touches, because a mapping's pages are read only when touched.
+Prints one JSON object with these fields:
+- `files`: regular files of ROOTFS the workload read or mapped;
+- `read_syscall_bytes`: bytes returned by read, pread64, readv, preadv and preadv2;
+- `mapped_bytes`: the union of file ranges passed to mmap, cut to each file's size;
+- `bytes`: per file, read bytes plus mapped bytes, at most the file's size;
+- `opened_file_bytes`: the sizes of those files summed.
+Mapped ranges are an upper bound of what the workload touches, because a mapping's pages
+are read only when touched.
 """
 
 import json

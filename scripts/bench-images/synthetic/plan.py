@@ -15,7 +15,7 @@ the read set.
 import hashlib
 import sys
 
-# (path, size in MiB, ranges read as (skip MiB, count MiB)); a range covering the whole
+# (path, size in MiB, ranges read as (skip MiB, count MiB)). A range covering the whole
 # file reads it whole.
 MIDDLE_SET = [
     ("data/hot/mid-00.bin", 1, [(0, 1)]),
@@ -56,8 +56,8 @@ def plan_files(image: str, total_mib: int, layers: int) -> list[tuple[int, str, 
         nonlocal offset, filler_index
         while offset < until_mib:
             layer_end = (offset // layer_mib + 1) * layer_mib
-            wanted = FILLER_SIZES_MIB[filler_index % len(FILLER_SIZES_MIB)]
-            size = min(wanted, until_mib - offset, layer_end - offset)
+            preferred = FILLER_SIZES_MIB[filler_index % len(FILLER_SIZES_MIB)]
+            size = min(preferred, until_mib - offset, layer_end - offset)
             layer = offset // layer_mib
             path = f"data/part-{layer:02d}/file-{filler_index:04d}.bin"
             files.append((layer, path, size, key(f"{image}/{path}")))
