@@ -171,11 +171,15 @@ def bar_chart(title, unit, groups, modes, values, digits):
            f'<text x="{left}" y="18" font-size="14">{escape(title)}</text>',
            f'<text x="8" y="{top + height / 2}" transform="rotate(-90 8,{top + height / 2})" '
            f'text-anchor="middle" dominant-baseline="hanging">{escape(unit)}</text>']
+
+    # Grid lines and axis labels.
     for step in range(5):
         value = peak * step / 4
         y = top + height - height * step / 4
         out.append(f'<line x1="{left - 4}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.{digits}f}</text>')
+
+    # One group of bars per profile, each bar labelled with its value.
     for g, group in enumerate(groups):
         x0 = left + g * group_width + gap / 2
         for m, mode in enumerate(modes):
@@ -192,6 +196,8 @@ def bar_chart(title, unit, groups, modes, values, digits):
                        f'{value:.{digits}f}</text>')
         out.append(f'<text x="{x0 + bar * len(modes) / 2:.1f}" y="{top + height + 16}" text-anchor="middle">'
                    f'{escape(group)}</text>')
+
+    # The legend, below the groups.
     for m, mode in enumerate(modes):
         x = left + (m % columns) * 170
         y = top + height + 36 + 20 * (m // columns)
