@@ -256,3 +256,60 @@ fn dev_dependencies(content: &[u8]) -> Option<Vec<String>> {
         .collect();
     (!names.is_empty()).then_some(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lazypull_testkit::tarbuild::{Builder, Entry, pattern};
+
+    fn scan(bytes: &[u8]) -> Result<LayerScan, AuditError> {
+        scan_layer(bytes, "sha256:test", false, || {}).map(|(scan, _)| scan)
+    }
+
+    #[test]
+    fn entries_whiteouts_and_links_are_recorded() {
+        let mut tar = Builder::new();
+        tar.append(&Entry::file("./etc/a", pattern(1000, 1)))
+            .append(&Entry::hardlink("etc/b", "etc/a"))
+            .append(&Entry::whiteout("usr/old"))
+            .append(&Entry::opaque("var/lib"));
+        let bytes = tar.finish();
+        let scan = scan(&bytes).unwrap();
+        let kinds: Vec<(String, EntryKind)> = scan
+            .records
+            .iter()
+            .map(|r| (String::from_utf8_lossy(&r.path).into_owned(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("etc/a".to_string(), EntryKind::File),
+                ("etc/b".to_string(), EntryKind::Hardlink),
+                ("usr/old".to_string(), EntryKind::Whiteout),
+                ("var/lib".to_string(), EntryKind::Opaque),
+            ]
+        );
+        assert_eq!(scan.records[0].size, 1000);
+        let digest: [u8; 32] = Sha256::digest(pattern(1000, 1)).into();
+        assert_eq!(scan.records[0].digest, digest);
+        assert_eq!(scan.records[1].link, b"etc/a");
+        assert_eq!(scan.tar_bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn stream_without_end_blocks_ends_cleanly() {
+        let mut tar = Builder::new();
+        tar.append(&Entry::file("a", pattern(700, 2)));
+        let bytes = tar.finish_without_terminator();
+        assert_eq!(scan(&bytes).unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn truncated_payload_is_an_error() {
+        let mut tar = Builder::new();
+        tar.append(&Entry::file("a", pattern(5000, 3)));
+        let bytes = tar.finish_without_terminator();
+        let cut = &bytes[..bytes.len() - 2048];
+        assert!(matches!(scan(cut), Err(AuditError::Tar { .. })));
+    }
+}
