@@ -310,38 +310,31 @@ fn verify_chunk(out: Vec<u8>, offset: u64, expected: Digest) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// Decompresses the zstd frames of `span` straight into the output buffer, which skips the copy
-/// through the streaming decoder's window.
+/// Room for what a chunk's last frame holds after the chunk: the tar padding of the file and
+/// the header blocks of the next entry. PAX records or long names can make those larger; such
+/// chunks take the streaming path.
+const ZSTD_TRAILER_ROOM: usize = 64 << 10;
+
+/// Decompresses the zstd frames of `span` in one call into a buffer sized for the chunk, which
+/// skips the copy through the streaming decoder's window.
 ///
-/// Returns `None` unless the frames hold exactly `inner_offset + size` bytes. A frame shared
-/// with later chunks holds more, and damaged input fails here. The caller then takes the
-/// streaming path, which handles the first case and reports the second precisely.
+/// Returns `None` when the frames hold fewer than `inner_offset + size` bytes, or more than that
+/// plus [`ZSTD_TRAILER_ROOM`] (a frame shared by several small files), or are damaged. The
+/// caller then takes the streaming path, which handles the second case and reports the others
+/// precisely.
 fn zstd_in_one_pass(span: &[u8], chunk: &Chunk) -> Option<Vec<u8>> {
     let inner = usize::try_from(chunk.inner_offset()).ok()?;
     let need = inner.checked_add(usize::try_from(chunk.size()).ok()?)?;
-    let mut out = Vec::with_capacity(need);
+    let mut out = Vec::with_capacity(need.checked_add(ZSTD_TRAILER_ROOM)?);
     let mut decompressor = zstd::bulk::Decompressor::new().ok()?;
     match decompressor.decompress_to_buffer(span, &mut out) {
-        Ok(written) if written == need => {
+        Ok(written) if written >= need => {
+            out.truncate(need);
             out.drain(..inner);
             Some(out)
         }
         _ => None,
     }
-}
-
-/// Reads, decodes and verifies one chunk.
-pub fn read_chunk(
-    source: &impl ReadAt,
-    chunk: &Chunk,
-    compression: Compression,
-) -> Result<Vec<u8>, BlobError> {
-    let span = read(
-        source,
-        chunk.comp_offset(),
-        chunk.comp_end() - chunk.comp_offset(),
-    )?;
-    Ok(decode_chunk(&span, chunk, compression)?)
 }
 
 #[cfg(test)]
@@ -379,6 +372,18 @@ mod tests {
         assert_eq!(
             decode_chunk(&span, &tail, Compression::Zstd).unwrap(),
             &data[60_000..]
+        );
+    }
+
+    #[test]
+    fn zstd_chunk_followed_by_much_more_data_decodes() {
+        // The frame holds 190,000 bytes after the chunk, more than the one-pass buffer's room.
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
+        let span = zstd::bulk::compress(&data, 3).unwrap();
+        let head = chunk(&data, span.len(), 0, 10_000);
+        assert_eq!(
+            decode_chunk(&span, &head, Compression::Zstd).unwrap(),
+            &data[..10_000]
         );
     }
 
