@@ -23,7 +23,7 @@ macro_rules! require_prerequisites {
     };
 }
 
-/// A workload that never prints the readiness string.
+/// Returns a python workload that never prints the readiness string.
 fn silent_workload(marker: &str) -> String {
     format!("import json; print('working', flush=True); import time; time.sleep(120) # {marker}")
 }

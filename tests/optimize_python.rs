@@ -1,7 +1,7 @@
-//! `lazypull optimize` on the real python image from a registry: the source is a plain gzip
-//! image whose python layer is an umoci diff layer (parent directories without tar entries),
-//! the workload ends through `--wait-for`, and the output image is checked by its TOC order and
-//! by a lazy mount that prefetches the recorded files and runs the workload.
+//! `lazypull optimize` on the real python image from a registry. The source is a plain gzip
+//! image whose python layer is an umoci diff layer (parent directories without tar entries).
+//! The workload ends through `--wait-for`. The output image is checked by its TOC order and by a
+//! lazy mount that prefetches the recorded files and runs the workload.
 
 #[allow(unused_imports)]
 mod mount_util;
@@ -31,7 +31,7 @@ macro_rules! require_prerequisites {
     };
 }
 
-/// The workload run in the optimized image's mount: the same imports, and the answer.
+/// The workload run in the optimized image's mount: the same imports, and the query result.
 const CHECK_WORKLOAD: &str = "import json, sqlite3, ssl, email.mime.text, http.client, asyncio; \
 c = sqlite3.connect(':memory:'); c.execute('create table t(x)'); c.execute('insert into t values (42)'); \
 print(c.execute('select x from t').fetchone()[0])";
@@ -100,7 +100,7 @@ fn python_image_optimized_from_registry() {
     assert!(stdout.contains("prioritized"), "{stdout}");
     assert_nothing_left(tmp.path());
 
-    // Every recorded regular file stands before the landmark of each layer that holds it.
+    // Every recorded regular file is before the landmark of each layer that holds it.
     let recorded: HashSet<String> = std::fs::read_to_string(&record)
         .unwrap()
         .lines()

@@ -2,8 +2,8 @@
 //! and convert the image with those files first in each layer.
 //!
 //! Steps, each undone on failure or interruption by [`Workspace`]'s drop:
-//! 1. resolve the source; if a layer is not eStargz (has no TOC-digest annotation), convert the
-//!    image to a temporary OCI layout first, because a lazy mount needs eStargz layers;
+//! 1. resolve the source. A lazy mount needs eStargz layers, so if a layer has no TOC-digest
+//!    annotation, convert the image to a temporary OCI layout first;
 //! 2. `lazypull mount --record-trace` of the (converted) source in a temporary directory;
 //! 3. run the workload chrooted in the mount (see `lazypull_snapshotter::workload`);
 //! 4. unmount, then convert the source to the destination with the recorded paths prioritized,
@@ -73,7 +73,7 @@ pub struct OptimizeOptions {
     pub record: Option<PathBuf>,
 }
 
-/// What an optimization did.
+/// Result of an optimization.
 #[derive(Debug)]
 pub struct OptimizeSummary {
     /// Regular files and symlinks among them, as seen in the mounted image.

@@ -18,7 +18,7 @@ const FORMAT_ENTRIES: [&[u8]; 3] = [
 /// ones.
 ///
 /// Hard links need nothing here: the trace names one of the linked paths, and the format's
-/// planner moves the file that holds the content along with any prioritized link to it.
+/// planner moves the file that contains the content along with any prioritized link to it.
 pub fn prioritized_paths(trace: &[u8]) -> Vec<Vec<u8>> {
     let mut seen = HashSet::new();
     let mut paths = Vec::new();

@@ -24,8 +24,8 @@ c = sqlite3.connect(':memory:'); c.execute('create table t(x)'); c.execute('inse
 print(c.execute('select x from t').fetchone()[0]); print('OPTIMIZE-READY', flush=True); \
 import time; time.sleep(300)";
 
-/// The python test image converted to eStargz (unprioritized), once per cache directory.
-/// Returns the layout directory; its tag is [`PYTHON_IMAGE_TAG`].
+/// Converts the python test image to eStargz (unprioritized) once per cache directory and
+/// returns the layout directory. Its tag is [`PYTHON_IMAGE_TAG`].
 pub fn estargz_python() -> &'static Path {
     static CONVERTED: OnceLock<PathBuf> = OnceLock::new();
     CONVERTED.get_or_init(|| {

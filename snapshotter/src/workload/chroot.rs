@@ -98,6 +98,7 @@ impl ChrootPlan {
                 std::ptr::null(),
             )
         })?;
+
         // SAFETY: static strings and a path owned by `self`; mount(2) allows null data.
         check(unsafe {
             libc::mount(
@@ -121,6 +122,7 @@ impl ChrootPlan {
                 )
             })?;
         }
+
         // SAFETY: a path owned by `self`.
         check(unsafe { libc::chroot(self.root.as_ptr()) })?;
         // SAFETY: a static string.
@@ -139,11 +141,12 @@ impl ChrootPlan {
             // SAFETY: a path owned by `self`.
             check(unsafe { libc::chdir(workdir.as_ptr()) })?;
         }
+
         if let Some(ids) = &self.ids {
             let groups = [ids.gid as libc::gid_t];
             // The group list and gid go first: after setuid the process may no longer change
             // them.
-            // SAFETY: `groups` holds exactly the one entry the count says.
+            // SAFETY: `groups` contains exactly the one entry that the count gives.
             check(unsafe { libc::setgroups(1, groups.as_ptr()) })?;
             // SAFETY: no pointer arguments.
             check(unsafe { libc::setgid(ids.gid) })?;

@@ -1,4 +1,4 @@
-//! The parts of an OCI image config that say how to run a process: environment, working
+//! The parts of an OCI image config that set how a process runs: environment, working
 //! directory and user (the `config` object of the OCI image-spec config.md).
 
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use super::error::WorkloadError;
 /// runtimes such as runc's `libcontainer` and Docker use for Linux images.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How the image config asks its processes to run. Missing fields are empty.
+/// Process settings from an image config. Missing fields are empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageRuntimeConfig {
     /// `Env`: `KEY=VALUE` entries, in order.

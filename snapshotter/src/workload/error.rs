@@ -54,7 +54,7 @@ pub enum WorkloadError {
     /// An argument, variable or path contains a NUL byte, which `exec` cannot pass.
     #[error("{what} contains a NUL byte: {value:?}")]
     NulByte {
-        /// What the value is, such as "environment variable".
+        /// Kind of value, such as "path".
         what: &'static str,
         /// The value, lossily decoded.
         value: String,

@@ -15,9 +15,9 @@
 //! The environment comes from the image config ([`ImageRuntimeConfig`]) with overrides. Output
 //! is streamed line by line with a prefix, and scanned for an optional readiness string.
 //!
-//! Limitations: there is no PID, network or user namespace, and no cgroup. The workload sees the
-//! host's processes and network, and `/sys` is writable. A process that moves to another process
-//! group or session (a daemon that calls `setsid`) survives the kill.
+//! Limitations: there is no PID, network or user namespace, and no cgroup. The workload shares
+//! the host's processes and network, and `/sys` is writable. A process that moves to another
+//! process group or session (a daemon that calls `setsid`) survives the kill.
 
 mod chroot;
 mod config;

@@ -19,7 +19,7 @@ use super::user::UserIds;
 /// How often the waiting loop checks for exit, the time limit and interruption.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What to run and how.
+/// A workload: its command, environment and identity, the image root and the run's limits.
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
     /// The mounted image root on the host.
@@ -40,7 +40,7 @@ pub struct WorkloadSpec {
     pub output_prefix: String,
 }
 
-/// How a run ended. In every case the workload's process group has been killed and reaped.
+/// End of a run. In every case the workload's process group has been killed and reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkloadEnd {
     /// The readiness string appeared after `elapsed`.
