@@ -337,6 +337,20 @@ fn zstd_in_one_pass(span: &[u8], chunk: &Chunk) -> Option<Vec<u8>> {
     }
 }
 
+/// Reads, decodes and verifies one chunk.
+pub fn read_chunk(
+    source: &impl ReadAt,
+    chunk: &Chunk,
+    compression: Compression,
+) -> Result<Vec<u8>, BlobError> {
+    let span = read(
+        source,
+        chunk.comp_offset(),
+        chunk.comp_end() - chunk.comp_offset(),
+    )?;
+    Ok(decode_chunk(&span, chunk, compression)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
