@@ -8,7 +8,7 @@
 #
 #   node            minbase; + nodejs and npm from Debian; + /app with the node_modules of
 #                   scripts/bench-images/node/package-lock.json (npm ci) and workload.js.
-#   ml              minbase; + python3, python3-pip (with Recommends), python3-venv; + the
+#   ml              minbase; + python3, pip, venv, python3-dev, build-essential; + the
 #                   wheels of scripts/bench-images/ml/requirements.lock installed by the
 #                   image's pip with --require-hashes, and /app/workload.py.
 #   synthetic-500m  busybox-static; + one 512 MiB layer of AES-CTR pseudo-random files.
@@ -33,7 +33,7 @@ set -euo pipefail
 
 # Per image: bump when anything below, or a file under scripts/bench-images, changes what
 # the image contains.
-declare -A RECIPE_VERSION=([node]=1 [ml]=2 [synthetic-500m]=1 [synthetic-5g]=1)
+declare -A RECIPE_VERSION=([node]=1 [ml]=3 [synthetic-500m]=1 [synthetic-5g]=1)
 SUITE=bookworm
 MIRROR=${LAZYPULL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
@@ -209,9 +209,9 @@ fetch_wheels() {
 
 build_ml() {
     fetch_wheels
-    # With its Recommends, as `apt-get install python3-pip` does by default: build-essential
-    # and python3-dev, so that pip can build packages that have no wheel.
-    start_debian_image "python3,python3-pip,python3-venv" --aptopt='APT::Install-Recommends "true"'
+    # build-essential and python3-dev, which python3-pip recommends, let pip build packages
+    # that have no wheel, as ML images usually can.
+    start_debian_image "python3,python3-pip,python3-venv,python3-dev,build-essential"
 
     log "pip install --require-hashes in the image"
     local rootfs="$work/bundle/rootfs"
@@ -347,7 +347,10 @@ build_synthetic() {
 # $workload_expected.
 run_workload() {
     local rootfs=$1 output
-    output=$(env -i PATH="$IMAGE_PATH" HOME=/root LANG=C.UTF-8 chroot "$rootfs" "${workload_argv[@]}")
+    if ! output=$(env -i PATH="$IMAGE_PATH" HOME=/root LANG=C.UTF-8 chroot "$rootfs" "${workload_argv[@]}"); then
+        fail "workload ${workload_argv[*]} failed in $rootfs; its output:
+$output"
+    fi
     if [[ $output != "$workload_expected" ]]; then
         fail "workload ${workload_argv[*]} printed:
 $output
