@@ -36,10 +36,15 @@ pub(crate) fn split(first: Bytes, tail: Tail) -> ProxyBody {
                 Ok(Frame::data(rest))
             }
             Tail::Stall(Stall::Forever, _) => std::future::pending().await,
-            Tail::Abort => Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "body truncated by the fault proxy",
-            )),
+            Tail::Abort => {
+                // Hyper writes the head and the first part only while the body is pending;
+                // failing at once would close the connection before any of it was sent.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "body truncated by the fault proxy",
+                ))
+            }
         }
     });
     BodyExt::boxed(StreamBody::new(head.chain(rest)))
