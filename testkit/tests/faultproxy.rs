@@ -224,7 +224,7 @@ fn expired_token_needs_a_new_one() {
 }
 
 #[test]
-fn blob_redirect_goes_to_storage_until_the_url_expires() {
+fn blob_redirect_reaches_storage_until_expiry() {
     let proxy = proxy(ProxyOptions {
         storage_redirect: true,
         ..ProxyOptions::default()
