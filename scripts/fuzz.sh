@@ -3,12 +3,17 @@
 #
 #   scripts/fuzz.sh [SECONDS]
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz --locked`) and a nightly toolchain; with only a
-# stable toolchain, RUSTC_BOOTSTRAP=1 lets cargo fuzz use its nightly flags. Crashes are kept
-# under format/fuzz/artifacts/<target>/ and reproduce with `cargo fuzz run <target> <file>`.
+# Installs cargo-fuzz with `cargo install cargo-fuzz --locked` when it is missing. Uses a nightly
+# toolchain when one is installed; with only a stable toolchain, RUSTC_BOOTSTRAP=1 lets cargo
+# fuzz use its nightly flags. Crashes are kept under format/fuzz/artifacts/<target>/ and
+# reproduce with `cargo fuzz run <target> <file>`.
 set -euo pipefail
 seconds=${1:-60}
 cd "$(dirname "$0")/../format"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "cargo-fuzz is missing; installing it from crates.io"
+  cargo install cargo-fuzz --locked
+fi
 toolchain=()
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)

@@ -1,6 +1,6 @@
 //! A mapped, uncached page whose blob range the registry refuses (403): the page fault gives
 //! SIGBUS to the mapping process, `read()` gets EIO, and the mount stays usable: cached files
-//! still read, and once the registry answers again the same file reads back correctly.
+//! still read, and once the registry serves the range again the same file reads back correctly.
 
 mod mount_util;
 
@@ -47,7 +47,7 @@ fn touch_mapped_page(path: &Path, offset: usize) -> std::process::ExitStatus {
 }
 
 #[test]
-fn refused_range_gives_sigbus_to_mmap_and_eio_to_read() {
+fn refused_range_gives_sigbus_and_eio() {
     require_or_skip!(
         Prereq::Root,
         Prereq::Fuse,
@@ -122,7 +122,7 @@ fn refused_range_gives_sigbus_to_mmap_and_eio_to_read() {
     );
     assert!(proxy.handle().injected_total() > 0, "no 403 was injected");
 
-    // The mount is still usable: cached bytes, status, and a retry once the registry answers.
+    // The mount is still usable: cached bytes, status, and a retry once the registry serves the range again.
     assert_eq!(
         std::fs::read(mount.path().join("etc/config")).unwrap(),
         config
