@@ -44,7 +44,31 @@ fn duplicate_bytes(tree: &Tree) -> u64 {
 fn python_image_figures_match_gnu_tar_unpacking() {
     require_or_skip!(Prereq::Binary("tar"));
     let layout = python_image().unwrap();
-    let image = format!("oci:{}:{PYTHON_IMAGE_TAG}", layout.display());
+    cross_check(&layout, PYTHON_IMAGE_TAG);
+}
+
+/// Checks the node and ML benchmark images of `scripts/build-bench-images.sh` the same way.
+/// Ignored by default: unpacking the ML image takes about a minute and 1 GB of disk. Run with
+/// `cargo test --release --test audit_python -- --ignored --nocapture` after building them.
+#[test]
+#[ignore]
+fn bench_images_figures_match_gnu_tar_unpacking() {
+    for name in ["node", "ml"] {
+        let layout = lazypull_testkit::image::cache_dir()
+            .join("images")
+            .join(name);
+        assert!(
+            layout.join("index.json").is_file(),
+            "{} is missing; run scripts/build-bench-images.sh {name}",
+            layout.display()
+        );
+        cross_check(&layout, "latest");
+    }
+}
+
+/// Audits the image `tag` of `layout` and checks its figures against GNU tar.
+fn cross_check(layout: &std::path::Path, tag: &str) {
+    let image = format!("oci:{}:{tag}", layout.display());
 
     let started = Instant::now();
     let (code, report, output) = audit_support::audit_json(&image, &[]);
@@ -107,7 +131,7 @@ fn python_image_figures_match_gnu_tar_unpacking() {
     );
     let _: &Value = &report["findings"];
     eprintln!(
-        "python image: shipped {shipped} B, final {final_bytes} B, hidden {} B, duplicate {duplicates} B; audit {audit_seconds:.2} s, GNU tar -x {tar_seconds:.2} s",
+        "{image}: shipped {shipped} B, final {final_bytes} B, hidden {} B, duplicate {duplicates} B; audit {audit_seconds:.2} s, GNU tar -x {tar_seconds:.2} s",
         shipped - final_bytes
     );
 }
