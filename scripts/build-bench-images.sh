@@ -19,11 +19,11 @@
 # Output: ${LAZYPULL_CACHE_DIR:-/var/cache/lazypull}/images/NAME, tag `latest`, gzip layers
 # with OCI media types, and NAME/bench.json: the workload's argv, readiness line, expected
 # output, bytes it reads, warm run time and layer sizes. After building, the script unpacks
-# the image with umoci, runs the workload in a chroot (checking its output), times three
-# warm runs and measures what one run reads (bytes read from the block device of a freshly
-# mounted copy, and strace). An image is rebuilt only when it is missing, when its RECIPE_VERSION
-# differs from NAME/.lazypull-recipe, or with --force. --remeasure only repeats the checks
-# and measurements of existing images and rewrites their bench.json.
+# the image with umoci and runs the workload in a chroot, checking its output. It then times
+# three warm runs and measures what one run reads: bytes read from the block device of a
+# freshly mounted copy, and strace's counts. An image is rebuilt only when it is missing,
+# when its RECIPE_VERSION differs from NAME/.lazypull-recipe, or with --force. --remeasure
+# only repeats the checks and measurements of existing images and rewrites their bench.json.
 #
 # Needs root and network access to the Debian archive, PyPI and the npm registry on the
 # first run. Downloads are kept in $LAZYPULL_CACHE_DIR/{debs,wheels,npm}, so later builds
@@ -175,6 +175,8 @@ start_debian_image() {
     rm -f "$work/layer2.tar"
     rm -rf "$work"/bundle/rootfs/usr/share/man/* "$work"/bundle/rootfs/usr/share/info/*
     find "$work/bundle/rootfs/usr/share/doc" -name 'changelog*' -delete
+    # NOTE: the deletions give their directories the build's time, which umoci records, so
+    # this layer's digest differs between builds. The npm and pip layers keep install times.
     umoci repack --refresh-bundle --history.created_by "apt-get install ${include//,/ }" \
         --image "$work/oci:build" "$work/bundle"
 }

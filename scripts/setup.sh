@@ -45,8 +45,8 @@ for package in "${PACKAGES[@]}"; do
     fi
 done
 
-# Debian's nodejs comes without npm, which is its own package there; other builds of nodejs
-# (NodeSource's, for one) ship npm and conflict with Debian's npm package.
+# Debian ships npm as a package of its own. Other builds of nodejs (NodeSource's, for one)
+# include npm and conflict with Debian's npm package, so npm is added only when missing.
 if ! command -v npm >/dev/null 2>&1; then
     status=$(dpkg-query -W -f='${db:Status-Status}' npm 2>/dev/null || true)
     [[ $status == installed ]] || missing+=(npm)
