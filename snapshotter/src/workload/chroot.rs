@@ -84,6 +84,10 @@ impl ChrootPlan {
     pub(super) fn enter(&self) -> std::io::Result<()> {
         // Every unsafe block below is a plain system call on NUL-terminated strings that outlive
         // it. Null pointers are passed only where mount(2) allows them (no source, type or data).
+        // The workload dies with the thread that started it, even when `lazypull` is killed
+        // with SIGKILL. Its own children are not covered.
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and no pointers.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) })?;
         // SAFETY: no pointer arguments.
         check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
         // Mounts made from now on must not propagate to the host's namespace, whose root is
