@@ -571,7 +571,13 @@ fn containerd_snapshot_calls_answer_under_faults() {
         .registry
         .push_oci_layout(converted_python(), "latest", REPOSITORY)
         .unwrap();
-    let proxy = FaultProxy::start(&stack.registry.host(), ProxyOptions::default()).unwrap();
+    // Tokens and storage redirects on, so every fault kind can apply.
+    let options = ProxyOptions {
+        token_auth: true,
+        storage_redirect: true,
+        ..ProxyOptions::default()
+    };
+    let proxy = FaultProxy::start(&stack.registry.host(), options).unwrap();
     let reference = format!("{}/{REPOSITORY}", proxy.host());
     stack.rpull(&reference);
 
