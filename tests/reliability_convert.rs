@@ -3,30 +3,18 @@
 //! reported by its digest.
 
 mod convert_support;
+mod hostile_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use convert_support::*;
+use hostile_support::random_bytes;
 use lazypull_testkit::registry::Registry;
 use lazypull_testkit::tarbuild::{Builder, Entry};
 use lazypull_testkit::{Prereq, require_or_skip};
 
 const MIB: usize = 1 << 20;
-
-/// Returns `len` bytes that gzip cannot shrink (xorshift64 output).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Writes a layout tagged `tag` with `layers` layers, each holding one random file of `size`.
 fn write_random_image(dir: &Path, tag: &str, layers: usize, size: usize) {
@@ -35,7 +23,7 @@ fn write_random_image(dir: &Path, tag: &str, layers: usize, size: usize) {
             let mut tar = Builder::new();
             tar.append(&Entry::dir("data"));
             tar.append(&Entry::file(
-                &format!("data/layer-{n}.bin"),
+                format!("data/layer-{n}.bin"),
                 random_bytes(size, n as u64 + 1),
             ));
             let tar = tar.finish();

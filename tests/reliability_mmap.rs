@@ -2,6 +2,7 @@
 //! SIGBUS to the mapping process, `read()` gets EIO, and the mount stays usable: cached files
 //! still read, and once the registry serves the range again the same file reads back correctly.
 
+mod hostile_support;
 mod mount_util;
 
 use std::os::unix::process::ExitStatusExt;
@@ -9,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hostile_support::random_bytes;
 use lazypull_testkit::faultproxy::{Fault, FaultPlan, FaultProxy, ProxyOptions, Rule};
 use lazypull_testkit::image::write_oci_layout;
 use lazypull_testkit::registry::Registry;
@@ -18,20 +20,6 @@ use mount_util::{Mount, lazypull_ok, path_str};
 
 const SIGBUS: i32 = 7;
 const EIO: i32 = 5;
-
-/// Returns `len` bytes that gzip cannot shrink (xorshift64 output).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Maps `path` read-only in a Python child and touches the page at `offset`.
 fn touch_mapped_page(path: &Path, offset: usize) -> std::process::ExitStatus {
