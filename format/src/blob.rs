@@ -310,15 +310,15 @@ fn verify_chunk(out: Vec<u8>, offset: u64, expected: Digest) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// Room for what a chunk's last frame holds after the chunk: the tar padding of the file and
-/// the header blocks of the next entry. PAX records or long names can make those larger; such
-/// chunks take the streaming path.
+/// Room for the bytes a chunk's last frame contains after the chunk: the tar padding of the file
+/// and the header blocks of the next entry. PAX records or long names can make those larger, so
+/// such chunks take the streaming path.
 const ZSTD_TRAILER_ROOM: usize = 64 << 10;
 
 /// Decompresses the zstd frames of `span` in one call into a buffer sized for the chunk, which
 /// skips the copy through the streaming decoder's window.
 ///
-/// Returns `None` when the frames hold fewer than `inner_offset + size` bytes, or more than that
+/// Returns `None` when the frames contain fewer than `inner_offset + size` bytes, or more than that
 /// plus [`ZSTD_TRAILER_ROOM`] (a frame shared by several small files), or are damaged. The
 /// caller then takes the streaming path, which handles the second case and reports the others
 /// precisely.
@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn zstd_chunk_followed_by_much_more_data_decodes() {
-        // The frame holds 190,000 bytes after the chunk, more than the one-pass buffer's room.
+        // The frame contains 190,000 bytes after the chunk, more than the one-pass buffer's room.
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 7) as u8).collect();
         let span = zstd::bulk::compress(&data, 3).unwrap();
         let head = chunk(&data, span.len(), 0, 10_000);
