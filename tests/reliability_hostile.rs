@@ -9,9 +9,11 @@
 
 mod hostile_support;
 mod mount_util;
+mod serve_util;
 
 use std::io::ErrorKind;
 use std::path::Path;
+use std::time::Duration;
 
 use estargz::blob::{BlobOptions, open_blob, read_chunk};
 use estargz::footer::{GZIP_FOOTER_SIZE, gzip_footer};
@@ -24,6 +26,7 @@ use lazypull_testkit::tree::snapshot;
 use lazypull_testkit::{Prereq, require_or_skip};
 use mount_util::{Mount, path_str};
 use serde_json::{Value, json};
+use serve_util::{Stack, tail, wait_until};
 
 /// What a hostile layer must lead to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,4 +405,68 @@ fn hostile_layers_mount_safely_or_fail_clearly() {
 
 fn libc_eio() -> i32 {
     5
+}
+
+#[test]
+fn serve_survives_hostile_layers_from_containerd() {
+    require_or_skip!(
+        Prereq::Root,
+        Prereq::Fuse,
+        Prereq::Overlayfs,
+        Prereq::Binary("containerd"),
+        Prereq::Binary("ctr"),
+        Prereq::Binary("ctr-remote"),
+        Prereq::Binary("docker-registry"),
+        Prereq::Binary("skopeo")
+    );
+    let canary = tempfile::tempdir().unwrap();
+    let stack = Stack::start("").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    for case in cases(canary.path()) {
+        let layout = work.path().join(case.name);
+        write_layout(&layout, "latest", &case.blob);
+        let repository = format!("hostile-{}:latest", case.name.replace('_', "-"));
+        let reference = stack
+            .registry
+            .push_oci_layout(&layout, "latest", &repository)
+            .unwrap();
+
+        // rpull sends the remote-snapshotter labels. The pull itself may fail: a layer the
+        // daemon rejects is handed back to containerd, whose unpack then finds the edited TOC
+        // member at odds with the diff id.
+        let output = stack.containerd.ctr_remote([
+            "image",
+            "rpull",
+            "--plain-http",
+            "--snapshotter",
+            "lazypull",
+            &reference,
+        ]);
+        eprintln!(
+            "{}: rpull exited with {}: {}",
+            case.name,
+            output.status,
+            tail(&String::from_utf8_lossy(&output.stderr), 3)
+        );
+
+        // The daemon still answers containerd's gRPC calls.
+        let answered = wait_until(Duration::from_secs(10), || {
+            stack
+                .containerd
+                .ctr(["snapshots", "--snapshotter", "lazypull", "ls"])
+                .status
+                .success()
+        });
+        assert!(
+            answered,
+            "{}: the daemon stopped answering\n{}",
+            case.name,
+            tail(&stack.serve.log(), 40)
+        );
+        let _ = stack.containerd.ctr(["images", "rm", "--sync", &reference]);
+    }
+    assert!(
+        std::fs::read_dir(canary.path()).unwrap().next().is_none(),
+        "something was created in the canary directory"
+    );
 }
