@@ -415,7 +415,9 @@ mod tests {
     #[test]
     fn containers_storage_footer_is_named_as_other_dialect() {
         let mut blob = vec![0u8; 900];
-        blob.extend_from_slice(&containers_storage_footer([600, 100, 400, 1, 700, 120, 2048]));
+        blob.extend_from_slice(&containers_storage_footer([
+            600, 100, 400, 1, 700, 120, 2048,
+        ]));
         let size = blob.len() as u64;
         let err = parse_footer(&blob[blob.len() - MAX_FOOTER_SIZE..], size).unwrap_err();
         match err {
@@ -448,7 +450,10 @@ mod tests {
     fn containers_storage_magic_in_short_tail_is_named() {
         let err = parse_footer(b"GNUlInUx", 8).unwrap_err();
         assert!(
-            matches!(err, FooterError::ContainersStorageZstd { toc_offset: 0, .. }),
+            matches!(
+                err,
+                FooterError::ContainersStorageZstd { toc_offset: 0, .. }
+            ),
             "{err}"
         );
     }
