@@ -2,7 +2,6 @@
 //! and without `--strict`), a command missing from the image, and SIGINT during the workload.
 //! Each case leaves nothing mounted and no temporary files.
 
-#[allow(unused_imports)]
 mod mount_util;
 mod optimize_support;
 

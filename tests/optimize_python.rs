@@ -3,7 +3,6 @@
 //! The workload ends through `--wait-for`. The output image is checked by its TOC order and by a
 //! lazy mount that prefetches the recorded files and runs the workload.
 
-#[allow(unused_imports)]
 mod mount_util;
 mod optimize_support;
 

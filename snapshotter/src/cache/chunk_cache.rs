@@ -15,6 +15,7 @@ use super::key::ChunkKey;
 use super::memory::MemoryTier;
 use super::priority::PriorityGate;
 use super::stats::{CacheStats, CacheStatsSnapshot, bump};
+use super::writer::DiskWriter;
 
 /// Verified, decompressed chunks of every layer of a process.
 ///
@@ -33,10 +34,12 @@ pub struct ChunkCache {
     stats: Arc<CacheStats>,
     writes: Arc<WriteQueue>,
     write_queue_limit: u64,
+    /// Present with the disk tier.
+    writer: Option<DiskWriter>,
     gate: PriorityGate,
 }
 
-/// Disk writes handed to the blocking pool and not finished yet.
+/// Disk writes handed to the writer thread and not finished yet.
 struct WriteQueue {
     pending: watch::Sender<usize>,
     bytes: AtomicU64,
@@ -78,6 +81,16 @@ impl ChunkCache {
             )?),
             None => None,
         };
+        let gate = PriorityGate::new();
+        let writer = match (&disk, &config.disk_dir) {
+            (Some(_), Some(dir)) => Some(DiskWriter::start(gate.probe()).map_err(|source| {
+                CacheError::Io {
+                    path: dir.clone(),
+                    source,
+                }
+            })?),
+            _ => None,
+        };
         let (pending, _) = watch::channel(0);
         Ok(ChunkCache {
             memory,
@@ -89,7 +102,8 @@ impl ChunkCache {
                 bytes: AtomicU64::new(0),
             }),
             write_queue_limit: config.disk_write_queue_bytes,
-            gate: PriorityGate::new(),
+            writer,
+            gate,
         })
     }
 
@@ -203,11 +217,13 @@ impl ChunkCache {
             disk.write_blocking(key, &bytes);
             writes.finish(size);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn_blocking(write);
-            }
-            Err(_) => write(),
+        let rejected = match &self.writer {
+            Some(writer) => writer.submit(Box::new(write)).err(),
+            None => Some(Box::new(write) as _),
+        };
+        if let Some(write) = rejected {
+            tracing::warn!("disk writer thread is gone; writing on the caller's thread");
+            write();
         }
     }
 

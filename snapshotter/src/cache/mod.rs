@@ -7,8 +7,9 @@
 //! failures reach every waiter but are never cached, and no lock is held across I/O.
 //!
 //! - Memory tier: a byte-budgeted S3-FIFO cache (quick_cache) of `Bytes`.
-//! - Disk tier: one file per chunk under `<dir>/<layer digest hex>/`, written to a temporary file
-//!   and renamed, checked against its SHA-256 on every read, evicted least recently used first
+//! - Disk tier: one file per chunk under `<dir>/<layer digest hex>/`, written by one writer
+//!   thread to a temporary file and renamed, checked against its SHA-256 on its first read by
+//!   this process (or on every read, if configured), evicted least recently used first
 //!   across layers, and rebuilt from the directory at startup. A failed write (full disk) pauses
 //!   disk caching briefly; reads keep working from the network.
 //!
@@ -38,6 +39,7 @@ mod key;
 mod memory;
 mod priority;
 mod stats;
+mod writer;
 
 pub use chunk_cache::{ChunkCache, Lookup};
 pub use config::{CacheConfig, ConfigError};

@@ -71,6 +71,13 @@ impl PriorityGate {
         self.state.borrow().entered
     }
 
+    /// A view of the gate for a thread outside the runtime (the disk writer).
+    pub(crate) fn probe(&self) -> GateProbe {
+        GateProbe {
+            state: self.state.subscribe(),
+        }
+    }
+
     /// Waits until no guard is held and none has been for `quiet`.
     pub async fn wait_idle(&self, quiet: Duration) {
         let mut rx = self.state.subscribe();
@@ -92,6 +99,19 @@ impl PriorityGate {
     pub async fn wait_entered_after(&self, entered: u64) {
         let mut rx = self.state.subscribe();
         let _ = rx.wait_for(|s| s.entered > entered).await;
+    }
+}
+
+/// Read-only view of a [`PriorityGate`], usable from any thread.
+pub(crate) struct GateProbe {
+    state: watch::Receiver<GateState>,
+}
+
+impl GateProbe {
+    /// How long no guard has been held; `None` while one is.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        let state = *self.state.borrow();
+        (state.active == 0).then(|| state.idle_since.elapsed())
     }
 }
 

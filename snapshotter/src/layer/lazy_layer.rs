@@ -150,6 +150,11 @@ impl Layer {
         &self.loader.index
     }
 
+    /// The chunk cache the layer shares with the other layers of its process.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.loader.cache
+    }
+
     /// Returns the blob source, for liveness checks.
     pub fn source(&self) -> &Arc<dyn BlobSource> {
         &self.loader.source
