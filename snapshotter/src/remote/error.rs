@@ -339,6 +339,24 @@ pub enum RangeIssue {
     },
 }
 
+impl RangeIssue {
+    /// Returns whether a second request may get a usable answer: true for garbled or
+    /// inconsistent headers, false for what a server does by design (multipart answers,
+    /// encoded bodies, a different blob size).
+    fn is_transient(&self) -> bool {
+        match self {
+            RangeIssue::MissingContentRange
+            | RangeIssue::MalformedContentRange(_)
+            | RangeIssue::NotCovering { .. }
+            | RangeIssue::PartialBodyWith200 { .. }
+            | RangeIssue::LengthMismatch { .. } => true,
+            RangeIssue::TotalMismatch { .. }
+            | RangeIssue::UnexpectedMultipart
+            | RangeIssue::ContentEncoding(_) => false,
+        }
+    }
+}
+
 /// Coarse error classes, used as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -428,7 +446,10 @@ impl RemoteError {
     /// Returns whether another attempt of the same request may succeed.
     ///
     /// True for timeouts, transport failures, bodies that ended early, HTTP 429 and 5xx other
-    /// than 501 (Not Implemented will not change on retry).
+    /// than 501 (Not Implemented will not change on retry), and range responses whose headers
+    /// disagree with the request or with each other. Proxies and caches in front of a registry
+    /// send such responses now and then; a server that always does costs only the bounded
+    /// retries before the read fails.
     pub fn is_retryable(&self) -> bool {
         match self {
             RemoteError::Timeout { .. }
@@ -438,6 +459,7 @@ impl RemoteError {
             RemoteError::Status { status, .. } => {
                 *status == 429 || (*status >= 500 && *status != 501)
             }
+            RemoteError::RangeResponse { issue, .. } => issue.is_transient(),
             _ => false,
         }
     }

@@ -144,6 +144,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+    use crate::remote::error::RangeIssue;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -275,6 +276,52 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(err.status(), Some(503));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_retries_a_range_answer_that_misses_the_request() {
+        let stats = RemoteStats::default();
+        let calls = Cell::new(0);
+        let result = run(&policy(), &stats, labels(), || {
+            calls.set(calls.get() + 1);
+            let first = calls.get() == 1;
+            async move {
+                if first {
+                    Err(RemoteError::RangeResponse {
+                        host: "r".into(),
+                        start: 10,
+                        end: 20,
+                        issue: RangeIssue::NotCovering { start: 11, end: 20 },
+                    })
+                } else {
+                    Ok(7)
+                }
+            }
+        })
+        .await;
+        assert_eq!(result.unwrap(), 7);
+        assert_eq!(calls.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_does_not_retry_an_encoded_range_answer() {
+        let stats = RemoteStats::default();
+        let calls = Cell::new(0);
+        let err = run(&policy(), &stats, labels(), || {
+            calls.set(calls.get() + 1);
+            async {
+                Err::<(), _>(RemoteError::RangeResponse {
+                    host: "r".into(),
+                    start: 10,
+                    end: 20,
+                    issue: RangeIssue::ContentEncoding("gzip".into()),
+                })
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls.get(), 1);
+        assert!(matches!(err, RemoteError::RangeResponse { .. }), "{err:?}");
     }
 
     #[tokio::test(start_paused = true)]
