@@ -79,7 +79,10 @@ impl Workspace {
         let binary = Path::new("/proc/self/exe");
         // Marked before the child starts: if it gets as far as mounting, the drop must unmount.
         self.mounted = true;
+        // The serving process keeps this argv[0]. `lazypull unmount` stops only a process whose
+        // argv[0] names lazypull, so "/proc/self/exe" would leave the server running.
         let output = Command::new(binary)
+            .arg0("lazypull")
             .arg("mount")
             .arg(image)
             .arg(self.root())

@@ -84,11 +84,14 @@ pub fn toc_names(blob: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Asserts that nothing is mounted at or below `dir` and that `dir` is empty: the run removed
-/// its mount, its bind mounts and its temporary directory.
+/// Asserts that nothing is mounted at or below `dir`, that no process names `dir` on its command
+/// line and that `dir` is empty: the run removed its mount, its bind mounts, its serving process
+/// and its temporary directory.
 pub fn assert_nothing_left(dir: &Path) {
     let mounts = lazypull_testkit::mounts::mounts_under(dir);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
+    let servers = processes_with(&dir.to_string_lossy());
+    assert!(servers.is_empty(), "serving processes left behind: {servers:?}");
     let entries: Vec<_> = std::fs::read_dir(dir)
         .expect("temporary directory exists")
         .flatten()
