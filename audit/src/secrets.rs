@@ -18,6 +18,7 @@ pub enum SecretKind {
     /// An `.npmrc` with `_authToken`, `_auth` or `_password`.
     NpmToken,
     /// A `.env` file assigning a value to a key that names a token, password, secret or key.
+    #[serde(rename = "dotenv")]
     DotEnv,
     /// A PEM private key (`-----BEGIN ... PRIVATE KEY-----`).
     PrivateKey,
@@ -168,6 +169,19 @@ mod tests {
         ));
         assert!(private_key_in(b"junk\n-----BEGIN RSA PRIVATE KEY-----\n"));
         assert!(!private_key_in(b"-----BEGIN CERTIFICATE-----\nMII\n"));
+    }
+
+    #[test]
+    fn json_kind_matches_text_name() {
+        for kind in [
+            SecretKind::GitCredentials,
+            SecretKind::NpmToken,
+            SecretKind::DotEnv,
+            SecretKind::PrivateKey,
+        ] {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, serde_json::Value::from(kind.name()), "{kind:?}");
+        }
     }
 
     #[test]
