@@ -13,7 +13,8 @@ use lazypull_testkit::image::PYTHON_IMAGE_TAG;
 use lazypull_testkit::{Prereq, require_or_skip};
 use mount_util::{layout_layers, lazypull, path_str};
 use optimize_support::{
-    assert_nothing_left, estargz_python, layout_ref, optimize, processes_with, stderr_of, toc_names,
+    assert_nothing_left, estargz_python, layout_ref, optimize, processes_left_with, processes_with,
+    stderr_of, toc_names,
 };
 
 macro_rules! require_prerequisites {
@@ -63,7 +64,10 @@ fn timeout_without_readiness_still_optimizes() {
         stderr.contains("optimizing with the files recorded"),
         "{stderr}"
     );
-    assert!(processes_with(marker).is_empty(), "the workload was killed");
+    assert!(
+        processes_left_with(marker).is_empty(),
+        "the workload was killed"
+    );
     assert_nothing_left(tmp.path());
 
     let layers = layout_layers(&destination, "optimized").unwrap();
@@ -212,10 +216,58 @@ fn interrupt_during_workload_unmounts() {
     let exit = child.wait().unwrap();
     assert!(!exit.success(), "an interrupted run fails: {seen}{rest}");
     assert!(rest.contains("interrupted"), "{rest}");
-    assert!(processes_with(marker).is_empty(), "the workload was killed");
+    assert!(
+        processes_left_with(marker).is_empty(),
+        "the workload was killed"
+    );
     assert_nothing_left(tmp.path());
     assert!(
         !out.path().join("index.json").exists(),
         "nothing is written"
     );
+}
+
+#[test]
+fn escaped_daemon_does_not_hold_the_run() {
+    require_prerequisites!();
+    let source = layout_ref(estargz_python(), PYTHON_IMAGE_TAG);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let marker = "optimize-escaped-daemon-marker";
+    // The daemon leaves the process group with setsid and keeps the workload's stdout and
+    // stderr open for 300 s. The `:` after sleep keeps sh from replacing itself with sleep.
+    let script = format!("setsid sh -c 'sleep 300; : {marker}' & sleep 1; echo started");
+
+    let output = optimize(
+        tmp.path(),
+        &[
+            &source,
+            &format!("oci:{}:optimized", path_str(out.path())),
+            "--timeout",
+            "20",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+    );
+    let daemons = processes_with(marker);
+    for pid in &daemons {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .chain([pid.to_string().as_str()])
+        {
+            let _ = Command::new("kill").arg(child).status();
+        }
+    }
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "optimize failed: {stderr}");
+    assert_eq!(
+        daemons.len(),
+        1,
+        "optimize returned only after the daemon ended: {stderr}"
+    );
+    assert!(stderr.contains("still holds its output"), "{stderr}");
 }

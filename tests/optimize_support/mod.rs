@@ -91,7 +91,10 @@ pub fn assert_nothing_left(dir: &Path) {
     let mounts = lazypull_testkit::mounts::mounts_under(dir);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
     let servers = processes_with(&dir.to_string_lossy());
-    assert!(servers.is_empty(), "serving processes left behind: {servers:?}");
+    assert!(
+        servers.is_empty(),
+        "serving processes left behind: {servers:?}"
+    );
     let entries: Vec<_> = std::fs::read_dir(dir)
         .expect("temporary directory exists")
         .flatten()
@@ -116,6 +119,20 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// Waits up to 5 s for every process whose command line contains `marker` to end, and
+/// returns those still running. SIGKILL of a process group returns before the kernel has torn
+/// down each member, so a check made right away can still see one.
+pub fn processes_left_with(marker: &str) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let found = processes_with(marker);
+        if found.is_empty() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// Returns stderr as text.

@@ -18,6 +18,8 @@ use super::user::UserIds;
 
 /// How often the waiting loop checks for exit, the time limit and interruption.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long the output threads may take to reach end of file once the group is dead.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// A workload: its command, environment and identity, the image root and the run's limits.
 #[derive(Debug, Clone)]
@@ -145,9 +147,26 @@ pub fn run_workload(
     let result = wait(&mut child, spec, &events, started, interrupted);
     kill_group(&child);
     let reaped = child.wait();
-    // The pipes close once every process of the group is gone, which ends the echo threads.
+    // The pipes close once every process holding them is gone, which ends the echo threads.
+    // A process that left the group (a daemon that called setsid) may hold them for as long as
+    // it runs, so the threads are left behind after OUTPUT_DRAIN.
+    let drained_by = Instant::now() + OUTPUT_DRAIN;
+    let mut held = 0;
     for echo in echoes.into_iter().flatten() {
-        let _ = echo.join();
+        while !echo.is_finished() && Instant::now() < drained_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if echo.is_finished() {
+            let _ = echo.join();
+        } else {
+            held += 1;
+        }
+    }
+    if held > 0 {
+        tracing::warn!(
+            pipes = held,
+            "a process outside the workload's process group still holds its output; not waiting for it"
+        );
     }
     let end = result?;
     reaped.map_err(WorkloadError::Wait)?;
