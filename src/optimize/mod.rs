@@ -152,16 +152,39 @@ pub fn run(
 
     let trace = std::fs::read(workspace.trace())
         .with_context(|| format!("failed to read the trace {}", workspace.trace().display()))?;
-    let paths = prioritized_paths(&trace);
+    let recorded = prioritized_paths(&trace);
+    let recorded_count = recorded.len();
+    // A missing read log (an older mount binary) leaves every file whole, as before.
+    let read_log = std::fs::read(lazypull_snapshotter::fs::read_log_path(&workspace.trace()))
+        .unwrap_or_default();
+    let touched = trace::touched_bytes(&read_log);
+    let sizes = sizes_in(&workspace.root(), &recorded);
+    let (paths, left) = trace::select_whole_files(recorded, &touched, |path| {
+        sizes.get(path).copied().flatten()
+    });
     let (files, bytes) = measure(&workspace.root(), &paths);
     workspace.unmount()?;
+    eprintln!("recorded {recorded_count} paths in first-access order");
+    if !left.is_empty() {
+        let total: u64 = left
+            .iter()
+            .filter_map(|p| sizes.get(p).copied().flatten())
+            .sum();
+        let read: u64 = left.iter().filter_map(|p| touched.get(p)).sum();
+        eprintln!(
+            "left {} large files out of the prioritized part ({} in all, about {} of it read); they load on demand",
+            left.len(),
+            human_bytes(total),
+            human_bytes(read.min(total))
+        );
+    }
     if paths.is_empty() {
         anyhow::bail!(
             "the workload opened no file of the image, so there is nothing to prioritize; check that the command reads the files it needs"
         );
     }
     eprintln!(
-        "recorded {} paths in first-access order ({files} files, {})",
+        "prioritizing {} paths ({files} files, {})",
         paths.len(),
         human_bytes(bytes)
     );
@@ -317,6 +340,23 @@ fn lenient(strict: bool, problem: String) -> anyhow::Result<()> {
         "warning: {problem}; optimizing with the files recorded until then (pass --strict to fail instead)"
     );
     Ok(())
+}
+
+/// Sizes of the recorded paths that are regular files in the mounted image (`None` for other
+/// kinds and for paths that cannot be looked up). Only metadata is read.
+fn sizes_in(root: &Path, paths: &[Vec<u8>]) -> std::collections::HashMap<Vec<u8>, Option<u64>> {
+    use std::os::unix::ffi::OsStrExt;
+    paths
+        .iter()
+        .map(|path| {
+            let host = root.join(std::ffi::OsStr::from_bytes(path));
+            let size = std::fs::symlink_metadata(&host)
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .map(|metadata| metadata.len());
+            (path.clone(), size)
+        })
+        .collect()
 }
 
 /// Counts the recorded paths that are files or symlinks in the mounted image and sums their

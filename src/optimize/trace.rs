@@ -1,6 +1,8 @@
 //! From the access trace a mount records to the prioritized-files list the converter takes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use lazypull_snapshotter::fs::READ_PAGE;
 
 /// Entries the converter writes itself; a trace of an eStargz mount may list them.
 const FORMAT_ENTRIES: [&[u8]; 3] = [
@@ -35,6 +37,56 @@ pub fn prioritized_paths(trace: &[u8]) -> Vec<Vec<u8>> {
     paths
 }
 
+/// Files up to this size are prioritized whole whenever the workload opened them.
+pub const WHOLE_FILE_LIMIT: u64 = 1 << 20;
+
+/// Sums, per path, the bytes of the read-log pages the workload touched (see
+/// `lazypull_snapshotter::fs::read_log_path`). Lines that do not parse are skipped.
+pub fn touched_bytes(log: &[u8]) -> HashMap<Vec<u8>, u64> {
+    let mut pages: HashMap<Vec<u8>, HashSet<u64>> = HashMap::new();
+    for line in log.split(|&b| b == b'\n') {
+        let mut fields = line.splitn(3, |&b| b == b'\t');
+        let (Some(offset), Some(len), Some(path)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let number = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+        let (Some(offset), Some(len)) = (number(offset), number(len)) else {
+            continue;
+        };
+        if len == 0 {
+            continue;
+        }
+        let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+        let set = pages.entry(path[start..].to_vec()).or_default();
+        let first = offset / READ_PAGE;
+        let last = offset.saturating_add(len - 1) / READ_PAGE;
+        set.extend(first..=last.min(first + (1 << 24)));
+    }
+    pages
+        .into_iter()
+        .map(|(path, set)| (path, set.len() as u64 * READ_PAGE))
+        .collect()
+}
+
+/// Splits the recorded paths into those worth prefetching whole and the rest. A file is kept
+/// when it is at most [`WHOLE_FILE_LIMIT`] bytes, or when the workload touched at least half of
+/// it. A larger file read in a few places (a dataset sampled at random, a library mapped and
+/// touched here and there) stays where it is and is fetched on demand, chunk by chunk.
+/// Putting it first would make every mount fetch bytes the workload never reads. `size` gives
+/// a path's size in the image, `None` when unknown (the path is then kept).
+pub fn select_whole_files(
+    paths: Vec<Vec<u8>>,
+    touched: &HashMap<Vec<u8>, u64>,
+    size: impl Fn(&[u8]) -> Option<u64>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    paths.into_iter().partition(|path| match size(path) {
+        None => true,
+        Some(bytes) if bytes <= WHOLE_FILE_LIMIT => true,
+        Some(bytes) => touched.get(path).copied().unwrap_or(0).saturating_mul(2) >= bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +107,43 @@ mod tests {
             as_strings(&paths),
             ["usr/bin/python3", "lib/libc.so.6", "etc/ld.so.cache"]
         );
+    }
+
+    #[test]
+    fn touched_bytes_counts_each_page_once() {
+        let log = b"0\t4096\tdata/big\n100\t10\t/data/big\n65536\t131072\tdata/big\nbad line\n0\t1\tetc/x\n";
+        let touched = touched_bytes(log);
+        assert_eq!(touched[b"data/big".as_slice()], 3 * READ_PAGE);
+        assert_eq!(touched[b"etc/x".as_slice()], READ_PAGE);
+        assert_eq!(touched.len(), 2);
+    }
+
+    #[test]
+    fn sampled_large_files_are_left_out() {
+        let paths: Vec<Vec<u8>> = [
+            "small",
+            "big-read-whole",
+            "big-sampled",
+            "big-unread",
+            "unknown",
+        ]
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+        let touched = HashMap::from([
+            (b"big-read-whole".to_vec(), 60 << 20),
+            (b"big-sampled".to_vec(), 4 << 20),
+            (b"small".to_vec(), READ_PAGE),
+        ]);
+        let sizes = HashMap::from([
+            (b"small".to_vec(), 512 << 10),
+            (b"big-read-whole".to_vec(), 100 << 20),
+            (b"big-sampled".to_vec(), 100 << 20),
+            (b"big-unread".to_vec(), 8 << 20),
+        ]);
+        let (kept, left) = select_whole_files(paths, &touched, |p| sizes.get(p).copied());
+        assert_eq!(as_strings(&kept), ["small", "big-read-whole", "unknown"]);
+        assert_eq!(as_strings(&left), ["big-sampled", "big-unread"]);
     }
 
     #[test]

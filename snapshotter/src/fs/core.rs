@@ -155,6 +155,14 @@ impl<S: FileSource + ?Sized> FsCore<S> {
         }
     }
 
+    fn record_read(&self, id: NodeId, offset: u64, len: u64) {
+        if let Some((recorder, names)) = &self.trace
+            && let Some(path) = names.path_of(self.source.index(), id)
+        {
+            recorder.record_read(&path, offset, len);
+        }
+    }
+
     /// Attributes of an inode.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
         let (_, node) = self.node(ino)?;
@@ -329,6 +337,7 @@ impl<S: FileSource + ?Sized> FsCore<S> {
             return Ok(Bytes::new());
         }
         let len = u64::from(size).min(node.size - offset);
+        self.record_read(id, offset, len);
         let read = self.source.read(id, offset, len);
         let result = match self.read_timeout {
             None => read.await,

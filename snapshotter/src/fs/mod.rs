@@ -51,5 +51,5 @@ pub use inherit::DirAttrs;
 pub use inode::Ino;
 pub use memory::{MemorySource, overlay_index_options};
 pub use source::{FileSource, FsReadError};
-pub use trace::TraceRecorder;
+pub use trace::{READ_PAGE, TraceRecorder, read_log_path};
 pub use xattr::{OpaqueXattr, XattrReply};

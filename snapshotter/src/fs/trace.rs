@@ -9,8 +9,13 @@
 //! Every line is written with one `write` on an `O_APPEND` file as soon as it is known, so a
 //! killed process loses nothing already recorded. Paths containing a newline cannot be
 //! represented and are skipped with a warning.
+//!
+//! Next to the trace, `<trace>.reads` logs which parts of each file were read, so a tool can
+//! tell a file read whole from a large file read in a few places. It has one line
+//! `<offset>\t<length>\t<path>` per read that touches a [`READ_PAGE`]-sized page of the file
+//! for the first time. Reads the kernel makes ahead of the workload count as reads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,12 +24,16 @@ use std::sync::Mutex;
 
 use estargz::index::{LayerIndex, NodeId, NodeKind};
 
+/// Granularity of the read log.
+pub const READ_PAGE: u64 = 64 << 10;
+
 /// Appends first accesses to a trace file. One recorder is shared by every layer of a mount,
 /// so a path found in two layers is still written once.
 #[derive(Debug)]
 pub struct TraceRecorder {
     path: PathBuf,
     state: Mutex<TraceState>,
+    reads: Mutex<ReadLog>,
 }
 
 #[derive(Debug)]
@@ -33,21 +42,44 @@ struct TraceState {
     file: File,
 }
 
+#[derive(Debug)]
+struct ReadLog {
+    /// Pages read so far, by path.
+    pages: HashMap<Vec<u8>, HashSet<u64>>,
+    file: File,
+}
+
+/// Path of the read log that belongs to the trace at `trace`.
+pub fn read_log_path(trace: &Path) -> PathBuf {
+    let mut name = trace.as_os_str().to_owned();
+    name.push(".reads");
+    PathBuf::from(name)
+}
+
+fn create_append_only(path: &Path) -> std::io::Result<File> {
+    // std rejects truncate together with append, so O_APPEND is passed as a raw flag.
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_APPEND)
+        .open(path)
+}
+
 impl TraceRecorder {
-    /// Creates (or truncates) the trace file.
+    /// Creates (or truncates) the trace file and its read log.
     pub fn create(path: &Path) -> std::io::Result<TraceRecorder> {
-        // std refuses truncate together with append, so O_APPEND is passed as a raw flag.
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .custom_flags(libc::O_APPEND)
-            .open(path)?;
+        let file = create_append_only(path)?;
+        let reads = create_append_only(&read_log_path(path))?;
         Ok(TraceRecorder {
             path: path.to_path_buf(),
             state: Mutex::new(TraceState {
                 seen: HashSet::new(),
                 file,
+            }),
+            reads: Mutex::new(ReadLog {
+                pages: HashMap::new(),
+                file: reads,
             }),
         })
     }
@@ -75,6 +107,35 @@ impl TraceRecorder {
         line.push(b'\n');
         if let Err(error) = state.file.write_all(&line) {
             tracing::warn!(trace = %self.path.display(), %error, "failed to append to the trace file");
+        }
+    }
+}
+
+impl TraceRecorder {
+    /// Logs a read of `len` bytes at `offset` of `path` when it touches a page not read before.
+    pub fn record_read(&self, path: &[u8], offset: u64, len: u64) {
+        if path.is_empty() || path.contains(&b'\n') || len == 0 {
+            return;
+        }
+        let first = offset / READ_PAGE;
+        let last = (offset + len - 1) / READ_PAGE;
+        let mut log = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pages = log.pages.entry(path.to_vec()).or_default();
+        let mut new = false;
+        for page in first..=last {
+            new |= pages.insert(page);
+        }
+        if !new {
+            return;
+        }
+        let mut line = format!("{offset}\t{len}\t").into_bytes();
+        line.extend_from_slice(path);
+        line.push(b'\n');
+        if let Err(error) = log.file.write_all(&line) {
+            tracing::warn!(trace = %self.path.display(), %error, "failed to append to the read log");
         }
     }
 }
@@ -125,5 +186,24 @@ impl NodeNames {
             current = NodeId(parent);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_log_lists_reads_that_touch_new_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace.txt");
+        let recorder = TraceRecorder::create(&trace).unwrap();
+        recorder.record_read(b"usr/lib/big.so", 0, 4096);
+        recorder.record_read(b"usr/lib/big.so", 100, 10);
+        recorder.record_read(b"usr/lib/big.so", READ_PAGE - 1, 2);
+        recorder.record_read(b"etc/hosts", 0, 0);
+        let log = std::fs::read_to_string(read_log_path(&trace)).unwrap();
+        let expected = format!("0\t4096\tusr/lib/big.so\n{}\t2\tusr/lib/big.so\n", READ_PAGE - 1);
+        assert_eq!(log, expected);
     }
 }
