@@ -227,6 +227,36 @@ fn is_dead_mount(path: &Path) -> bool {
     matches!(std::fs::read_dir(path), Err(error) if error.raw_os_error() == Some(ENOTCONN))
 }
 
+/// Counts the files below `dir`.
+fn files_below(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => files_below(&entry.path()),
+            Ok(_) => 1,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Waits until the number of files in the disk cache `dir` stops changing (at most 10 s). The
+/// server writes chunk files once reads have gone quiet, so a kill right after a workload would
+/// otherwise find few of them written.
+fn wait_for_disk_cache(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = files_below(dir);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = files_below(dir);
+        if now == last && now > 0 {
+            return;
+        }
+        last = now;
+    }
+}
+
 #[test]
 fn killed_server_is_cleaned_and_cache_reused() {
     require_prerequisites!();
@@ -250,6 +280,7 @@ fn killed_server_is_cleaned_and_cache_reused() {
     let first_fetched = first.fresh_stats().unwrap()["total"]["bytes_fetched"]
         .as_u64()
         .unwrap();
+    wait_for_disk_cache(cache.path());
     let pid = first.pid().unwrap();
     let layer_dir = first
         .state_dir()

@@ -152,13 +152,10 @@ fn missing_command_names_it_and_path() {
 #[test]
 fn non_root_user_is_told_to_use_sudo() {
     require_or_skip!(Prereq::Root, Prereq::Binary("setpriv"));
-    let tmp = tempfile::tempdir().unwrap();
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_lazypull"))
         .arg("optimize")
-        .arg("--tmpdir")
-        .arg(tmp.path())
         .args(["oci:/nonexistent:1", "oci:/nonexistent-out:1", "--", "true"])
         .output()
         .unwrap();

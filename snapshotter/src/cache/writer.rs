@@ -10,7 +10,8 @@
 //! [`MAX_DEFER`]. The chunk stays in the memory tier meanwhile, and the queue is bounded in
 //! bytes by the caller (`disk_write_queue_bytes`); writes beyond it are skipped and counted.
 //! One thread, not a task per chunk, also keeps creates in one directory from contending for
-//! its lock.
+//! its lock. A process killed with SIGKILL loses the writes still queued: those chunks are
+//! fetched again by the next mount, never served damaged.
 //!
 //! [`PriorityGate`]: super::PriorityGate
 
