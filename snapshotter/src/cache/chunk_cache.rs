@@ -82,25 +82,30 @@ impl ChunkCache {
             None => None,
         };
         let gate = PriorityGate::new();
+        let (pending, _) = watch::channel(0);
+        let writes = Arc::new(WriteQueue {
+            pending,
+            bytes: AtomicU64::new(0),
+        });
         let writer = match (&disk, &config.disk_dir) {
-            (Some(_), Some(dir)) => Some(DiskWriter::start(gate.probe()).map_err(|source| {
-                CacheError::Io {
+            (Some(_), Some(dir)) => {
+                let queued = writes.clone();
+                let backlog = move || queued.bytes.load(Ordering::Relaxed);
+                let limit = config.disk_write_queue_bytes / 4;
+                let started = DiskWriter::start(gate.probe(), backlog, limit);
+                Some(started.map_err(|source| CacheError::Io {
                     path: dir.clone(),
                     source,
-                }
-            })?),
+                })?)
+            }
             _ => None,
         };
-        let (pending, _) = watch::channel(0);
         Ok(ChunkCache {
             memory,
             disk,
             inflight: InflightMap::default(),
             stats,
-            writes: Arc::new(WriteQueue {
-                pending,
-                bytes: AtomicU64::new(0),
-            }),
+            writes,
             write_queue_limit: config.disk_write_queue_bytes,
             writer,
             gate,

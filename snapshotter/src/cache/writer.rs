@@ -5,10 +5,12 @@
 //! hundreds of microseconds of system time. A layer of many small files (a `node_modules` tree)
 //! yields thousands of chunk files within a second of a cold start. On the node bench image,
 //! writing them at once added 1.5 to 3.9 s of system time to a cold start, on the cores the
-//! workload needs. So the thread runs a write only once the [`PriorityGate`] has been idle for
-//! [`QUIET`] (no demand read or prefetch is fetching), or once the write has waited
-//! [`MAX_DEFER`]. The chunk stays in the memory tier meanwhile, and the queue is bounded in
-//! bytes by the caller (`disk_write_queue_bytes`); writes beyond it are skipped and counted.
+//! workload needs. So the thread waits until the [`PriorityGate`] has been idle for [`QUIET`]
+//! (no demand read or prefetch is fetching) or the write has waited [`MAX_DEFER`]. It does not
+//! wait while the queued bytes exceed a quarter of the queue's bound
+//! (`disk_write_queue_bytes`). The last rule keeps a long sequential read, during which the
+//! gate is never idle, from filling the queue: writes beyond the bound are skipped and counted,
+//! and the next mount fetches those chunks again. The chunk stays in the memory tier meanwhile.
 //! One thread, not a task per chunk, also keeps creates in one directory from contending for
 //! its lock. A process killed with SIGKILL loses the writes still queued: those chunks are
 //! fetched again by the next mount, never served damaged.
@@ -37,14 +39,21 @@ pub(crate) struct DiskWriter {
 }
 
 impl DiskWriter {
-    /// Starts the thread; it defers writes while `gate` reports prioritized work.
-    pub(crate) fn start(gate: GateProbe) -> std::io::Result<Self> {
+    /// Starts the thread. It defers writes while `gate` reports prioritized work, unless
+    /// `backlog` (the bytes queued) exceeds `backlog_limit`.
+    pub(crate) fn start(
+        gate: GateProbe,
+        backlog: impl Fn() -> u64 + Send + 'static,
+        backlog_limit: u64,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<(Instant, WriteJob)>();
         std::thread::Builder::new()
             .name("lazypull-disk-writer".into())
             .spawn(move || {
                 for (queued, job) in queue {
-                    while let Some(pause) = deferral(&gate, queued.elapsed()) {
+                    while backlog() <= backlog_limit
+                        && let Some(pause) = deferral(&gate, queued.elapsed())
+                    {
                         std::thread::sleep(pause);
                     }
                     job();
@@ -84,7 +93,7 @@ mod tests {
     #[test]
     fn jobs_run_in_the_order_they_were_queued() {
         let gate = PriorityGate::new();
-        let writer = DiskWriter::start(gate.probe()).unwrap();
+        let writer = DiskWriter::start(gate.probe(), || 0, u64::MAX).unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let (done, finished) = mpsc::channel();
         for i in 0..100 {
@@ -106,7 +115,7 @@ mod tests {
     #[test]
     fn writes_wait_while_prioritized_work_runs() {
         let gate = PriorityGate::new();
-        let writer = DiskWriter::start(gate.probe()).unwrap();
+        let writer = DiskWriter::start(gate.probe(), || 0, u64::MAX).unwrap();
         let (done, finished) = mpsc::channel();
         let guard = gate.enter();
         writer
@@ -120,6 +129,20 @@ mod tests {
         finished
             .recv_timeout(Duration::from_secs(2))
             .expect("the write did not run once the gate was idle");
+    }
+
+    #[test]
+    fn writer_skips_the_wait_for_a_large_backlog() {
+        let gate = PriorityGate::new();
+        let _guard = gate.enter();
+        let writer = DiskWriter::start(gate.probe(), || 100, 10).unwrap();
+        let (done, finished) = mpsc::channel();
+        writer
+            .submit(Box::new(move || done.send(()).unwrap()))
+            .unwrap_or_else(|_| panic!("writer thread is gone"));
+        finished
+            .recv_timeout(Duration::from_secs(1))
+            .expect("a write over the backlog limit waited for the gate");
     }
 
     #[test]
