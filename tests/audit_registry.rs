@@ -27,7 +27,7 @@ fn registry_image_matches_layout_report() {
             dir.path().to_str().unwrap(),
         ],
     );
-    assert_eq!(code, 2, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(code, 3, "{}", String::from_utf8_lossy(&output.stderr));
     for stream in [&output.stdout, &output.stderr] {
         let text = String::from_utf8_lossy(stream);
         for secret in [GIT_TOKEN, NPM_TOKEN, KEY_BODY] {

@@ -186,7 +186,7 @@ fn estargz_layers_give_the_same_figures() {
 }
 
 #[test]
-fn gate_failure_exits_2_with_reasons() {
+fn gate_failure_exits_3_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let image = waste_image(dir.path(), Encoding::Gzip);
     let args = [
@@ -202,7 +202,7 @@ fn gate_failure_exits_2_with_reasons() {
         "0",
     ];
     let (code, report, output) = audit_json(&image, &args);
-    assert_eq!(code, 2, "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(code, 3, "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(report["gate"]["passed"], false);
     let rules: Vec<&str> = report["gate"]["failures"]
         .as_array()
@@ -231,7 +231,7 @@ fn gate_failure_exits_2_with_reasons() {
     assert_no_secret(&output);
 
     let text = audit(&image, &args);
-    assert_eq!(text.status.code(), Some(2));
+    assert_eq!(text.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("Gate: FAIL"), "{stdout}");
     assert!(
@@ -275,7 +275,7 @@ fn config_thresholds_yield_to_flags() {
     .unwrap();
     let config = config.to_str().unwrap();
     let (code, report, _) = audit_json(&image, &["--config", config]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 3);
     let rules: Vec<&str> = report["gate"]["failures"]
         .as_array()
         .unwrap()
@@ -323,6 +323,15 @@ fn missing_image_exits_1() {
     let output = audit(&format!("oci:{}", dir.path().join("none").display()), &[]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("error:"));
+}
+
+#[test]
+fn invalid_flag_value_exits_2_not_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = waste_image(&dir.path().join("image"), Encoding::Gzip);
+    let output = audit(&image, &["--highest-wasted-bytes", "1X"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1X"));
 }
 
 #[test]

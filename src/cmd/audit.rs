@@ -9,8 +9,9 @@ use anyhow::Context;
 use lazypull_audit::{AuditOptions, Thresholds};
 use lazypull_converter::{ImageRef, Platform, ProgressMode};
 
-/// Exit status of an audit whose gate failed.
-pub const GATE_FAILED: i32 = 2;
+/// Exit status of an audit whose gate failed. Not 2, which clap uses for invalid arguments, so
+/// a CI script can tell a failed gate from a mistyped flag.
+pub const GATE_FAILED: i32 = 3;
 
 /// Arguments of `lazypull audit`.
 #[derive(Debug, clap::Args)]
