@@ -216,10 +216,11 @@ impl ChunkCache {
             return;
         }
         self.writes.pending.send_modify(|n| *n += 1);
+        let epoch = disk.layer_epoch(&key.layer);
         let disk = disk.clone();
         let writes = self.writes.clone();
         let write = move || {
-            disk.write_blocking(key, &bytes);
+            disk.write_queued(key, &bytes, epoch);
             writes.finish(size);
         };
         let rejected = match &self.writer {

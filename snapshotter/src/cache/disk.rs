@@ -182,12 +182,29 @@ impl DiskTier {
         DiskRead::Hit(Bytes::from(data))
     }
 
+    /// Returns how many times `layer` has been removed, to pass to [`Self::write_queued`]
+    /// when a write is queued.
+    pub(crate) fn layer_epoch(&self, layer: &Digest) -> Option<u64> {
+        self.state().layer_epochs.get(layer).copied()
+    }
+
     /// Writes the chunk `key` (already verified by the caller). Blocking; never returns an
     /// error: a failed write is counted, logged at a limited rate and pauses further writes.
     pub(crate) fn write_blocking(&self, key: ChunkKey, data: &[u8]) {
+        let epoch = self.layer_epoch(&key.layer);
+        self.write_queued(key, data, epoch);
+    }
+
+    /// Like [`Self::write_blocking`] for a write queued when the layer's epoch was `epoch`: if
+    /// the layer was removed since, the write is dropped, so a late write never recreates the
+    /// files of a removed layer.
+    pub(crate) fn write_queued(&self, key: ChunkKey, data: &[u8], epoch: Option<u64>) {
         let size = data.len() as u64;
-        let (victims, epoch) = {
+        let victims = {
             let mut state = self.state();
+            if state.layer_epochs.get(&key.layer).copied() != epoch {
+                return;
+            }
             if state
                 .paused_until
                 .is_some_and(|until| Instant::now() < until)
@@ -200,7 +217,7 @@ impl DiskTier {
                 bump(&self.shared.stats.disk_writes_skipped);
                 return;
             };
-            (victims, state.layer_epochs.get(&key.layer).copied())
+            victims
         };
         self.delete_victims(victims);
 
@@ -414,6 +431,18 @@ mod tests {
             DiskTier::open(dir, budget, Duration::from_millis(50), false, stats.clone()).unwrap(),
             stats,
         )
+    }
+
+    #[tokio::test]
+    async fn write_queued_before_layer_removal_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tier, _) = open(dir.path(), 1 << 20);
+        let (key, _) = chunk(b"abc", 0);
+        let epoch = tier.layer_epoch(&key.layer);
+        tier.remove_layer_blocking(&key.layer).unwrap();
+        tier.write_queued(key, b"abc", epoch);
+        assert!(!tier.contains(&key));
+        assert!(!dir.path().join(key.layer.hex()).exists());
     }
 
     #[tokio::test]
