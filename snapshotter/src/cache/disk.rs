@@ -188,8 +188,10 @@ impl DiskTier {
         self.state().layer_epochs.get(layer).copied()
     }
 
-    /// Writes the chunk `key` (already verified by the caller). Blocking; never returns an
-    /// error: a failed write is counted, logged at a limited rate and pauses further writes.
+    /// Writes the chunk `key` (already verified by the caller) for the layer's current epoch.
+    /// Blocking; never returns an error: a failed write is counted, logged at a limited rate and
+    /// pauses further writes.
+    #[cfg(test)]
     pub(crate) fn write_blocking(&self, key: ChunkKey, data: &[u8]) {
         let epoch = self.layer_epoch(&key.layer);
         self.write_queued(key, data, epoch);
