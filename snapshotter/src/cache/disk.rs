@@ -197,9 +197,10 @@ impl DiskTier {
         self.write_queued(key, data, epoch);
     }
 
-    /// Like [`Self::write_blocking`] for a write queued when the layer's epoch was `epoch`: if
-    /// the layer was removed since, the write is dropped, so a late write never recreates the
-    /// files of a removed layer.
+    /// Writes the chunk `key` (already verified by the caller), queued when the layer's epoch
+    /// was `epoch`. If the layer was removed since, the write is dropped, so a late write never
+    /// recreates the files of a removed layer. Blocking; never returns an error: a failed write
+    /// is counted, logged at a limited rate and pauses further writes.
     pub(crate) fn write_queued(&self, key: ChunkKey, data: &[u8], epoch: Option<u64>) {
         let size = data.len() as u64;
         let victims = {
