@@ -99,7 +99,7 @@ fn python_image_optimized_from_registry() {
     assert!(stdout.contains("prioritized"), "{stdout}");
     assert_nothing_left(tmp.path());
 
-    // Every recorded regular file is before the landmark of each layer that holds it.
+    // Every recorded regular file is before the landmark of each layer that contains it.
     let recorded: HashSet<String> = std::fs::read_to_string(&record)
         .unwrap()
         .lines()

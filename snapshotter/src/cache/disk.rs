@@ -437,7 +437,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn write_queued_before_layer_removal_is_dropped() {
+    async fn write_dropped_after_layer_removal() {
         let dir = tempfile::tempdir().unwrap();
         let (tier, _) = open(dir.path(), 1 << 20);
         let (key, _) = chunk(b"abc", 0);

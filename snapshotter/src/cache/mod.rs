@@ -7,11 +7,12 @@
 //! failures reach every waiter but are never cached, and no lock is held across I/O.
 //!
 //! - Memory tier: a byte-budgeted S3-FIFO cache (quick_cache) of `Bytes`.
-//! - Disk tier: one file per chunk under `<dir>/<layer digest hex>/`, written by one writer
-//!   thread to a temporary file and renamed, checked against its SHA-256 on its first read by
-//!   this process (or on every read, if configured), evicted least recently used first
-//!   across layers, and rebuilt from the directory at startup. A failed write (full disk) pauses
-//!   disk caching briefly; reads keep working from the network.
+//! - Disk tier: one file per chunk under `<dir>/<layer digest hex>/`. One writer thread writes
+//!   each to a temporary file and renames it. A file is checked against its SHA-256 on its
+//!   first read by this process, or on every read if configured. Files are evicted least
+//!   recently used first across layers, and the accounting is rebuilt from the directory at
+//!   startup. A failed write (full disk) pauses disk caching briefly; reads keep working from
+//!   the network.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -71,7 +71,7 @@ impl PriorityGate {
         self.state.borrow().entered
     }
 
-    /// A view of the gate for a thread outside the runtime (the disk writer).
+    /// Returns a view of the gate for a thread outside the runtime (the disk writer).
     pub(crate) fn probe(&self) -> GateProbe {
         GateProbe {
             state: self.state.subscribe(),
@@ -108,7 +108,7 @@ pub(crate) struct GateProbe {
 }
 
 impl GateProbe {
-    /// How long no guard has been held; `None` while one is.
+    /// Returns how long no guard has been held, or `None` while one is.
     pub(crate) fn idle_for(&self) -> Option<Duration> {
         let state = *self.state.borrow();
         (state.active == 0).then(|| state.idle_since.elapsed())

@@ -91,7 +91,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     #[test]
-    fn jobs_run_in_the_order_they_were_queued() {
+    fn writer_keeps_queue_order() {
         let gate = PriorityGate::new();
         let writer = DiskWriter::start(gate.probe(), || 0, u64::MAX).unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -113,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_wait_while_prioritized_work_runs() {
+    fn writer_waits_for_idle_gate() {
         let gate = PriorityGate::new();
         let writer = DiskWriter::start(gate.probe(), || 0, u64::MAX).unwrap();
         let (done, finished) = mpsc::channel();
@@ -146,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_runs_after_the_longest_deferral_even_if_the_gate_stays_busy() {
+    fn writer_runs_after_max_deferral() {
         let gate = PriorityGate::new();
         let _guard = gate.enter();
         assert_eq!(deferral(&gate.probe(), MAX_DEFER), None);

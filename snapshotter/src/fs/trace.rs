@@ -194,7 +194,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn read_log_lists_reads_that_touch_new_pages() {
+    fn read_log_lists_new_pages() {
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("trace.txt");
         let recorder = TraceRecorder::create(&trace).unwrap();

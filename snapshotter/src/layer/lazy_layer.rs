@@ -150,7 +150,7 @@ impl Layer {
         &self.loader.index
     }
 
-    /// The chunk cache the layer shares with the other layers of its process.
+    /// Returns the chunk cache the layer shares with the other layers of its process.
     pub fn cache(&self) -> &Arc<ChunkCache> {
         &self.loader.cache
     }

@@ -23,7 +23,7 @@ use crate::remote::{DockerConfigCredentials, ImageRef, RegistryClient, RemoteErr
 
 /// How often the stats file is rewritten (it is also rewritten on SIGUSR1).
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest wait at exit for chunk writes still queued for the disk tier; well below
+/// Maximum wait at exit for chunk writes still queued for the disk tier. It is well below
 /// `unmount`'s default stop timeout, after which the process is killed.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -377,7 +377,7 @@ async fn run(
     }
     let _ = tokio::task::spawn_blocking(move || mounted.teardown()).await;
     // Chunk files still queued for the disk tier are written before the process exits, so the
-    // next mount finds them; a disk too slow for that loses only cache entries.
+    // next mount finds them. A disk too slow for that loses only cache entries.
     if let Some(layer) = layers.first()
         && tokio::time::timeout(FLUSH_TIMEOUT, layer.cache().flush())
             .await

@@ -340,8 +340,8 @@ pub enum RangeIssue {
 }
 
 impl RangeIssue {
-    /// Returns whether a second request may get a usable answer: true for garbled or
-    /// inconsistent headers, false for what a server does by design (multipart answers,
+    /// Returns whether a second request may get a usable response: true for garbled or
+    /// inconsistent headers, false for what a server does by design (multipart responses,
     /// encoded bodies, a different blob size).
     fn is_transient(&self) -> bool {
         match self {
@@ -448,7 +448,7 @@ impl RemoteError {
     /// True for timeouts, transport failures, bodies that ended early, HTTP 429 and 5xx other
     /// than 501 (Not Implemented will not change on retry), and range responses whose headers
     /// disagree with the request or with each other. Proxies and caches in front of a registry
-    /// send such responses now and then; a server that always does costs only the bounded
+    /// send such responses now and then. A server that always does costs only the bounded
     /// retries before the read fails.
     pub fn is_retryable(&self) -> bool {
         match self {

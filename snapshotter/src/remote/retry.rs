@@ -279,7 +279,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn run_retries_a_range_answer_that_misses_the_request() {
+    async fn retry_range_response_missing_request() {
         let stats = RemoteStats::default();
         let calls = Cell::new(0);
         let result = run(&policy(), &stats, labels(), || {
@@ -304,7 +304,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn run_does_not_retry_an_encoded_range_answer() {
+    async fn retry_skips_encoded_range_response() {
         let stats = RemoteStats::default();
         let calls = Cell::new(0);
         let err = run(&policy(), &stats, labels(), || {
