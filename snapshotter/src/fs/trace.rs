@@ -203,7 +203,10 @@ mod tests {
         recorder.record_read(b"usr/lib/big.so", READ_PAGE - 1, 2);
         recorder.record_read(b"etc/hosts", 0, 0);
         let log = std::fs::read_to_string(read_log_path(&trace)).unwrap();
-        let expected = format!("0\t4096\tusr/lib/big.so\n{}\t2\tusr/lib/big.so\n", READ_PAGE - 1);
+        let expected = format!(
+            "0\t4096\tusr/lib/big.so\n{}\t2\tusr/lib/big.so\n",
+            READ_PAGE - 1
+        );
         assert_eq!(log, expected);
     }
 }
